@@ -1,0 +1,309 @@
+//! Configuration: the TOML file (every key optional, unknown keys refused),
+//! then command-line overrides, then validation into `Config`.
+//!
+//! `RawConfig` is what the file may say; `Config` is what onepush runs with.
+//! Durations are written like `60s`, `10min`, `30days` (humantime).
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::domain::account::{EditionPolicy, Role};
+use crate::domain::challenge::Kind;
+use crate::domain::Ms;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    pub listen: Option<String>,
+    pub data_dir: Option<PathBuf>,
+    pub trusted_proxies: Option<Vec<String>>,
+    pub challenge_ttl: Option<String>,
+    pub max_wait: Option<String>,
+    pub sweep_interval: Option<String>,
+    pub grace_period: Option<String>,
+    pub provision_ttl: Option<String>,
+    pub token_prefix: Option<String>,
+    pub otp_window: Option<u64>,
+    pub otp_max_failures: Option<u32>,
+    pub password_max_failures: Option<u32>,
+    pub require_registration: Option<bool>,
+    pub number_challenge: Option<bool>,
+    pub max_pending_per_user: Option<u32>,
+    pub max_challenges_per_window: Option<u32>,
+    pub challenge_window: Option<String>,
+    pub argon2_memory_kib: Option<u32>,
+    pub argon2_iterations: Option<u32>,
+    #[serde(default)]
+    pub editions: BTreeMap<String, RawEdition>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawEdition {
+    pub push_on_login: Option<bool>,
+    pub push_on_notice: Option<bool>,
+    pub push_on_transaction: Option<bool>,
+    pub transaction_password_for: Option<Vec<String>>,
+    pub deregister_roles: Option<Vec<String>>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    pub trusted_proxies: Vec<IpAddr>,
+    pub challenge_ttl: Ms,
+    pub max_wait: Ms,
+    pub sweep_interval: Ms,
+    pub grace_period: Ms,
+    pub provision_ttl: Ms,
+    pub token_prefix: String,
+    pub otp_window: u64,
+    pub otp_max_failures: u32,
+    pub password_max_failures: u32,
+    pub require_registration: bool,
+    pub number_challenge: bool,
+    pub max_pending_per_user: u32,
+    pub max_challenges_per_window: u32,
+    pub challenge_window: Ms,
+    pub argon2_memory_kib: u32,
+    pub argon2_iterations: u32,
+    pub editions: BTreeMap<String, EditionPolicy>,
+}
+
+/// A config problem, naming the key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError(pub String);
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Command-line values that override the file.
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    pub listen: Option<String>,
+    pub data_dir: Option<PathBuf>,
+}
+
+impl RawConfig {
+    pub fn from_file(path: &Path) -> Result<RawConfig, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError(format!("{}: {e}", path.display())))?;
+        RawConfig::parse(&text).map_err(|e| ConfigError(format!("{}: {}", path.display(), e.0)))
+    }
+
+    pub fn parse(text: &str) -> Result<RawConfig, ConfigError> {
+        toml::from_str(text).map_err(|e| ConfigError(e.message().to_string()))
+    }
+}
+
+fn duration(key: &str, v: &Option<String>, default: &str) -> Result<Ms, ConfigError> {
+    let text = v.as_deref().unwrap_or(default);
+    let d: Duration = humantime::parse_duration(text)
+        .map_err(|e| ConfigError(format!("{key}: {e} (write durations like 60s, 10min, 30days)")))?;
+    Ok(d.as_millis() as Ms)
+}
+
+fn kind(key: &str, s: &str) -> Result<Kind, ConfigError> {
+    match s {
+        "login" => Ok(Kind::Login),
+        "notice" => Ok(Kind::Notice),
+        "transaction" => Ok(Kind::Transaction),
+        _ => Err(ConfigError(format!("{key}: unknown kind {s:?} (login, notice, transaction)"))),
+    }
+}
+
+impl Config {
+    /// Defaults only: what `onepush serve` runs with and no file.
+    pub fn defaults() -> Config {
+        Config::build(RawConfig::default(), &Overrides::default()).expect("the defaults are valid")
+    }
+
+    pub fn load(path: Option<&Path>, o: &Overrides) -> Result<Config, ConfigError> {
+        let raw = match path {
+            Some(p) => RawConfig::from_file(p)?,
+            None => RawConfig::default(),
+        };
+        Config::build(raw, o)
+    }
+
+    pub fn build(raw: RawConfig, o: &Overrides) -> Result<Config, ConfigError> {
+        let listen_text = o.listen.clone().or(raw.listen).unwrap_or_else(|| "127.0.0.1:8080".into());
+        let listen = listen_text
+            .parse()
+            .map_err(|_| ConfigError(format!("listen: {listen_text:?} is not an address like 127.0.0.1:8080")))?;
+        let trusted_proxies = raw
+            .trusted_proxies
+            .unwrap_or_default()
+            .iter()
+            .map(|s| s.parse().map_err(|_| ConfigError(format!("trusted_proxies: {s:?} is not an IP address"))))
+            .collect::<Result<Vec<_>, _>>()?;
+        let positive = |key: &str, v: Ms| {
+            if v == 0 {
+                Err(ConfigError(format!("{key}: must be more than zero")))
+            } else {
+                Ok(v)
+            }
+        };
+        let token_prefix = raw.token_prefix.unwrap_or_else(|| "ONEP".into());
+        if token_prefix.len() != 4 || !token_prefix.bytes().all(|b| b.is_ascii_uppercase()) {
+            return Err(ConfigError("token_prefix: must be 4 upper-case letters".into()));
+        }
+        let count = |key: &str, v: Option<u32>, default: u32| match v.unwrap_or(default) {
+            0 => Err(ConfigError(format!("{key}: must be at least 1"))),
+            n => Ok(n),
+        };
+        let argon2_memory_kib = raw.argon2_memory_kib.unwrap_or(19_456);
+        if !(8..=4_194_304).contains(&argon2_memory_kib) {
+            return Err(ConfigError("argon2_memory_kib: must be 8..=4194304".into()));
+        }
+        let argon2_iterations = count("argon2_iterations", raw.argon2_iterations, 2)?;
+        let otp_window = raw.otp_window.unwrap_or(2);
+        if otp_window > 10 {
+            return Err(ConfigError("otp_window: must be 0..=10 steps".into()));
+        }
+
+        let mut editions = BTreeMap::new();
+        editions.insert("jweb".to_string(), EditionPolicy::jweb());
+        editions.insert("fx".to_string(), EditionPolicy::fx());
+        for (name, e) in raw.editions {
+            if name.is_empty() || name.len() > 20 || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+                return Err(ConfigError(format!("editions.{name}: edition names are 1-20 letters, digits or '_'")));
+            }
+            let base = editions.get(&name).cloned().unwrap_or_else(EditionPolicy::jweb);
+            let key = |k: &str| format!("editions.{name}.{k}");
+            let policy = EditionPolicy {
+                push_on_login: e.push_on_login.unwrap_or(base.push_on_login),
+                push_on_notice: e.push_on_notice.unwrap_or(base.push_on_notice),
+                push_on_transaction: e.push_on_transaction.unwrap_or(base.push_on_transaction),
+                transaction_password_for: match e.transaction_password_for {
+                    Some(v) => v.iter().map(|s| kind(&key("transaction_password_for"), s)).collect::<Result<_, _>>()?,
+                    None => base.transaction_password_for,
+                },
+                deregister_roles: match e.deregister_roles {
+                    Some(v) => v
+                        .iter()
+                        .map(|s| Role::parse(&key("deregister_roles"), s).map_err(|e| ConfigError(e.to_string())))
+                        .collect::<Result<_, _>>()?,
+                    None => base.deregister_roles,
+                },
+            };
+            editions.insert(name, policy);
+        }
+
+        Ok(Config {
+            listen,
+            data_dir: o.data_dir.clone().or(raw.data_dir).unwrap_or_else(|| PathBuf::from("./onepush-data")),
+            trusted_proxies,
+            challenge_ttl: positive("challenge_ttl", duration("challenge_ttl", &raw.challenge_ttl, "60s")?)?,
+            max_wait: duration("max_wait", &raw.max_wait, "30s")?,
+            sweep_interval: positive("sweep_interval", duration("sweep_interval", &raw.sweep_interval, "1s")?)?,
+            grace_period: duration("grace_period", &raw.grace_period, "30days")?,
+            provision_ttl: positive("provision_ttl", duration("provision_ttl", &raw.provision_ttl, "7days")?)?,
+            token_prefix,
+            otp_window,
+            otp_max_failures: count("otp_max_failures", raw.otp_max_failures, 5)?,
+            password_max_failures: count("password_max_failures", raw.password_max_failures, 5)?,
+            require_registration: raw.require_registration.unwrap_or(false),
+            number_challenge: raw.number_challenge.unwrap_or(false),
+            max_pending_per_user: count("max_pending_per_user", raw.max_pending_per_user, 1)?,
+            max_challenges_per_window: count("max_challenges_per_window", raw.max_challenges_per_window, 5)?,
+            challenge_window: positive("challenge_window", duration("challenge_window", &raw.challenge_window, "10min")?)?,
+            argon2_memory_kib,
+            argon2_iterations,
+            editions,
+        })
+    }
+
+    pub fn store_path(&self) -> PathBuf {
+        self.data_dir.join("onepush.redb")
+    }
+
+    pub fn control_socket(&self) -> PathBuf {
+        self.data_dir.join("control.sock")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_match_the_contract() {
+        let c = Config::defaults();
+        assert_eq!(c.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(c.data_dir, PathBuf::from("./onepush-data"));
+        assert_eq!(c.challenge_ttl, 60_000);
+        assert_eq!(c.max_wait, 30_000);
+        assert_eq!(c.grace_period, 30 * 86_400_000);
+        assert_eq!(c.provision_ttl, 7 * 86_400_000);
+        assert_eq!((c.otp_window, c.otp_max_failures, c.password_max_failures), (2, 5, 5));
+        assert_eq!((c.max_pending_per_user, c.max_challenges_per_window, c.challenge_window), (1, 5, 600_000));
+        assert_eq!((c.argon2_memory_kib, c.argon2_iterations), (19_456, 2));
+        assert_eq!(c.editions["jweb"], EditionPolicy::jweb());
+        assert_eq!(c.editions["fx"], EditionPolicy::fx());
+    }
+
+    #[test]
+    fn every_key_parses() {
+        let raw = RawConfig::parse(
+            r#"
+            listen = "127.0.0.1:9000"
+            data_dir = "/var/lib/onepush"
+            trusted_proxies = ["127.0.0.1", "::1"]
+            challenge_ttl = "90s"
+            max_wait = "20s"
+            sweep_interval = "500ms"
+            grace_period = "14days"
+            provision_ttl = "1day"
+            token_prefix = "BANK"
+            otp_window = 1
+            otp_max_failures = 3
+            password_max_failures = 4
+            require_registration = true
+            number_challenge = true
+            max_pending_per_user = 2
+            max_challenges_per_window = 10
+            challenge_window = "5min"
+            argon2_memory_kib = 1024
+            argon2_iterations = 1
+            [editions.fx]
+            push_on_transaction = true
+            transaction_password_for = ["transaction"]
+            deregister_roles = ["service_admin"]
+            "#,
+        )
+        .unwrap();
+        let c = Config::build(raw, &Overrides::default()).unwrap();
+        assert_eq!(c.challenge_ttl, 90_000);
+        assert_eq!(c.sweep_interval, 500);
+        assert_eq!(c.token_prefix, "BANK");
+        assert!(c.editions["fx"].push_on_transaction);
+        assert_eq!(c.editions["fx"].deregister_roles, vec![Role::ServiceAdmin]);
+        assert_eq!(c.trusted_proxies.len(), 2);
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_named() {
+        let e = RawConfig::parse("listne = \"x\"").unwrap_err();
+        assert!(e.0.contains("listne"), "{e}");
+        let e = RawConfig::parse("[editions.fx]\npush_on_lgin = true").unwrap_err();
+        assert!(e.0.contains("push_on_lgin"), "{e}");
+        for (text, key) in [
+            ("challenge_ttl = \"soon\"", "challenge_ttl"),
+            ("listen = \"nowhere\"", "listen"),
+            ("token_prefix = \"onep\"", "token_prefix"),
+            ("trusted_proxies = [\"proxy\"]", "trusted_proxies"),
+            ("[editions.fx]\ntransaction_password_for = [\"wire\"]", "editions.fx.transaction_password_for"),
+        ] {
+            let e = Config::build(RawConfig::parse(text).unwrap(), &Overrides::default()).unwrap_err();
+            assert!(e.0.starts_with(key), "{text}: {e}");
+        }
+    }
+}

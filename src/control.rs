@@ -1,0 +1,161 @@
+//! Management commands (`rp-key`, `operator`, `audit`), one implementation
+//! for both ways of running them: in-process on the store when no server is
+//! running, or through the running server's control socket
+//! (`<data_dir>/control.sock`, mode 0600), since redb admits one process.
+//!
+//! The protocol is one JSON `Command` line in, one JSON `Output` line back.
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::domain::ids::Password;
+use crate::domain::{now_ms, rfc3339};
+use crate::service::App;
+use crate::store::Reader;
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "cmd", rename_all = "snake_case")]
+pub enum Command {
+    RpKeyAdd { name: String },
+    RpKeyList,
+    RpKeyRevoke { name: String },
+    OperatorAdd { name: String, password: String },
+    OperatorPasswd { name: String, password: String },
+    AuditVerify,
+    AuditExport,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct Output {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Output {
+    fn ok(stdout: String) -> Output {
+        Output { code: 0, stdout, stderr: String::new() }
+    }
+    fn fail(code: i32, msg: impl std::fmt::Display) -> Output {
+        Output { code, stdout: String::new(), stderr: format!("onepush: {msg}\n") }
+    }
+}
+
+/// Runs a command against the app. Exit codes: 0 done, 1 failure, 2 usage.
+pub fn execute(app: &App, cmd: Command) -> Output {
+    let now = now_ms();
+    let usage_or_fail = |e: crate::error::Error| {
+        let code = if matches!(e, crate::error::Error::BadRequest(_)) { 2 } else { 1 };
+        Output::fail(code, e)
+    };
+    match cmd {
+        Command::RpKeyAdd { name } => match app.add_rp_key("cli", &name, now) {
+            Ok(key) => Output::ok(format!("{key}\n")),
+            Err(e) => usage_or_fail(e),
+        },
+        Command::RpKeyList => match app.store.read().and_then(|r| r.rp_keys()) {
+            Ok(keys) => Output::ok(
+                keys.iter()
+                    .map(|k| {
+                        let state = k.revoked_at.map_or("live".to_string(), |t| format!("revoked {}", rfc3339(t)));
+                        format!("{}\tcreated {}\t{state}\n", k.name, rfc3339(k.created_at))
+                    })
+                    .collect(),
+            ),
+            Err(e) => Output::fail(1, e),
+        },
+        Command::RpKeyRevoke { name } => match app.revoke_rp_key("cli", &name, now) {
+            Ok(()) => Output::ok(format!("revoked {name}\n")),
+            Err(e) => usage_or_fail(e),
+        },
+        Command::OperatorAdd { name, password } | Command::OperatorPasswd { name, password } if password.is_empty() => {
+            let _ = name;
+            Output::fail(2, "password: empty; give it on standard input")
+        }
+        Command::OperatorAdd { name, password } => match app.set_operator("cli", &name, &Password::new(password), true, now) {
+            Ok(()) => Output::ok(format!("operator {name} added\n")),
+            Err(e) => usage_or_fail(e),
+        },
+        Command::OperatorPasswd { name, password } => {
+            match app.set_operator("cli", &name, &Password::new(password), false, now) {
+                Ok(()) => Output::ok(format!("password of {name} changed\n")),
+                Err(e) => usage_or_fail(e),
+            }
+        }
+        Command::AuditVerify => match app.verify_audit() {
+            Ok(Ok(n)) => Output::ok(format!("audit log intact: {n} entries\n")),
+            Ok(Err(b)) => Output::fail(1, format!("audit log broken at entry {}: {}", b.seq, b.why)),
+            Err(e) => Output::fail(1, e),
+        },
+        Command::AuditExport => {
+            let mut out = String::new();
+            let mut after = 0;
+            let r = match app.store.read() {
+                Ok(r) => r,
+                Err(e) => return Output::fail(1, e),
+            };
+            loop {
+                match r.audit_after(after, 10_000) {
+                    Ok(page) if page.is_empty() => break,
+                    Ok(page) => {
+                        for e in page {
+                            after = e.seq;
+                            out.push_str(&serde_json::to_string(&e).unwrap_or_default());
+                            out.push('\n');
+                        }
+                    }
+                    Err(e) => return Output::fail(1, e),
+                }
+            }
+            Output::ok(out)
+        }
+    }
+}
+
+/// Serves the control socket of a running server.
+pub fn listen(app: Arc<App>, path: &Path) -> std::io::Result<std::thread::JoinHandle<()>> {
+    let _ = std::fs::remove_file(path);
+    let listener = UnixListener::bind(path)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    Ok(std::thread::Builder::new().name("control".into()).spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(conn) = conn else { continue };
+            let app = app.clone();
+            // One thread per command: commands are rare and some wait for a commit.
+            let _ = std::thread::Builder::new().name("control-cmd".into()).spawn(move || serve_one(&app, conn));
+        }
+    })?)
+}
+
+fn serve_one(app: &App, conn: UnixStream) {
+    let _ = conn.set_read_timeout(Some(Duration::from_secs(10)));
+    let mut line = String::new();
+    let mut reader = BufReader::new(&conn);
+    let out = match reader.read_line(&mut line) {
+        Ok(_) => match serde_json::from_str::<Command>(&line) {
+            Ok(cmd) => execute(app, cmd),
+            Err(e) => Output::fail(2, format!("bad control request: {e}")),
+        },
+        Err(e) => Output::fail(1, e),
+    };
+    let mut w = &conn;
+    let _ = w.write_all(serde_json::to_string(&out).unwrap_or_default().as_bytes());
+    let _ = w.write_all(b"\n");
+}
+
+/// Sends a command to a running server. `None` if no server answers there.
+pub fn send(path: &Path, cmd: &Command) -> Option<Output> {
+    let conn = UnixStream::connect(path).ok()?;
+    let mut w = &conn;
+    w.write_all(serde_json::to_string(cmd).ok()?.as_bytes()).ok()?;
+    w.write_all(b"\n").ok()?;
+    let mut line = String::new();
+    BufReader::new(&conn).read_line(&mut line).ok()?;
+    serde_json::from_str(&line).ok()
+}

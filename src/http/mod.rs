@@ -1,0 +1,77 @@
+//! The HTTP edge: tiny_http workers, the router and the handlers.
+//!
+//! Handlers parse and validate, call a use case in `service`, and answer
+//! through `Exchange`. Long-polls are parked in `waiters`. Nothing here
+//! touches the store directly or invents error codes.
+
+pub mod request;
+pub mod response;
+pub mod routes;
+pub mod waiters;
+
+use std::net::{SocketAddr, TcpListener};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::Sender;
+use std::sync::Arc;
+
+use crate::service::App;
+
+pub struct Http {
+    pub app: Arc<App>,
+    pub waiters: Sender<waiters::Msg>,
+    pub shutting_down: AtomicBool,
+}
+
+/// Binds `addr` with a listen backlog of 4096 (std's 128 overflows during
+/// reconnect storms of parked phones).
+pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let listener = TcpListener::bind(addr)?;
+    #[cfg(unix)]
+    {
+        use std::os::fd::AsRawFd;
+        // SAFETY: listen(2) on a socket we own; it only changes the backlog.
+        let rc = unsafe { libc::listen(listener.as_raw_fd(), 4096) };
+        if rc != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(listener)
+}
+
+/// Runs `workers` threads that take requests from tiny_http. Returns when
+/// the server stops; `Err` means tiny_http's accept loop died (for example
+/// out of file descriptors) and the process must exit non-zero.
+pub fn run_workers(http: Arc<Http>, server: Arc<tiny_http::Server>, workers: usize) -> Result<(), String> {
+    let (fatal_tx, fatal_rx) = std::sync::mpsc::channel::<String>();
+    let mut handles = Vec::new();
+    for i in 0..workers {
+        let (http, server, fatal_tx) = (http.clone(), server.clone(), fatal_tx.clone());
+        handles.push(
+            std::thread::Builder::new()
+                .name(format!("http-{i}"))
+                .spawn(move || loop {
+                    match server.recv() {
+                        Ok(req) => {
+                            let http2 = http.clone();
+                            let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || routes::handle(&http2, req)));
+                            if r.is_err() {
+                                log::error!("a handler panicked; the request was answered 500");
+                            }
+                        }
+                        Err(e) => {
+                            if !http.shutting_down.load(Ordering::SeqCst) {
+                                let _ = fatal_tx.send(format!("the HTTP accept loop stopped: {e}"));
+                            }
+                            return;
+                        }
+                    }
+                })
+                .expect("spawning an HTTP worker"),
+        );
+    }
+    drop(fatal_tx);
+    match fatal_rx.recv() {
+        Ok(why) => Err(why),
+        Err(_) => Ok(()),
+    }
+}

@@ -1,0 +1,257 @@
+//! `onepush`: arguments → config → store, service, HTTP, sweeper; exit codes
+//! 0 done, 1 failure, 2 usage or config error.
+
+use std::io::Read;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand};
+
+use onepush::config::{Config, Overrides};
+use onepush::control::{self, Command};
+use onepush::service::App;
+use onepush::store::{Reader, Store};
+use onepush::{http, sweeper};
+
+#[derive(Parser)]
+#[command(name = "onepush", version, about = "Push-authentication appliance")]
+struct Cli {
+    /// TOML config file.
+    #[arg(long, global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Data directory (overrides `data_dir`).
+    #[arg(long, global = true, value_name = "DIR")]
+    data: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the appliance.
+    Serve {
+        /// Address to listen on (overrides `listen`).
+        #[arg(long, value_name = "ADDR")]
+        listen: Option<String>,
+    },
+    /// RP API keys.
+    #[command(subcommand)]
+    RpKey(RpKeyCmd),
+    /// Operator accounts.
+    #[command(subcommand)]
+    Operator(OperatorCmd),
+    /// The audit log.
+    #[command(subcommand)]
+    Audit(AuditCmd),
+    /// The config file.
+    #[command(subcommand)]
+    Config(ConfigCmd),
+}
+
+#[derive(Subcommand)]
+enum RpKeyCmd {
+    /// Create a key; it is printed once, alone on its line.
+    Add { name: String },
+    List,
+    Revoke { name: String },
+}
+
+#[derive(Subcommand)]
+enum OperatorCmd {
+    /// Create an operator; the password is read from standard input.
+    Add {
+        name: String,
+        #[arg(long, required = true)]
+        password_stdin: bool,
+    },
+    /// Change an operator's password (read from standard input).
+    Passwd {
+        name: String,
+        #[arg(long)]
+        password_stdin: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCmd {
+    /// Check the hash chain: exit 0 intact, 1 broken (naming the first bad entry).
+    Verify,
+    /// Print every event as a JSON line.
+    Export,
+}
+
+#[derive(Subcommand)]
+enum ConfigCmd {
+    /// Validate the config file, naming every bad key.
+    Check,
+}
+
+fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).format_timestamp_millis().init();
+    let cli = Cli::parse();
+    let listen = match &cli.command {
+        Cmd::Serve { listen } => listen.clone(),
+        _ => None,
+    };
+    let overrides = Overrides { listen, data_dir: cli.data.clone() };
+    let cfg = match Config::load(cli.config.as_deref(), &overrides) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("onepush: config: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match cli.command {
+        Cmd::Serve { .. } => serve(cfg),
+        Cmd::Config(ConfigCmd::Check) => {
+            println!("config ok: listen {}, data {}", cfg.listen, cfg.data_dir.display());
+            ExitCode::SUCCESS
+        }
+        Cmd::RpKey(c) => manage(
+            &cfg,
+            match c {
+                RpKeyCmd::Add { name } => Command::RpKeyAdd { name },
+                RpKeyCmd::List => Command::RpKeyList,
+                RpKeyCmd::Revoke { name } => Command::RpKeyRevoke { name },
+            },
+        ),
+        Cmd::Operator(c) => {
+            let (name, create) = match c {
+                OperatorCmd::Add { name, .. } => (name, true),
+                OperatorCmd::Passwd { name, .. } => (name, false),
+            };
+            let mut password = String::new();
+            if let Err(e) = std::io::stdin().read_to_string(&mut password) {
+                eprintln!("onepush: reading the password: {e}");
+                return ExitCode::from(1);
+            }
+            let password = password.trim_end_matches(['\n', '\r']).to_string();
+            manage(
+                &cfg,
+                if create { Command::OperatorAdd { name, password } } else { Command::OperatorPasswd { name, password } },
+            )
+        }
+        Cmd::Audit(AuditCmd::Verify) => manage(&cfg, Command::AuditVerify),
+        Cmd::Audit(AuditCmd::Export) => manage(&cfg, Command::AuditExport),
+    }
+}
+
+/// Runs a management command through the running server, or in-process.
+fn manage(cfg: &Config, cmd: Command) -> ExitCode {
+    let out = match control::send(&cfg.control_socket(), &cmd) {
+        Some(out) => out,
+        None => {
+            if !cfg.store_path().exists() && !matches!(cmd, Command::RpKeyAdd { .. } | Command::OperatorAdd { .. }) {
+                eprintln!("onepush: no store at {}", cfg.store_path().display());
+                return ExitCode::from(1);
+            }
+            match open_app(cfg, Arc::new(|_| {})) {
+                Ok(app) => control::execute(&app, cmd),
+                Err(e) => {
+                    eprintln!("onepush: {e}");
+                    return ExitCode::from(1);
+                }
+            }
+        }
+    };
+    print!("{}", out.stdout);
+    eprint!("{}", out.stderr);
+    ExitCode::from(out.code.clamp(0, 255) as u8)
+}
+
+fn open_app(cfg: &Config, notify: onepush::service::Notify) -> Result<App, String> {
+    std::fs::create_dir_all(&cfg.data_dir).map_err(|e| format!("{}: {e}", cfg.data_dir.display()))?;
+    restrict(&cfg.data_dir, 0o700);
+    let store = Store::open(&cfg.store_path()).map_err(|e| match e {
+        onepush::error::Error::Conflict(m) => m,
+        other => format!("opening the store: {other:?}"),
+    })?;
+    restrict(&cfg.store_path(), 0o600);
+    App::new(cfg.clone(), store, notify).map_err(|e| format!("{e:?}"))
+}
+
+fn restrict(path: &std::path::Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    if let Err(e) = std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)) {
+        log::warn!("could not set mode {mode:o} on {}: {e}", path.display());
+    }
+}
+
+/// Lets one process hold many parked connections (two descriptors each).
+fn raise_fd_limit() {
+    // SAFETY: getrlimit/setrlimit on our own process with a valid struct.
+    unsafe {
+        let mut r = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) == 0 && r.rlim_cur < r.rlim_max {
+            r.rlim_cur = r.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &r);
+        }
+    }
+}
+
+fn serve(cfg: Config) -> ExitCode {
+    raise_fd_limit();
+    let (wtx, wrx) = std::sync::mpsc::channel::<http::waiters::Msg>();
+    let notify_tx = std::sync::Mutex::new(wtx.clone());
+    let notify: onepush::service::Notify = Arc::new(move |ev| {
+        let _ = notify_tx.lock().expect("notify lock poisoned").send(http::waiters::Msg::Event(ev));
+    });
+    let app = match open_app(&cfg, notify) {
+        Ok(a) => Arc::new(a),
+        Err(e) => {
+            eprintln!("onepush: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let listener = match http::bind(cfg.listen) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("onepush: cannot listen on {}: {e}", cfg.listen);
+            return ExitCode::from(1);
+        }
+    };
+    let addr = listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
+    let server = match tiny_http::Server::from_listener(listener, None) {
+        Ok(s) => Arc::new(s),
+        Err(e) => {
+            eprintln!("onepush: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let _waiters = http::waiters::spawn(app.clone(), wrx);
+    let (_stop_sweeper, stop_rx) = std::sync::mpsc::channel::<()>();
+    let _sweeper = sweeper::spawn(app.clone(), stop_rx);
+    if let Err(e) = control::listen(app.clone(), &cfg.control_socket()) {
+        eprintln!("onepush: control socket {}: {e}", cfg.control_socket().display());
+        return ExitCode::from(1);
+    }
+
+    println!("onepush listening on http://{addr}");
+    println!("  data directory: {}", cfg.data_dir.display());
+    println!("  API reference:  http://{addr}/api/openapi.json");
+    let (operators, rp_keys) = app
+        .store
+        .read()
+        .and_then(|r| Ok((r.operator_count()?, r.rp_keys()?.iter().filter(|k| k.revoked_at.is_none()).count())))
+        .unwrap_or((0, 0));
+    if operators == 0 {
+        println!("  no operator yet: printf '%s' 'PASSWORD' | onepush operator add NAME --password-stdin");
+    }
+    if rp_keys == 0 {
+        println!("  no RP key yet:   onepush rp-key add NAME   (prints the key once)");
+    }
+    use std::io::Write;
+    let _ = std::io::stdout().flush();
+
+    let workers = std::thread::available_parallelism().map_or(2, |n| n.get()).max(2) * 4;
+    let httpx = Arc::new(http::Http { app, waiters: wtx, shutting_down: AtomicBool::new(false) });
+    match http::run_workers(httpx, server, workers) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(why) => {
+            log::error!("{why}; exiting so that the service manager restarts onepush");
+            ExitCode::from(1)
+        }
+    }
+}

@@ -1,0 +1,162 @@
+//! Counters and histograms for `/metrics` (Prometheus text format).
+//! Lock-free on the hot path: atomics indexed by enum position.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use crate::domain::challenge::{Kind, Status};
+
+const BUCKETS: [f64; 18] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+];
+
+#[derive(Default)]
+pub struct Histogram {
+    counts: [AtomicU64; 19],
+    sum_micros: AtomicU64,
+}
+
+impl Histogram {
+    pub fn observe(&self, d: Duration) {
+        let s = d.as_secs_f64();
+        let i = BUCKETS.iter().position(|&b| s <= b).unwrap_or(BUCKETS.len());
+        self.counts[i].fetch_add(1, Relaxed);
+        self.sum_micros.fetch_add(d.as_micros() as u64, Relaxed);
+    }
+
+    fn render(&self, out: &mut String, name: &str, help: &str) {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+        let mut cum = 0;
+        for (i, b) in BUCKETS.iter().enumerate() {
+            cum += self.counts[i].load(Relaxed);
+            let _ = writeln!(out, "{name}_bucket{{le=\"{b}\"}} {cum}");
+        }
+        cum += self.counts[BUCKETS.len()].load(Relaxed);
+        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {cum}");
+        let _ = writeln!(out, "{name}_sum {}", self.sum_micros.load(Relaxed) as f64 / 1e6);
+        let _ = writeln!(out, "{name}_count {cum}");
+    }
+}
+
+#[derive(Default)]
+pub struct Metrics {
+    challenges_created: [AtomicU64; 3],
+    challenges_closed: [[AtomicU64; 7]; 3],
+    logins: Mutex<BTreeMap<(&'static str, &'static str, &'static str), u64>>,
+    pub http_requests: AtomicU64,
+    pub http_errors_5xx: AtomicU64,
+    pub parked_rp: AtomicI64,
+    pub parked_device: AtomicI64,
+    pub registrations: AtomicU64,
+    pub registration_failures: AtomicU64,
+    pub provisioned: AtomicU64,
+    pub fraud_reports: AtomicU64,
+    pub sweeper_lag: Histogram,
+    /// Decision committed → parked RP waiter answered.
+    pub wake_latency: Histogram,
+    /// Challenge created → decided (approved, rejected, token_mismatch).
+    pub decision_latency: Histogram,
+}
+
+fn kind_index(k: Kind) -> usize {
+    Kind::ALL.iter().position(|x| *x == k).unwrap_or(0)
+}
+fn status_index(s: Status) -> usize {
+    Status::ALL.iter().position(|x| *x == s).unwrap_or(0)
+}
+
+impl Metrics {
+    pub fn challenge_created(&self, kind: Kind) {
+        self.challenges_created[kind_index(kind)].fetch_add(1, Relaxed);
+    }
+
+    pub fn challenge_closed(&self, kind: Kind, status: Status) {
+        self.challenges_closed[kind_index(kind)][status_index(status)].fetch_add(1, Relaxed);
+    }
+
+    pub fn closed_count(&self, kind: Kind, status: Status) -> u64 {
+        self.challenges_closed[kind_index(kind)][status_index(status)].load(Relaxed)
+    }
+
+    /// `operation` is login or approval, `result` allow/deny/challenge.
+    pub fn decision(&self, operation: &'static str, result: &'static str, reason: &'static str) {
+        let mut m = self.logins.lock().expect("metrics lock poisoned");
+        *m.entry((operation, result, reason)).or_insert(0) += 1;
+    }
+
+    pub fn render(&self, store_bytes: u64) -> String {
+        let mut out = String::with_capacity(8192);
+        let _ = writeln!(out, "# HELP onepush_challenges_created_total Push challenges created, by kind.");
+        let _ = writeln!(out, "# TYPE onepush_challenges_created_total counter");
+        for k in Kind::ALL {
+            let v = self.challenges_created[kind_index(k)].load(Relaxed);
+            let _ = writeln!(out, "onepush_challenges_created_total{{kind=\"{}\"}} {v}", k.as_str());
+        }
+        let _ = writeln!(out, "# HELP onepush_challenges_closed_total Challenges that left pending, by kind and outcome.");
+        let _ = writeln!(out, "# TYPE onepush_challenges_closed_total counter");
+        for k in Kind::ALL {
+            for s in Status::ALL.iter().skip(1) {
+                let v = self.closed_count(k, *s);
+                let _ = writeln!(
+                    out,
+                    "onepush_challenges_closed_total{{kind=\"{}\",status=\"{}\"}} {v}",
+                    k.as_str(),
+                    s.as_str()
+                );
+            }
+        }
+        let _ = writeln!(out, "# HELP onepush_decisions_total Login and approval answers to the RP, by result and reason.");
+        let _ = writeln!(out, "# TYPE onepush_decisions_total counter");
+        for ((op, result, reason), v) in self.logins.lock().expect("metrics lock poisoned").iter() {
+            let _ = writeln!(
+                out,
+                "onepush_decisions_total{{operation=\"{op}\",result=\"{result}\",reason=\"{reason}\"}} {v}"
+            );
+        }
+        let counters: [(&str, &str, u64); 7] = [
+            ("onepush_http_requests_total", "HTTP requests answered.", self.http_requests.load(Relaxed)),
+            ("onepush_http_server_errors_total", "HTTP 5xx answers.", self.http_errors_5xx.load(Relaxed)),
+            ("onepush_registrations_total", "Successful registrations.", self.registrations.load(Relaxed)),
+            ("onepush_registration_failures_total", "Failed registration attempts.", self.registration_failures.load(Relaxed)),
+            ("onepush_tokens_provisioned_total", "Tokens provisioned.", self.provisioned.load(Relaxed)),
+            ("onepush_fraud_reports_total", "Rejections reported as fraud by the user.", self.fraud_reports.load(Relaxed)),
+            ("onepush_store_bytes", "Size of the store file.", store_bytes),
+        ];
+        for (name, help, v) in counters {
+            let ty = if name.ends_with("_total") { "counter" } else { "gauge" };
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {ty}\n{name} {v}");
+        }
+        let _ = writeln!(out, "# HELP onepush_parked_requests Long-polls parked, waiting for a change.");
+        let _ = writeln!(out, "# TYPE onepush_parked_requests gauge");
+        let _ = writeln!(out, "onepush_parked_requests{{side=\"rp\"}} {}", self.parked_rp.load(Relaxed));
+        let _ = writeln!(out, "onepush_parked_requests{{side=\"device\"}} {}", self.parked_device.load(Relaxed));
+        self.wake_latency.render(&mut out, "onepush_wake_latency_seconds", "Decision committed to parked RP waiter answered.");
+        self.decision_latency
+            .render(&mut out, "onepush_decision_latency_seconds", "Challenge created to answered by the phone.");
+        self.sweeper_lag.render(&mut out, "onepush_sweeper_lag_seconds", "expires_at to closed by the sweeper.");
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_counters_and_histograms() {
+        let m = Metrics::default();
+        m.challenge_created(Kind::Login);
+        m.challenge_closed(Kind::Login, Status::Approved);
+        m.decision("login", "deny", "bad_credentials");
+        m.wake_latency.observe(Duration::from_micros(300));
+        let text = m.render(4096);
+        assert!(text.contains("onepush_challenges_closed_total{kind=\"login\",status=\"approved\"} 1"));
+        assert!(text.contains("onepush_decisions_total{operation=\"login\",result=\"deny\",reason=\"bad_credentials\"} 1"));
+        assert!(text.contains("onepush_wake_latency_seconds_bucket{le=\"0.0005\"} 1"));
+        assert!(text.contains("onepush_wake_latency_seconds_bucket{le=\"0.00025\"} 0"));
+        assert!(text.contains("onepush_store_bytes 4096"));
+    }
+}

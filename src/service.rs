@@ -1,0 +1,1391 @@
+//! Use cases: provision, register, login, approve, deliver, answer, cancel,
+//! sweep, and the operator and CLI actions.
+//!
+//! Each use case = input validation + domain rules + one job on the single
+//! writer (one transaction, with its audit entries) + events for parked
+//! waiters, sent only after the commit. Expensive work (Argon2, signature
+//! checks) runs on the calling thread, before the job is queued, so the
+//! writer only ever does store work.
+//!
+//! Asynchronous use cases take a `done` callback, called after the commit;
+//! the HTTP layer passes one that answers the request, so no worker thread
+//! waits for an fsync.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use crate::audit::NewEvent;
+use crate::config::Config;
+use crate::domain::account::{
+    gate, AllowReason, Contract, ContractStatus, DenyReason, EditionPolicy, Gate, GateSettings, Registration, Role,
+    Token, User,
+};
+use crate::domain::challenge::{number_challenge, Answer, CancelCause, Challenge, Decision, Kind, Status};
+use crate::domain::ids::{self, check_contract_no, check_text, check_user_id, Password, TokenId};
+use crate::domain::sig;
+use crate::domain::totp;
+use crate::domain::{rfc3339, Ms, SECOND};
+use crate::error::{Error, Result};
+use crate::metrics::Metrics;
+use crate::passwords::Passwords;
+use crate::store::{Durability, Operator, RawReader, Reader, RpKey, Store, WriteTx, Writer};
+
+/// Display lines: at most 12; label 1–40, value 1–200 characters.
+pub const MAX_DISPLAY_LINES: usize = 12;
+/// Provisioning attempts per client address per `PROVISION_RATE_WINDOW`.
+pub const PROVISION_RATE_LIMIT: u32 = 20;
+pub const PROVISION_RATE_WINDOW: Ms = 600 * SECOND;
+/// After `otp_max_failures` failed registrations a user waits this long.
+pub const REGISTRATION_LOCKOUT: Ms = 900 * SECOND;
+/// Admin sessions: 8 h absolute, 30 min idle.
+pub const SESSION_MAX: Ms = 8 * 3600 * SECOND;
+pub const SESSION_IDLE: Ms = 1800 * SECOND;
+
+/// What parked waiters must hear, sent after the commit that caused it.
+#[derive(Debug, Clone)]
+pub enum Event {
+    /// A challenge left `pending`; `at` is when its commit finished.
+    Closed(Box<Challenge>, Instant),
+    /// A token has (new) pending challenges.
+    Pending(String),
+    /// A token was revoked: its parked polls get 403 at once.
+    TokenRevoked(String),
+}
+
+pub type Notify = Arc<dyn Fn(Event) + Send + Sync>;
+// ---------------------------------------------------------------- inputs
+
+#[derive(Debug, Default, Clone, Deserialize)]
+pub struct ClientInfo {
+    pub ip: Option<String>,
+    pub user_agent: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoginInput {
+    pub contract_no: String,
+    pub user_id: String,
+    pub password: Password,
+    #[serde(default)]
+    pub client: ClientInfo,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApprovalInput {
+    pub contract_no: String,
+    pub user_id: String,
+    pub kind: String,
+    #[serde(default)]
+    pub transaction_password: Option<Password>,
+    pub display: Vec<(String, String)>,
+    #[serde(default)]
+    pub client: ClientInfo,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProvisionInput {
+    pub public_key: String,
+    pub proof: String,
+    #[serde(default)]
+    pub label: Option<String>,
+    #[serde(default)]
+    pub push_endpoint: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegistrationInput {
+    pub contract_no: String,
+    pub user_id: String,
+    pub password: Password,
+    pub token_id: String,
+    pub otp1: String,
+    pub otp2: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AnswerInput {
+    pub token_id: String,
+    pub decision: String,
+    #[serde(default)]
+    pub number: Option<String>,
+    #[serde(default)]
+    pub report_fraud: bool,
+    pub signature: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewContract {
+    pub contract_no: String,
+    pub name: String,
+    pub edition: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewUser {
+    pub user_id: String,
+    pub name: String,
+    pub role: String,
+    pub password: Password,
+    #[serde(default)]
+    pub transaction_password: Option<Password>,
+}
+
+// ---------------------------------------------------------------- outputs
+
+/// The answer to a login or approval.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "result", rename_all = "snake_case")]
+pub enum GateAnswer {
+    Challenge {
+        challenge_id: String,
+        expires_at: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        number: Option<String>,
+    },
+    Allow {
+        reason: AllowReason,
+    },
+    Deny {
+        reason: DenyReason,
+    },
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ProvisionOutput {
+    pub token_id: String,
+    pub otp_secret: String,
+    pub otp_algorithm: &'static str,
+    pub otp_digits: u32,
+    pub otp_period: u64,
+    pub server_time: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RegistrationOutput {
+    pub registration: &'static str,
+    pub token_id: String,
+    pub registered_at: String,
+}
+
+/// A challenge as its RP sees it.
+pub fn rp_view(c: &Challenge) -> serde_json::Value {
+    json!({
+        "challenge_id": c.id,
+        "kind": c.kind.as_str(),
+        "status": c.status.as_str(),
+        "created_at": rfc3339(c.created_at),
+        "expires_at": rfc3339(c.expires_at),
+        "decided_at": c.decided_at.map(rfc3339),
+    })
+}
+
+/// A challenge as the phone sees it.
+pub fn device_view(c: &Challenge) -> serde_json::Value {
+    json!({
+        "challenge_id": c.id,
+        "kind": c.kind.as_str(),
+        "display": c.display,
+        "display_digest": c.display_digest,
+        "number_choices": c.number_choices,
+        "created_at": rfc3339(c.created_at),
+        "expires_at": rfc3339(c.expires_at),
+    })
+}
+
+pub fn user_view(u: &User) -> serde_json::Value {
+    json!({
+        "contract_no": u.contract_no,
+        "user_id": u.user_id,
+        "name": u.name,
+        "role": u.role,
+        "registration": u.registration.as_str(),
+        "token_id": u.token_id,
+        "usable_until": u.usable_until.map(rfc3339),
+        "password_locked": u.password_locked,
+        "stopped": u.stopped,
+    })
+}
+
+pub fn contract_view(c: &Contract) -> serde_json::Value {
+    json!({
+        "contract_no": c.contract_no,
+        "name": c.name,
+        "edition": c.edition,
+        "status": c.status,
+        "service_admin": c.service_admin,
+        "created_at": rfc3339(c.created_at),
+        "cancelled_at": c.cancelled_at.map(rfc3339),
+    })
+}
+
+// ---------------------------------------------------------------- the app
+
+struct Session {
+    operator: String,
+    created: Ms,
+    last_seen: Ms,
+}
+
+pub struct App {
+    pub cfg: Config,
+    pub store: Store,
+    pub writer: Writer,
+    pub metrics: Arc<Metrics>,
+    pub passwords: Passwords,
+    notify: Notify,
+    sessions: Mutex<HashMap<String, Session>>,
+    provision_rate: Mutex<HashMap<IpAddr, (Ms, u32)>>,
+}
+
+/// How the password check went, decided before the job is queued.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Credentials {
+    Unknown,
+    Locked,
+    Wrong,
+    Right,
+}
+
+impl App {
+    pub fn new(cfg: Config, store: Store, notify: Notify) -> Result<App> {
+        let passwords = Passwords::new(cfg.argon2_memory_kib, cfg.argon2_iterations)?;
+        let writer = store.writer();
+        Ok(App {
+            cfg,
+            store,
+            writer,
+            metrics: Arc::new(Metrics::default()),
+            passwords,
+            notify,
+            sessions: Mutex::new(HashMap::new()),
+            provision_rate: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Queues a job whose events go to the waiters after its commit.
+    fn submit<T, F, C>(&self, durability: Durability, mut f: F, done: C)
+    where
+        T: Send + 'static,
+        F: FnMut(&mut WriteTx, &mut Vec<Event>) -> Result<T> + Send + 'static,
+        C: FnOnce(Result<T>) + Send + 'static,
+    {
+        let notify = self.notify.clone();
+        self.writer.submit(
+            durability,
+            move |tx| {
+                let mut events = Vec::new();
+                let v = f(tx, &mut events)?;
+                Ok((v, events))
+            },
+            move |r| match r {
+                Ok((v, events)) => {
+                    let committed = Instant::now();
+                    for e in events {
+                        notify(match e {
+                            Event::Closed(c, _) => Event::Closed(c, committed),
+                            other => other,
+                        });
+                    }
+                    done(Ok(v))
+                }
+                Err(e) => done(Err(e)),
+            },
+        );
+    }
+
+    /// `submit`, waiting for the result (CLI, admin and sweeper paths).
+    fn call<T, F>(&self, durability: Durability, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnMut(&mut WriteTx, &mut Vec<Event>) -> Result<T> + Send + 'static,
+    {
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        self.submit(durability, f, move |r| {
+            let _ = tx.send(r);
+        });
+        rx.recv().unwrap_or_else(|_| Err(Error::Internal("the writer has stopped".into())))
+    }
+
+    fn edition(&self, name: &str) -> Result<&EditionPolicy> {
+        self.cfg
+            .editions
+            .get(name)
+            .ok_or_else(|| Error::Internal(format!("contract names edition {name:?}, which the config lacks")))
+    }
+
+    fn gate_settings(&self, system_suspended: bool) -> GateSettings {
+        GateSettings {
+            system_suspended,
+            require_registration: self.cfg.require_registration,
+            max_challenges_per_window: self.cfg.max_challenges_per_window,
+            challenge_window: self.cfg.challenge_window,
+        }
+    }
+
+    // ------------------------------------------------------------ RP API
+
+    /// The RP name for an API key, or 401.
+    pub fn rp_for_key(&self, key: &str) -> Result<String> {
+        let hash = sig::sha256_hex(key.as_bytes());
+        self.store.read()?.rp_name_by_hash(&hash)?.ok_or_else(|| Error::Unauthorized("unknown or revoked API key".into()))
+    }
+
+    fn check_credentials(&self, user: Option<&User>, password: &Password) -> Credentials {
+        match user {
+            None => {
+                self.passwords.verify(None, password.expose());
+                Credentials::Unknown
+            }
+            Some(u) if u.password_locked => Credentials::Locked,
+            Some(u) => {
+                if self.passwords.verify(Some(&u.password_hash), password.expose()) {
+                    Credentials::Right
+                } else {
+                    Credentials::Wrong
+                }
+            }
+        }
+    }
+
+    /// POST /api/v1/login (SPEC R2.1, R3).
+    pub fn login(self: &Arc<Self>, rp: String, input: LoginInput, now: Ms, done: impl FnOnce(Result<GateAnswer>) + Send + 'static) {
+        let prepared = (|| {
+            check_contract_no("contract_no", &input.contract_no)?;
+            check_user_id("user_id", &input.user_id)?;
+            input.password.check("password")?;
+            let client = check_client(&input.client)?;
+            let r = self.store.read()?;
+            let user = match r.contract(&input.contract_no)? {
+                Some(_) => r.user(&input.contract_no, &input.user_id)?,
+                None => None,
+            };
+            Ok((self.check_credentials(user.as_ref(), &input.password), client))
+        })();
+        let (creds, client) = match prepared {
+            Ok(p) => p,
+            Err(e) => return done(Err(e)),
+        };
+        let app = self.clone();
+        let (contract_no, user_id) = (input.contract_no, input.user_id);
+        let actor = format!("rp:{rp}");
+        self.submit(
+            Durability::Durable,
+            move |tx, events| {
+                let (answer, reason) = app.decide(tx, events, &rp, &contract_no, &user_id, Kind::Login, creds, None, &client, now)?;
+                let mut detail = json!({"result": answer_result(&answer), "reason": reason, "client": client_json(&client)});
+                if let GateAnswer::Challenge { challenge_id, .. } = &answer {
+                    detail["challenge_id"] = json!(challenge_id);
+                }
+                tx.audit(NewEvent::new("login", actor.clone()).user(&contract_no, &user_id).detail(detail))?;
+                Ok(answer)
+            },
+            {
+                let app = self.clone();
+                move |r: Result<GateAnswer>| {
+                    if let Ok(a) = &r {
+                        app.count_decision("login", a);
+                    }
+                    done(r)
+                }
+            },
+        );
+    }
+
+    /// POST /api/v1/approvals (SPEC R2.2).
+    pub fn approve(self: &Arc<Self>, rp: String, input: ApprovalInput, now: Ms, done: impl FnOnce(Result<GateAnswer>) + Send + 'static) {
+        let prepared = (|| {
+            check_contract_no("contract_no", &input.contract_no)?;
+            check_user_id("user_id", &input.user_id)?;
+            let kind = match input.kind.as_str() {
+                "notice" => Kind::Notice,
+                "transaction" => Kind::Transaction,
+                _ => return Err(Error::bad_field("kind", "must be notice or transaction")),
+            };
+            check_display(&input.display)?;
+            let client = check_client(&input.client)?;
+            if let Some(p) = &input.transaction_password {
+                p.check("transaction_password")?;
+            }
+            let r = self.store.read()?;
+            let contract = r.contract(&input.contract_no)?;
+            let user = match &contract {
+                Some(_) => r.user(&input.contract_no, &input.user_id)?,
+                None => None,
+            };
+            let needs_password = match &contract {
+                Some(c) => self.edition(&c.edition)?.needs_transaction_password(kind),
+                None => input.transaction_password.is_some(),
+            };
+            let creds = match (&user, needs_password, &input.transaction_password) {
+                (None, _, Some(p)) => {
+                    self.passwords.verify(None, p.expose());
+                    Credentials::Unknown
+                }
+                (None, _, None) => Credentials::Unknown,
+                (Some(u), _, _) if u.password_locked => Credentials::Locked,
+                (Some(_), true, None) => {
+                    return Err(Error::bad_field("transaction_password", "is required for this kind in this contract's edition"))
+                }
+                (Some(u), true, Some(p)) => {
+                    if self.passwords.verify(u.transaction_password_hash.as_deref(), p.expose()) {
+                        Credentials::Right
+                    } else {
+                        Credentials::Wrong
+                    }
+                }
+                (Some(_), false, _) => Credentials::Right,
+            };
+            Ok((kind, creds, client))
+        })();
+        let (kind, creds, client) = match prepared {
+            Ok(p) => p,
+            Err(e) => return done(Err(e)),
+        };
+        let app = self.clone();
+        let (contract_no, user_id, display) = (input.contract_no, input.user_id, input.display);
+        let actor = format!("rp:{rp}");
+        self.submit(
+            Durability::Durable,
+            move |tx, events| {
+                let (answer, reason) =
+                    app.decide(tx, events, &rp, &contract_no, &user_id, kind, creds, Some(&display), &client, now)?;
+                let mut detail = json!({
+                    "kind": kind.as_str(), "result": answer_result(&answer), "reason": reason,
+                    "display": display, "client": client_json(&client),
+                });
+                if let GateAnswer::Challenge { challenge_id, .. } = &answer {
+                    detail["challenge_id"] = json!(challenge_id);
+                }
+                tx.audit(NewEvent::new("approval", actor.clone()).user(&contract_no, &user_id).detail(detail))?;
+                Ok(answer)
+            },
+            {
+                let app = self.clone();
+                move |r: Result<GateAnswer>| {
+                    if let Ok(a) = &r {
+                        app.count_decision("approval", a);
+                    }
+                    done(r)
+                }
+            },
+        );
+    }
+
+    fn count_decision(&self, op: &'static str, a: &GateAnswer) {
+        match a {
+            GateAnswer::Challenge { .. } => self.metrics.decision(op, "challenge", "push"),
+            GateAnswer::Allow { reason } => self.metrics.decision(op, "allow", reason.as_str()),
+            GateAnswer::Deny { reason } => self.metrics.decision(op, "deny", reason.as_str()),
+        }
+    }
+
+    /// The shared body of login and approval, inside the write job: password
+    /// counters, then `gate`, then the challenge. Returns the answer and its
+    /// reason for the audit entry.
+    #[allow(clippy::too_many_arguments)]
+    fn decide(
+        &self,
+        tx: &mut WriteTx,
+        events: &mut Vec<Event>,
+        rp: &str,
+        contract_no: &str,
+        user_id: &str,
+        kind: Kind,
+        creds: Credentials,
+        display: Option<&[(String, String)]>,
+        client: &ClientInfo,
+        now: Ms,
+    ) -> Result<(GateAnswer, &'static str)> {
+        let deny = |r: DenyReason| Ok((GateAnswer::Deny { reason: r }, r.as_str()));
+        let wrong = if kind == Kind::Login { DenyReason::BadCredentials } else { DenyReason::BadTransactionPassword };
+        let (Some(contract), Some(mut user)) = (tx.contract(contract_no)?, tx.user(contract_no, user_id)?) else {
+            return deny(DenyReason::BadCredentials);
+        };
+        match creds {
+            Credentials::Unknown => return deny(DenyReason::BadCredentials),
+            Credentials::Locked => return deny(DenyReason::PasswordLocked),
+            _ if user.password_locked => return deny(DenyReason::PasswordLocked),
+            Credentials::Wrong => {
+                let locked = user.password_failed(self.cfg.password_max_failures);
+                tx.put_user(&user)?;
+                if locked {
+                    tx.audit(
+                        NewEvent::new("password_locked", "system")
+                            .user(contract_no, user_id)
+                            .detail(json!({"failures": user.password_failures})),
+                    )?;
+                }
+                return deny(wrong);
+            }
+            Credentials::Right => {}
+        }
+        let policy = self.edition(&contract.edition)?;
+        let system = tx.system()?;
+        let verdict = gate(&contract, &user, policy.push_for(kind), &self.gate_settings(system.push_suspended), now);
+        if user.password_failures > 0 {
+            user.password_ok();
+            tx.put_user(&user)?;
+        }
+        match verdict {
+            Gate::Deny(r) => deny(r),
+            Gate::Allow(r) => Ok((GateAnswer::Allow { reason: r }, r.as_str())),
+            Gate::Push => {
+                let lines = match display {
+                    Some(d) => d.to_vec(),
+                    None => login_display(&contract, &user, client, now),
+                };
+                let c = self.open_challenge(tx, events, rp, kind, &mut user, lines, now)?;
+                Ok((
+                    GateAnswer::Challenge { challenge_id: c.id.clone(), expires_at: rfc3339(c.expires_at), number: c.number },
+                    "push",
+                ))
+            }
+        }
+    }
+
+    /// Creates a challenge for an active user, superseding older pending ones
+    /// beyond `max_pending_per_user`.
+    #[allow(clippy::too_many_arguments)]
+    fn open_challenge(
+        &self,
+        tx: &mut WriteTx,
+        events: &mut Vec<Event>,
+        rp: &str,
+        kind: Kind,
+        user: &mut User,
+        display: Vec<(String, String)>,
+        now: Ms,
+    ) -> Result<Challenge> {
+        let token_id = user
+            .token_id
+            .clone()
+            .ok_or_else(|| Error::Internal(format!("active user {}/{} has no token", user.contract_no, user.user_id)))?;
+        let pending = tx.pending_for_token(&token_id)?;
+        let excess = (pending.len() + 1).saturating_sub(self.cfg.max_pending_per_user as usize);
+        for mut old in pending.into_iter().take(excess) {
+            old.cancel(CancelCause::Superseded, now)?;
+            self.record_closed(tx, events, &old, "system")?;
+        }
+        user.challenge_created(now, self.cfg.challenge_window);
+        tx.put_user(user)?;
+        let (number, number_choices) = if self.cfg.number_challenge {
+            let (n, choices) = number_challenge();
+            (Some(n), Some(choices))
+        } else {
+            (None, None)
+        };
+        let c = Challenge {
+            id: ids::new_challenge_id(),
+            rp: rp.to_string(),
+            kind,
+            contract_no: user.contract_no.clone(),
+            user_id: user.user_id.clone(),
+            token_id: token_id.clone(),
+            display_digest: sig::display_digest(&display),
+            display,
+            number,
+            number_choices,
+            status: Status::Pending,
+            created_at: now,
+            expires_at: now + self.cfg.challenge_ttl,
+            delivered_at: None,
+            decided_at: None,
+            answered_by: None,
+            signature: None,
+            report_fraud: false,
+            cancel_cause: None,
+        };
+        tx.put_challenge(&c)?;
+        self.metrics.challenge_created(kind);
+        events.push(Event::Pending(token_id));
+        Ok(c)
+    }
+
+    /// Stores a challenge that just left `pending`, audits it and tells waiters.
+    fn record_closed(&self, tx: &mut WriteTx, events: &mut Vec<Event>, c: &Challenge, actor: &str) -> Result<()> {
+        tx.put_challenge(c)?;
+        let mut detail = json!({
+            "challenge_id": c.id, "kind": c.kind.as_str(), "status": c.status.as_str(), "rp": c.rp,
+            "token_id": c.token_id, "display_digest": c.display_digest,
+        });
+        if let Some(sig) = &c.signature {
+            detail["signature"] = json!(sig);
+            detail["answered_by"] = json!(c.answered_by);
+            detail["number"] = json!(c.number);
+        }
+        if let Some(cause) = c.cancel_cause {
+            detail["cancel_cause"] = json!(cause);
+        }
+        tx.audit(NewEvent::new("challenge_closed", actor).user(&c.contract_no, &c.user_id).detail(detail))?;
+        if c.report_fraud {
+            tx.audit(
+                NewEvent::new("fraud_report", actor)
+                    .user(&c.contract_no, &c.user_id)
+                    .detail(json!({"challenge_id": c.id, "kind": c.kind.as_str()})),
+            )?;
+        }
+        events.push(Event::Closed(Box::new(c.clone()), Instant::now()));
+        Ok(())
+    }
+
+    fn note_closed(&self, c: &Challenge) {
+        self.metrics.challenge_closed(c.kind, c.status);
+        if c.report_fraud {
+            self.metrics.fraud_reports.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
+    /// GET /api/v1/challenges/{id}: 404 for unknown ids and other RPs' challenges.
+    pub fn challenge_for_rp(&self, rp: &str, id: &str) -> Result<Challenge> {
+        match self.store.read()?.challenge(id)? {
+            Some(c) if c.rp == rp => Ok(c),
+            _ => Err(Error::NotFound("no such challenge".into())),
+        }
+    }
+
+    /// DELETE /api/v1/challenges/{id}.
+    pub fn cancel(self: &Arc<Self>, rp: String, id: String, now: Ms, done: impl FnOnce(Result<Challenge>) + Send + 'static) {
+        let app = self.clone();
+        self.submit(
+            Durability::Durable,
+            move |tx, events| {
+                let mut c = match tx.challenge(&id)? {
+                    Some(c) if c.rp == rp => c,
+                    _ => return Err(Error::NotFound("no such challenge".into())),
+                };
+                c.cancel(CancelCause::Relying, now)?;
+                app.record_closed(tx, events, &c, &format!("rp:{rp}"))?;
+                Ok(c)
+            },
+            {
+                let app = self.clone();
+                move |r: Result<Challenge>| {
+                    if let Ok(c) = &r {
+                        app.note_closed(c);
+                    }
+                    done(r)
+                }
+            },
+        );
+    }
+
+    /// GET /api/v1/users/{contract_no}/{user_id}.
+    pub fn user(&self, contract_no: &str, user_id: &str) -> Result<User> {
+        check_contract_no("contract_no", contract_no)?;
+        check_user_id("user_id", user_id)?;
+        self.store.read()?.user(contract_no, user_id)?.ok_or_else(|| Error::NotFound("no such user".into()))
+    }
+
+    // ------------------------------------------------------------ device API
+
+    /// POST /api/v1/device/provision (SPEC R1.1).
+    pub fn provision(self: &Arc<Self>, input: ProvisionInput, ip: IpAddr, now: Ms, done: impl FnOnce(Result<ProvisionOutput>) + Send + 'static) {
+        let prepared = (|| {
+            let key = sig::parse_public_key("public_key", &input.public_key)?;
+            if !sig::verify(&key, &sig::provision_message(&input.public_key), &input.proof) {
+                return Err(Error::bad_field("proof", "is not a valid signature of the provisioning message"));
+            }
+            if let Some(l) = &input.label {
+                check_text("label", l, 1, 64)?;
+            }
+            if let Some(e) = &input.push_endpoint {
+                check_push_endpoint(e)?;
+            }
+            self.rate_limit_provision(ip, now)?;
+            Ok(())
+        })();
+        if let Err(e) = prepared {
+            return done(Err(e));
+        }
+        let mut secret = vec![0u8; totp::SECRET_LEN];
+        rand::fill(&mut secret[..]);
+        let prefix = self.cfg.token_prefix.clone();
+        let expires = now + self.cfg.provision_ttl;
+        let app = self.clone();
+        self.submit(
+            Durability::Durable,
+            move |tx, _| {
+                let mut token_id = TokenId::generate(&prefix);
+                let mut tries = 0;
+                while tx.token(token_id.as_str())?.is_some() {
+                    tries += 1;
+                    if tries > 20 {
+                        return Err(Error::Internal("could not find a free token ID".into()));
+                    }
+                    token_id = TokenId::generate(&prefix);
+                }
+                let t = Token {
+                    token_id: token_id.to_string(),
+                    public_key: input.public_key.clone(),
+                    otp_secret: secret.clone(),
+                    label: input.label.clone(),
+                    push_endpoint: input.push_endpoint.clone(),
+                    created_at: now,
+                    provision_expires_at: expires,
+                    bound_to: None,
+                    bound_at: None,
+                    revoked_at: None,
+                    revoke_reason: None,
+                    last_otp_step: None,
+                    failures: 0,
+                };
+                tx.put_token(&t)?;
+                tx.audit(
+                    NewEvent::new("token_provisioned", format!("device:{token_id}"))
+                        .detail(json!({"token_id": token_id.as_str(), "label": t.label, "ip": ip.to_string(),
+                                       "push_endpoint": t.push_endpoint.is_some()})),
+                )?;
+                Ok(ProvisionOutput {
+                    token_id: token_id.to_string(),
+                    otp_secret: data_encoding::BASE32_NOPAD.encode(&secret),
+                    otp_algorithm: "SHA1",
+                    otp_digits: totp::DIGITS,
+                    otp_period: totp::PERIOD_SECS,
+                    server_time: rfc3339(now),
+                })
+            },
+            move |r: Result<ProvisionOutput>| {
+                if r.is_ok() {
+                    app.metrics.provisioned.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+                done(r)
+            },
+        );
+    }
+
+    fn rate_limit_provision(&self, ip: IpAddr, now: Ms) -> Result<()> {
+        let mut m = self.provision_rate.lock().expect("rate lock poisoned");
+        if m.len() > 100_000 {
+            m.retain(|_, (start, _)| now < *start + PROVISION_RATE_WINDOW);
+        }
+        let e = m.entry(ip).or_insert((now, 0));
+        if now >= e.0 + PROVISION_RATE_WINDOW {
+            *e = (now, 0);
+        }
+        if e.1 >= PROVISION_RATE_LIMIT {
+            return Err(Error::RateLimited { retry_after_secs: (e.0 + PROVISION_RATE_WINDOW - now).div_ceil(SECOND) });
+        }
+        e.1 += 1;
+        Ok(())
+    }
+
+    /// Checks the signed headers of a device request (API.md "Signed device
+    /// requests"). Returns the token.
+    pub fn authenticate_device(&self, token_id: &str, time: &str, signature: &str, method: &str, path: &str, body: &[u8], now: Ms) -> Result<Token> {
+        let unauthorized = |m: &str| Error::Unauthorized(m.to_string());
+        let t: i64 = time.parse().map_err(|_| unauthorized("X-Onepush-Time must be unix seconds"))?;
+        let skew = (t.saturating_mul(1000)).abs_diff(now as i64);
+        if skew > 60 * SECOND {
+            return Err(unauthorized("X-Onepush-Time is more than 60 s from server time"));
+        }
+        let token = self.store.read()?.token(token_id)?.ok_or_else(|| unauthorized("unknown token"))?;
+        let key = sig::parse_public_key("public_key", &token.public_key)?;
+        if !sig::verify(&key, &sig::device_message(method, path, t, body), signature) {
+            return Err(unauthorized("request signature does not verify"));
+        }
+        if token.is_revoked() {
+            return Err(Error::TokenRevoked);
+        }
+        Ok(token)
+    }
+
+    /// Pending challenges of a token, marking them delivered (first fetch).
+    pub fn deliver(&self, token_id: String, now: Ms, done: impl FnOnce(Result<Vec<Challenge>>) + Send + 'static) {
+        self.submit(
+            Durability::Lazy,
+            move |tx, _| {
+                let mut out = Vec::new();
+                for mut c in tx.pending_for_token(&token_id)? {
+                    if now >= c.expires_at {
+                        continue; // the sweeper closes it
+                    }
+                    if c.mark_delivered(now) {
+                        tx.put_challenge(&c)?;
+                    }
+                    out.push(c);
+                }
+                Ok(out)
+            },
+            done,
+        );
+    }
+
+    /// True if the token has pending challenges (a cheap read before parking).
+    pub fn has_pending(&self, token_id: &str) -> Result<bool> {
+        Ok(!self.store.read()?.pending_ids(token_id)?.is_empty())
+    }
+
+    /// POST /api/v1/device/challenges/{id}/response (SPEC R2.4, R2.5).
+    pub fn answer(self: &Arc<Self>, caller: &Token, id: String, input: AnswerInput, now: Ms, done: impl FnOnce(Result<Status>) + Send + 'static) {
+        let prepared = (|| {
+            if input.token_id != caller.token_id {
+                return Err(Error::bad_field("token_id", "must be the token that signs the request"));
+            }
+            let decision = match input.decision.as_str() {
+                "approve" => Decision::Approve,
+                "reject" => Decision::Reject,
+                _ => return Err(Error::bad_field("decision", "must be approve or reject")),
+            };
+            if let Some(n) = &input.number {
+                if n.len() != 2 || !n.bytes().all(|b| b.is_ascii_digit()) {
+                    return Err(Error::bad_field("number", "must be two digits"));
+                }
+            }
+            if input.report_fraud && decision != Decision::Reject {
+                return Err(Error::bad_field("report_fraud", "goes with reject only"));
+            }
+            let c = self.store.read()?.challenge(&id)?.ok_or_else(|| Error::NotFound("no such challenge".into()))?;
+            if !c.is_pending() {
+                return Err(Error::ChallengeClosed);
+            }
+            let key = sig::parse_public_key("public_key", &caller.public_key)?;
+            let msg = sig::response_message(&id, &input.token_id, decision.as_str(), input.number.as_deref(), &c.display_digest);
+            if !sig::verify(&key, &msg, &input.signature) {
+                return Err(Error::BadSignature);
+            }
+            Ok(decision)
+        })();
+        let decision = match prepared {
+            Ok(d) => d,
+            Err(e) => return done(Err(e)),
+        };
+        let app = self.clone();
+        let actor = format!("device:{}", caller.token_id);
+        self.submit(
+            Durability::Durable,
+            move |tx, events| {
+                let mut c = tx.challenge(&id)?.ok_or_else(|| Error::NotFound("no such challenge".into()))?;
+                let answer = Answer {
+                    token_id: &input.token_id,
+                    decision,
+                    number: input.number.as_deref(),
+                    report_fraud: input.report_fraud,
+                    signature: &input.signature,
+                };
+                let was_pending = c.is_pending();
+                let result = c.answer(&answer, now);
+                if was_pending && !c.is_pending() {
+                    // Answered, or closed by time because the answer came late.
+                    app.record_closed(tx, events, &c, &actor)?;
+                }
+                Ok((result, c))
+            },
+            {
+                let app = self.clone();
+                move |r: Result<(Result<Status>, Challenge)>| match r {
+                    Ok((result, c)) => {
+                        if !c.is_pending() && c.decided_at == Some(now) {
+                            app.note_closed(&c);
+                            if result.is_ok() {
+                                app.metrics
+                                    .decision_latency
+                                    .observe(std::time::Duration::from_millis(now.saturating_sub(c.created_at)));
+                            }
+                        }
+                        done(result)
+                    }
+                    Err(e) => done(Err(e)),
+                }
+            },
+        );
+    }
+
+    // ------------------------------------------------------------ registration
+
+    /// POST /api/v1/registrations (SPEC R1.4–R1.7).
+    pub fn register(self: &Arc<Self>, input: RegistrationInput, now: Ms, done: impl FnOnce(Result<RegistrationOutput>) + Send + 'static) {
+        let prepared = (|| {
+            check_contract_no("contract_no", &input.contract_no)?;
+            check_user_id("user_id", &input.user_id)?;
+            input.password.check("password")?;
+            let token_id = TokenId::parse(&input.token_id, &self.cfg.token_prefix)?;
+            for (f, v) in [("otp1", &input.otp1), ("otp2", &input.otp2)] {
+                if v.len() != 6 || !v.bytes().all(|b| b.is_ascii_digit()) {
+                    return Err(Error::bad_field(f, "must be 6 digits"));
+                }
+            }
+            let r = self.store.read()?;
+            let user = match r.contract(&input.contract_no)? {
+                Some(_) => r.user(&input.contract_no, &input.user_id)?,
+                None => None,
+            };
+            Ok((self.check_credentials(user.as_ref(), &input.password), token_id))
+        })();
+        let (creds, token_id) = match prepared {
+            Ok(p) => p,
+            Err(e) => return done(Err(e)),
+        };
+        let app = self.clone();
+        let (contract_no, user_id, otp1, otp2) = (input.contract_no, input.user_id, input.otp1, input.otp2);
+        self.submit(
+            Durability::Durable,
+            move |tx, events| app.register_job(tx, events, &contract_no, &user_id, token_id.as_str(), &otp1, &otp2, creds, now),
+            {
+                let app = self.clone();
+                move |r: Result<Result<RegistrationOutput>>| {
+                    let r = r.and_then(|inner| inner);
+                    let counter = if r.is_ok() { &app.metrics.registrations } else { &app.metrics.registration_failures };
+                    counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    done(r)
+                }
+            },
+        );
+    }
+
+    /// The registration job. Failures that must be counted are written and
+    /// returned as the inner error, so their counters commit.
+    #[allow(clippy::too_many_arguments)]
+    fn register_job(
+        &self,
+        tx: &mut WriteTx,
+        events: &mut Vec<Event>,
+        contract_no: &str,
+        user_id: &str,
+        token_id: &str,
+        otp1: &str,
+        otp2: &str,
+        creds: Credentials,
+        now: Ms,
+    ) -> Result<Result<RegistrationOutput>> {
+        let actor = format!("user:{contract_no}/{user_id}");
+        let mut token = tx.token(token_id)?;
+        let contract = tx.contract(contract_no)?;
+        let user = tx.user(contract_no, user_id)?;
+        let (failure, mut user, contract) = match (contract, user, creds) {
+            (Some(c), Some(u), Credentials::Right) if !u.password_locked => (None, u, c),
+            (_, Some(u), Credentials::Locked) | (_, Some(u), Credentials::Right) if u.password_locked => {
+                (Some(Error::PasswordLocked), u, Contract::placeholder())
+            }
+            (_, Some(mut u), Credentials::Wrong) => {
+                let locked = u.password_failed(self.cfg.password_max_failures);
+                tx.put_user(&u)?;
+                if locked {
+                    tx.audit(NewEvent::new("password_locked", "system").user(contract_no, user_id))?;
+                }
+                (Some(Error::BadCredentials), u, Contract::placeholder())
+            }
+            _ => {
+                // Unknown contract or user: count on the token only.
+                self.count_token_failure(tx, events, token.as_mut(), now)?;
+                tx.audit(
+                    NewEvent::new("registration_failed", actor)
+                        .user(contract_no, user_id)
+                        .detail(json!({"token_id": token_id, "code": "bad_credentials"})),
+                )?;
+                return Ok(Err(Error::BadCredentials));
+            }
+        };
+        let outcome = match failure {
+            Some(e) => Err(e),
+            None => self.try_bind(&contract, &mut user, token.as_mut(), otp1, otp2, now),
+        };
+        match outcome {
+            Ok(()) => {
+                let token = token.ok_or_else(|| Error::Internal("bound a missing token".into()))?;
+                tx.put_token(&token)?;
+                tx.put_user(&user)?;
+                tx.audit(
+                    NewEvent::new("registered", actor)
+                        .user(contract_no, user_id)
+                        .detail(json!({"token_id": token_id, "otp_step": token.last_otp_step})),
+                )?;
+                Ok(Ok(RegistrationOutput {
+                    registration: Registration::Active.as_str(),
+                    token_id: token_id.to_string(),
+                    registered_at: rfc3339(now),
+                }))
+            }
+            Err(e) => {
+                let counts = matches!(e, Error::TokenOrOtpMismatch | Error::BadCredentials);
+                if counts {
+                    self.count_token_failure(tx, events, token.as_mut(), now)?;
+                }
+                if matches!(e, Error::TokenOrOtpMismatch) {
+                    user.registration_failures = user.registration_failures.saturating_add(1);
+                    user.last_registration_failure = Some(now);
+                    tx.put_user(&user)?;
+                }
+                tx.audit(
+                    NewEvent::new("registration_failed", actor)
+                        .user(contract_no, user_id)
+                        .detail(json!({"token_id": token_id, "code": e.code()})),
+                )?;
+                Ok(Err(e))
+            }
+        }
+    }
+
+    /// The rules after a right password: contract, stop, one phone per user,
+    /// rate, token state and the two OTPs. Changes `user` and `token` only on success.
+    fn try_bind(&self, contract: &Contract, user: &mut User, token: Option<&mut Token>, otp1: &str, otp2: &str, now: Ms) -> Result<()> {
+        user.check_can_register(contract)?;
+        if user.registration_failures >= self.cfg.otp_max_failures {
+            if let Some(last) = user.last_registration_failure {
+                if now < last + REGISTRATION_LOCKOUT {
+                    return Err(Error::RateLimited { retry_after_secs: (last + REGISTRATION_LOCKOUT - now).div_ceil(SECOND) });
+                }
+            }
+        }
+        let token = token.ok_or(Error::TokenOrOtpMismatch)?;
+        if token.bound_to.is_some() && !token.is_revoked() {
+            return Err(Error::TokenAlreadyBound);
+        }
+        if !token.open_for_registration(now) {
+            return Err(Error::TokenOrOtpMismatch);
+        }
+        let step = totp::match_consecutive(
+            &token.otp_secret,
+            otp1,
+            otp2,
+            totp::step_at(now / SECOND),
+            self.cfg.otp_window,
+            token.last_otp_step,
+        )
+        .ok_or(Error::TokenOrOtpMismatch)?;
+        token.last_otp_step = Some(step);
+        token.bound_to = Some((user.contract_no.clone(), user.user_id.clone()));
+        token.bound_at = Some(now);
+        token.failures = 0;
+        user.register(&token.token_id, now);
+        Ok(())
+    }
+
+    fn count_token_failure(&self, tx: &mut WriteTx, events: &mut Vec<Event>, token: Option<&mut Token>, now: Ms) -> Result<()> {
+        let Some(t) = token else { return Ok(()) };
+        if !t.open_for_registration(now) {
+            return Ok(());
+        }
+        t.failures = t.failures.saturating_add(1);
+        if t.failures >= self.cfg.otp_max_failures {
+            t.revoke("too many failed registrations", now);
+            tx.audit(
+                NewEvent::new("token_revoked", "system").detail(json!({"token_id": t.token_id, "reason": "too many failed registrations"})),
+            )?;
+            events.push(Event::TokenRevoked(t.token_id.clone()));
+        }
+        tx.put_token(t)
+    }
+
+    // ------------------------------------------------------------ sweeper
+
+    /// Closes every due challenge and expires unbound tokens past their TTL.
+    /// Returns the closed challenges and the earliest remaining expiry.
+    pub fn sweep(self: &Arc<Self>, now: Ms) -> Result<(Vec<Challenge>, Option<Ms>)> {
+        let app = self.clone();
+        let closed = self.call(Durability::Durable, move |tx, events| {
+            let mut closed = Vec::new();
+            for id in tx.due_challenges(now, 20_000)? {
+                let Some(mut c) = tx.challenge(&id)? else { continue };
+                if c.close_if_due(now).is_some() {
+                    app.record_closed(tx, events, &c, "system")?;
+                    closed.push(c);
+                }
+            }
+            for id in tx.due_tokens(now, 1_000)? {
+                let Some(mut t) = tx.token(&id)? else { continue };
+                t.revoke("provision_ttl: never registered", now);
+                tx.put_token(&t)?;
+                tx.audit(NewEvent::new("token_expired", "system").detail(json!({"token_id": t.token_id})))?;
+                events.push(Event::TokenRevoked(t.token_id.clone()));
+            }
+            Ok(closed)
+        })?;
+        for c in &closed {
+            self.note_closed(c);
+            self.metrics.sweeper_lag.observe(std::time::Duration::from_millis(now.saturating_sub(c.expires_at)));
+        }
+        let next = self.store.read()?.earliest_expiry()?;
+        Ok((closed, next))
+    }
+
+    // ------------------------------------------------------------ operators
+
+    /// POST /api/v1/admin/session: returns the session cookie value.
+    pub fn admin_login(&self, username: &str, password: &Password, now: Ms) -> Result<String> {
+        let op = if username.is_empty() || username.len() > 64 { None } else { self.store.read()?.operator(username)? };
+        let ok = self.passwords.verify(op.as_ref().map(|o| o.password_hash.as_str()), password.expose());
+        let actor = format!("operator:{}", if op.is_some() { username } else { "?" });
+        let detail = json!({"username": username, "ok": ok});
+        self.call(Durability::Durable, move |tx, _| {
+            tx.audit(NewEvent::new("operator_login", actor.clone()).detail(detail.clone()))?;
+            Ok(())
+        })?;
+        if !ok {
+            return Err(Error::Unauthorized("username or password is wrong".into()));
+        }
+        let token = ids::random_b64(32);
+        let mut s = self.sessions.lock().expect("session lock poisoned");
+        s.retain(|_, v| now < v.created + SESSION_MAX && now < v.last_seen + SESSION_IDLE);
+        s.insert(sig::sha256_hex(token.as_bytes()), Session { operator: username.to_string(), created: now, last_seen: now });
+        Ok(token)
+    }
+
+    /// The operator behind a session cookie, or 401.
+    pub fn admin_session(&self, token: &str, now: Ms) -> Result<String> {
+        let key = sig::sha256_hex(token.as_bytes());
+        let mut s = self.sessions.lock().expect("session lock poisoned");
+        match s.get_mut(&key) {
+            Some(v) if now < v.created + SESSION_MAX && now < v.last_seen + SESSION_IDLE => {
+                v.last_seen = now;
+                Ok(v.operator.clone())
+            }
+            Some(_) => {
+                s.remove(&key);
+                Err(Error::Unauthorized("session expired; sign in again".into()))
+            }
+            None => Err(Error::Unauthorized("sign in first".into())),
+        }
+    }
+
+    pub fn admin_logout(&self, token: &str) {
+        self.sessions.lock().expect("session lock poisoned").remove(&sig::sha256_hex(token.as_bytes()));
+    }
+
+    pub fn create_contract(&self, operator: &str, input: NewContract, now: Ms) -> Result<Contract> {
+        check_contract_no("contract_no", &input.contract_no)?;
+        check_text("name", &input.name, 1, 100)?;
+        if !self.cfg.editions.contains_key(&input.edition) {
+            let names: Vec<_> = self.cfg.editions.keys().cloned().collect();
+            return Err(Error::bad_field("edition", format!("must be one of {}", names.join(", "))));
+        }
+        let actor = format!("operator:{operator}");
+        self.call(Durability::Durable, move |tx, _| {
+            if tx.contract(&input.contract_no)?.is_some() {
+                return Err(Error::Conflict(format!("contract {} exists", input.contract_no)));
+            }
+            let c = Contract {
+                contract_no: input.contract_no.clone(),
+                name: input.name.clone(),
+                edition: input.edition.clone(),
+                status: ContractStatus::Active,
+                service_admin: None,
+                created_at: now,
+                cancelled_at: None,
+            };
+            tx.put_contract(&c)?;
+            tx.audit(
+                NewEvent::new("contract_created", actor.clone())
+                    .contract(&c.contract_no)
+                    .detail(json!({"name": c.name, "edition": c.edition})),
+            )?;
+            Ok(c)
+        })
+    }
+
+    pub fn create_user(&self, operator: &str, contract_no: &str, input: NewUser, now: Ms) -> Result<User> {
+        check_contract_no("contract_no", contract_no)?;
+        check_user_id("user_id", &input.user_id)?;
+        check_text("name", &input.name, 1, 100)?;
+        let role = Role::parse("role", &input.role)?;
+        input.password.check("password")?;
+        if let Some(p) = &input.transaction_password {
+            p.check("transaction_password")?;
+        }
+        let password_hash = self.passwords.hash(input.password.expose())?;
+        let tx_hash = input.transaction_password.as_ref().map(|p| self.passwords.hash(p.expose())).transpose()?;
+        let actor = format!("operator:{operator}");
+        let contract_no = contract_no.to_string();
+        self.call(Durability::Durable, move |tx, _| {
+            let mut contract = tx.contract(&contract_no)?.ok_or_else(|| Error::NotFound("no such contract".into()))?;
+            if contract.status == ContractStatus::Cancelled {
+                return Err(Error::Conflict("the contract is cancelled".into()));
+            }
+            if tx.user(&contract_no, &input.user_id)?.is_some() {
+                return Err(Error::Conflict(format!("user {} exists in contract {contract_no}", input.user_id)));
+            }
+            if role == Role::ServiceAdmin {
+                if let Some(sa) = &contract.service_admin {
+                    return Err(Error::Conflict(format!("the contract's service admin is {sa}; change it with service-admin")));
+                }
+            }
+            let u = User {
+                contract_no: contract_no.clone(),
+                user_id: input.user_id.clone(),
+                name: input.name.clone(),
+                role,
+                password_hash: password_hash.clone(),
+                transaction_password_hash: tx_hash.clone(),
+                registration: Registration::Unregistered,
+                token_id: None,
+                registered_at: None,
+                usable_until: None,
+                password_failures: 0,
+                password_locked: false,
+                stopped: false,
+                registration_failures: 0,
+                last_registration_failure: None,
+                recent_challenges: vec![],
+                created_at: now,
+            };
+            if role == Role::ServiceAdmin {
+                contract.service_admin = Some(u.user_id.clone());
+                tx.put_contract(&contract)?;
+            }
+            tx.put_user(&u)?;
+            tx.audit(
+                NewEvent::new("user_created", actor.clone())
+                    .user(&contract_no, &u.user_id)
+                    .detail(json!({"role": role, "name": u.name})),
+            )?;
+            Ok(u)
+        })
+    }
+
+    /// `onepush operator add` / `passwd`.
+    pub fn set_operator(&self, actor: &str, name: &str, password: &Password, create: bool, now: Ms) -> Result<()> {
+        check_user_id("name", name)?;
+        password.check("password")?;
+        let hash = self.passwords.hash(password.expose())?;
+        let (name, actor) = (name.to_string(), actor.to_string());
+        self.call(Durability::Durable, move |tx, _| {
+            let exists = tx.operator(&name)?.is_some();
+            if create && exists {
+                return Err(Error::Conflict(format!("operator {name} exists")));
+            }
+            if !create && !exists {
+                return Err(Error::NotFound(format!("no operator {name}")));
+            }
+            tx.put_operator(&Operator { name: name.clone(), password_hash: hash.clone(), created_at: now })?;
+            let kind = if create { "operator_added" } else { "operator_password_changed" };
+            tx.audit(NewEvent::new(kind, actor.clone()).detail(json!({"operator": name})))?;
+            Ok(())
+        })
+    }
+
+    /// `onepush rp-key add NAME`: returns the key, which is stored only hashed.
+    pub fn add_rp_key(&self, actor: &str, name: &str, now: Ms) -> Result<String> {
+        check_user_id("name", name)?;
+        let key = format!("opk_{}", ids::random_b64(32));
+        let hash = sig::sha256_hex(key.as_bytes());
+        let (name, actor) = (name.to_string(), actor.to_string());
+        self.call(Durability::Durable, move |tx, _| {
+            if tx.rp_key(&name)?.is_some_and(|k| k.revoked_at.is_none()) {
+                return Err(Error::Conflict(format!("RP key {name} exists; revoke it first")));
+            }
+            tx.put_rp_key(&RpKey { name: name.clone(), key_hash: hash.clone(), created_at: now, revoked_at: None })?;
+            tx.audit(NewEvent::new("rp_key_added", actor.clone()).detail(json!({"name": name})))?;
+            Ok(())
+        })?;
+        Ok(key)
+    }
+
+    pub fn revoke_rp_key(&self, actor: &str, name: &str, now: Ms) -> Result<()> {
+        let (name, actor) = (name.to_string(), actor.to_string());
+        self.call(Durability::Durable, move |tx, _| {
+            let mut k = tx.rp_key(&name)?.filter(|k| k.revoked_at.is_none()).ok_or_else(|| Error::NotFound(format!("no live RP key {name}")))?;
+            k.revoked_at = Some(now);
+            tx.put_rp_key(&k)?;
+            tx.audit(NewEvent::new("rp_key_revoked", actor.clone()).detail(json!({"name": name})))?;
+            Ok(())
+        })
+    }
+
+    /// `onepush audit verify`: the number of events, or where the chain breaks.
+    pub fn verify_audit(&self) -> Result<std::result::Result<u64, crate::audit::Broken>> {
+        let r = self.store.read()?;
+        let mut after = 0;
+        let mut all = Vec::new();
+        loop {
+            let page = r.audit_bytes(after, 10_000)?;
+            if page.is_empty() {
+                break;
+            }
+            for b in page {
+                after += 1;
+                all.push(crate::store::codec::decode::<crate::audit::AuditEvent>(&b).map_err(|e| crate::audit::Broken {
+                    seq: after,
+                    why: e.to_string(),
+                }));
+            }
+        }
+        Ok(crate::audit::verify(all))
+    }
+}
+
+impl Contract {
+    /// Stands in where a failed registration has no contract to check.
+    fn placeholder() -> Contract {
+        Contract {
+            contract_no: String::new(),
+            name: String::new(),
+            edition: String::new(),
+            status: ContractStatus::Cancelled,
+            service_admin: None,
+            created_at: 0,
+            cancelled_at: None,
+        }
+    }
+}
+
+fn answer_result(a: &GateAnswer) -> &'static str {
+    match a {
+        GateAnswer::Challenge { .. } => "challenge",
+        GateAnswer::Allow { .. } => "allow",
+        GateAnswer::Deny { .. } => "deny",
+    }
+}
+
+fn client_json(c: &ClientInfo) -> serde_json::Value {
+    json!({"ip": c.ip, "user_agent": c.user_agent})
+}
+
+fn check_client(c: &ClientInfo) -> Result<ClientInfo> {
+    if let Some(ip) = &c.ip {
+        ip.parse::<IpAddr>().map_err(|_| Error::bad_field("client.ip", "must be an IP address"))?;
+    }
+    if let Some(ua) = &c.user_agent {
+        check_text("client.user_agent", ua, 0, 512)?;
+    }
+    Ok(c.clone())
+}
+
+pub fn check_display(lines: &[(String, String)]) -> Result<()> {
+    if lines.is_empty() {
+        return Err(Error::bad_field("display", "must have at least one line"));
+    }
+    if lines.len() > MAX_DISPLAY_LINES {
+        return Err(Error::bad_field("display", format!("must have at most {MAX_DISPLAY_LINES} lines")));
+    }
+    for (i, (label, value)) in lines.iter().enumerate() {
+        check_text(&format!("display[{i}] label"), label, 1, 40)?;
+        check_text(&format!("display[{i}] value"), value, 1, 200)?;
+    }
+    Ok(())
+}
+
+fn check_push_endpoint(e: &str) -> Result<()> {
+    check_text("push_endpoint", e, 1, 512)?;
+    if !(e.starts_with("https://") || e.starts_with("http://")) || e.contains(char::is_whitespace) {
+        return Err(Error::bad_field("push_endpoint", "must be an http(s) URL"));
+    }
+    Ok(())
+}
+
+/// The lines a login shows on the phone, composed by onepush.
+fn login_display(contract: &Contract, user: &User, client: &ClientInfo, now: Ms) -> Vec<(String, String)> {
+    let service = match contract.edition.as_str() {
+        "jweb" => "JWEBOFFICE".to_string(),
+        "fx" => "JWEBOFFICE 外為版".to_string(),
+        other => other.to_string(),
+    };
+    vec![
+        ("Service".into(), service),
+        ("Contract".into(), contract.contract_no.clone()),
+        ("User".into(), user.user_id.clone()),
+        ("Client".into(), client.ip.clone().unwrap_or_else(|| "-".into())),
+        ("Time".into(), rfc3339(now)),
+    ]
+}
+

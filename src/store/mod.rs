@@ -1,0 +1,406 @@
+//! The store: the only module that imports redb.
+//!
+//! `Store::read` gives a snapshot (`ReadTx`); every write goes through the
+//! single writer thread (`writer::Writer`) as a job on a `WriteTx`, so
+//! decisions from many request threads share one fsync. Typed getters live on
+//! the `Reader` trait, shared by both transaction kinds.
+
+pub mod codec;
+pub mod tables;
+pub mod writer;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use redb::{Database, ReadTransaction, ReadableDatabase, ReadableTable, ReadableTableMetadata, WriteTransaction};
+use serde::{Deserialize, Serialize};
+
+use crate::audit::{AuditEvent, NewEvent, GENESIS};
+use crate::domain::account::{Contract, Token, User};
+use crate::domain::challenge::Challenge;
+use crate::domain::{rfc3339, Ms};
+use crate::error::{Error, Result};
+use tables::*;
+
+pub use writer::{Durability, Writer};
+
+macro_rules! from_redb {
+    ($($t:ty),*) => {$(
+        impl From<$t> for Error {
+            fn from(e: $t) -> Self { Error::Internal(format!("store: {e}")) }
+        }
+    )*};
+}
+from_redb!(
+    redb::Error,
+    redb::StorageError,
+    redb::TableError,
+    redb::TransactionError,
+    redb::CommitError,
+    redb::DatabaseError,
+    redb::SetDurabilityError
+);
+
+/// An RP API key, stored as the SHA-256 of the key (keys are 256 random bits).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RpKey {
+    pub name: String,
+    pub key_hash: String,
+    pub created_at: Ms,
+    pub revoked_at: Option<Ms>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Operator {
+    pub name: String,
+    pub password_hash: String,
+    pub created_at: Ms,
+}
+
+/// System-wide settings changed at run time by operators.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SystemState {
+    pub push_suspended: bool,
+    pub notice_id: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+struct AuditHead {
+    seq: u64,
+    hash: [u8; 32],
+}
+
+pub fn user_key(contract_no: &str, user_id: &str) -> String {
+    format!("{contract_no}/{user_id}")
+}
+
+/// What the store reports on start and for `/metrics`.
+#[derive(Debug, Clone)]
+pub struct Stats {
+    pub file_bytes: u64,
+}
+
+#[derive(Clone)]
+pub struct Store {
+    db: Arc<Database>,
+    path: std::path::PathBuf,
+}
+
+impl Store {
+    /// Opens (or creates) the store file. Fails if another process holds it.
+    pub fn open(path: &Path) -> Result<Store> {
+        let db = match Database::create(path) {
+            Ok(db) => db,
+            Err(redb::DatabaseError::DatabaseAlreadyOpen) => {
+                return Err(Error::Conflict(format!("{} is in use by another onepush process", path.display())))
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let txn = db.begin_write()?;
+        {
+            txn.open_table(CONTRACTS)?;
+            txn.open_table(USERS)?;
+            txn.open_table(TOKENS)?;
+            txn.open_table(CHALLENGES)?;
+            txn.open_table(CHALLENGE_EXPIRY)?;
+            txn.open_table(TOKEN_PENDING)?;
+            txn.open_table(PROVISION_EXPIRY)?;
+            txn.open_table(RP_KEYS)?;
+            txn.open_table(RP_KEY_HASHES)?;
+            txn.open_table(OPERATORS)?;
+            txn.open_table(AUDIT)?;
+            txn.open_table(META)?;
+        }
+        txn.commit()?;
+        Ok(Store { db: Arc::new(db), path: path.to_path_buf() })
+    }
+
+    pub fn read(&self) -> Result<ReadTx> {
+        Ok(ReadTx { txn: self.db.begin_read()? })
+    }
+
+    /// Starts the single writer thread.
+    pub fn writer(&self) -> Writer {
+        Writer::start(self.db.clone())
+    }
+
+    pub fn stats(&self) -> Stats {
+        Stats { file_bytes: std::fs::metadata(&self.path).map(|m| m.len()).unwrap_or(0) }
+    }
+}
+
+pub struct ReadTx {
+    txn: ReadTransaction,
+}
+
+pub struct WriteTx {
+    txn: WriteTransaction,
+    /// Set by every put/remove: a job that fails after writing poisons its batch.
+    pub(crate) dirty: bool,
+    now: Ms,
+}
+
+/// The primitive reads, implemented once per transaction kind by `impl_reader!`.
+pub trait RawReader {
+    fn get_bytes(&self, table: redb::TableDefinition<&str, &[u8]>, key: &str) -> Result<Option<Vec<u8>>>;
+    /// Records with keys in `[from, to)`, at most `limit`.
+    fn range_bytes(
+        &self,
+        table: redb::TableDefinition<&str, &[u8]>,
+        from: &str,
+        to: &str,
+        limit: usize,
+    ) -> Result<Vec<(String, Vec<u8>)>>;
+    /// Ids of the pending challenges of a token, oldest first.
+    fn pending_ids(&self, token_id: &str) -> Result<Vec<String>>;
+    fn rp_name_by_hash(&self, key_hash: &str) -> Result<Option<String>>;
+    /// Audit events with seq > after, at most limit.
+    fn audit_bytes(&self, after: u64, limit: usize) -> Result<Vec<Vec<u8>>>;
+    fn earliest_expiry(&self) -> Result<Option<Ms>>;
+    fn count(&self, table: redb::TableDefinition<&str, &[u8]>) -> Result<u64>;
+}
+
+macro_rules! impl_reader {
+    ($ty:ty) => {
+        impl RawReader for $ty {
+            fn get_bytes(&self, table: redb::TableDefinition<&str, &[u8]>, key: &str) -> Result<Option<Vec<u8>>> {
+                let t = self.txn.open_table(table)?;
+                let v = t.get(key)?.map(|v| v.value().to_vec());
+                Ok(v)
+            }
+            fn range_bytes(
+                &self,
+                table: redb::TableDefinition<&str, &[u8]>,
+                from: &str,
+                to: &str,
+                limit: usize,
+            ) -> Result<Vec<(String, Vec<u8>)>> {
+                let t = self.txn.open_table(table)?;
+                let mut out = Vec::new();
+                for item in t.range(from..to)?.take(limit) {
+                    let (k, v) = item?;
+                    out.push((k.value().to_string(), v.value().to_vec()));
+                }
+                Ok(out)
+            }
+            fn pending_ids(&self, token_id: &str) -> Result<Vec<String>> {
+                let t = self.txn.open_table(TOKEN_PENDING)?;
+                let mut out = Vec::new();
+                for item in t.range((token_id, 0u64, "")..=(token_id, u64::MAX, "\u{10FFFF}"))? {
+                    let (k, _) = item?;
+                    out.push(k.value().2.to_string());
+                }
+                Ok(out)
+            }
+            fn rp_name_by_hash(&self, key_hash: &str) -> Result<Option<String>> {
+                let t = self.txn.open_table(RP_KEY_HASHES)?;
+                let v = t.get(key_hash)?.map(|v| v.value().to_string());
+                Ok(v)
+            }
+            fn audit_bytes(&self, after: u64, limit: usize) -> Result<Vec<Vec<u8>>> {
+                let t = self.txn.open_table(AUDIT)?;
+                let mut out = Vec::new();
+                for item in t.range(after.saturating_add(1)..)?.take(limit) {
+                    let (_, v) = item?;
+                    out.push(v.value().to_vec());
+                }
+                Ok(out)
+            }
+            fn earliest_expiry(&self) -> Result<Option<Ms>> {
+                let t = self.txn.open_table(CHALLENGE_EXPIRY)?;
+                let v = t.first()?.map(|(k, _)| k.value().0);
+                Ok(v)
+            }
+            fn count(&self, table: redb::TableDefinition<&str, &[u8]>) -> Result<u64> {
+                Ok(self.txn.open_table(table)?.len()?)
+            }
+        }
+    };
+}
+impl_reader!(ReadTx);
+impl_reader!(WriteTx);
+
+fn get<T: serde::de::DeserializeOwned>(r: &(impl RawReader + ?Sized), table: redb::TableDefinition<&str, &[u8]>, key: &str) -> Result<Option<T>> {
+    r.get_bytes(table, key)?.map(|b| codec::decode(&b)).transpose()
+}
+
+/// Typed reads, available on both transaction kinds.
+pub trait Reader: RawReader {
+    fn contract(&self, contract_no: &str) -> Result<Option<Contract>> {
+        get(self, CONTRACTS, contract_no)
+    }
+    fn user(&self, contract_no: &str, user_id: &str) -> Result<Option<User>> {
+        get(self, USERS, &user_key(contract_no, user_id))
+    }
+    fn token(&self, token_id: &str) -> Result<Option<Token>> {
+        get(self, TOKENS, token_id)
+    }
+    fn challenge(&self, id: &str) -> Result<Option<Challenge>> {
+        get(self, CHALLENGES, id)
+    }
+    fn operator(&self, name: &str) -> Result<Option<Operator>> {
+        get(self, OPERATORS, name)
+    }
+    fn rp_key(&self, name: &str) -> Result<Option<RpKey>> {
+        get(self, RP_KEYS, name)
+    }
+    fn system(&self) -> Result<SystemState> {
+        Ok(get(self, META, "system")?.unwrap_or_default())
+    }
+    fn operator_count(&self) -> Result<u64> {
+        self.count(OPERATORS)
+    }
+    /// Pending challenges of a token, oldest first.
+    fn pending_for_token(&self, token_id: &str) -> Result<Vec<Challenge>> {
+        let mut out = Vec::new();
+        for id in self.pending_ids(token_id)? {
+            out.push(self.challenge(&id)?.ok_or_else(|| Error::Internal(format!("index names missing challenge {id}")))?);
+        }
+        Ok(out)
+    }
+    fn rp_keys(&self) -> Result<Vec<RpKey>> {
+        self.range_bytes(RP_KEYS, "", "\u{10FFFF}", usize::MAX)?.iter().map(|(_, b)| codec::decode(b)).collect()
+    }
+    fn users_of(&self, contract_no: &str) -> Result<Vec<User>> {
+        let from = format!("{contract_no}/");
+        let to = format!("{contract_no}0"); // '0' follows '/' in ASCII
+        self.range_bytes(USERS, &from, &to, usize::MAX)?.iter().map(|(_, b)| codec::decode(b)).collect()
+    }
+    fn audit_after(&self, after: u64, limit: usize) -> Result<Vec<AuditEvent>> {
+        self.audit_bytes(after, limit)?.iter().map(|b| codec::decode(b)).collect()
+    }
+}
+impl Reader for ReadTx {}
+impl Reader for WriteTx {}
+
+impl WriteTx {
+    fn new(txn: WriteTransaction, now: Ms) -> WriteTx {
+        WriteTx { txn, dirty: false, now }
+    }
+
+    /// The time the batch started; use cases take their own `now`, this is for audit stamps.
+    pub fn batch_time(&self) -> Ms {
+        self.now
+    }
+
+    fn put_bytes(&mut self, table: redb::TableDefinition<&str, &[u8]>, key: &str, value: &[u8]) -> Result<()> {
+        self.dirty = true;
+        self.txn.open_table(table)?.insert(key, value)?;
+        Ok(())
+    }
+
+    pub fn put_contract(&mut self, c: &Contract) -> Result<()> {
+        self.put_bytes(CONTRACTS, &c.contract_no, &codec::encode(c)?)
+    }
+
+    pub fn put_user(&mut self, u: &User) -> Result<()> {
+        self.put_bytes(USERS, &user_key(&u.contract_no, &u.user_id), &codec::encode(u)?)
+    }
+
+    pub fn put_operator(&mut self, o: &Operator) -> Result<()> {
+        self.put_bytes(OPERATORS, &o.name, &codec::encode(o)?)
+    }
+
+    pub fn put_system(&mut self, s: &SystemState) -> Result<()> {
+        self.put_bytes(META, "system", &codec::encode(s)?)
+    }
+
+    /// Stores a token and keeps the provisioning-expiry index in step.
+    pub fn put_token(&mut self, t: &Token) -> Result<()> {
+        let bytes = codec::encode(t)?;
+        self.put_bytes(TOKENS, &t.token_id, &bytes)?;
+        let mut idx = self.txn.open_table(PROVISION_EXPIRY)?;
+        let key = (t.provision_expires_at, t.token_id.as_str());
+        if t.bound_to.is_none() && !t.is_revoked() {
+            idx.insert(key, ())?;
+        } else {
+            idx.remove(key)?;
+        }
+        Ok(())
+    }
+
+    pub fn delete_token(&mut self, t: &Token) -> Result<()> {
+        self.dirty = true;
+        self.txn.open_table(TOKENS)?.remove(t.token_id.as_str())?;
+        self.txn.open_table(PROVISION_EXPIRY)?.remove((t.provision_expires_at, t.token_id.as_str()))?;
+        Ok(())
+    }
+
+    /// Stores a challenge and keeps its two indexes in step with its status.
+    pub fn put_challenge(&mut self, c: &Challenge) -> Result<()> {
+        let bytes = codec::encode(c)?;
+        self.put_bytes(CHALLENGES, &c.id, &bytes)?;
+        let mut exp = self.txn.open_table(CHALLENGE_EXPIRY)?;
+        let exp_key = (c.expires_at, c.id.as_str());
+        if c.is_pending() {
+            exp.insert(exp_key, ())?;
+        } else {
+            exp.remove(exp_key)?;
+        }
+        drop(exp);
+        let mut pend = self.txn.open_table(TOKEN_PENDING)?;
+        let pend_key = (c.token_id.as_str(), c.created_at, c.id.as_str());
+        if c.is_pending() {
+            pend.insert(pend_key, ())?;
+        } else {
+            pend.remove(pend_key)?;
+        }
+        Ok(())
+    }
+
+    pub fn put_rp_key(&mut self, k: &RpKey) -> Result<()> {
+        self.put_bytes(RP_KEYS, &k.name, &codec::encode(k)?)?;
+        let mut idx = self.txn.open_table(RP_KEY_HASHES)?;
+        if k.revoked_at.is_none() {
+            idx.insert(k.key_hash.as_str(), k.name.as_str())?;
+        } else {
+            idx.remove(k.key_hash.as_str())?;
+        }
+        Ok(())
+    }
+
+    /// Ids of pending challenges whose `expires_at` is at or before `now`.
+    pub fn due_challenges(&self, now: Ms, limit: usize) -> Result<Vec<String>> {
+        let t = self.txn.open_table(CHALLENGE_EXPIRY)?;
+        let mut out = Vec::new();
+        for item in t.range((0u64, "")..=(now, "\u{10FFFF}"))?.take(limit) {
+            out.push(item?.0.value().1.to_string());
+        }
+        Ok(out)
+    }
+
+    /// Ids of unbound tokens whose provisioning TTL has run out.
+    pub fn due_tokens(&self, now: Ms, limit: usize) -> Result<Vec<String>> {
+        let t = self.txn.open_table(PROVISION_EXPIRY)?;
+        let mut out = Vec::new();
+        for item in t.range((0u64, "")..=(now, "\u{10FFFF}"))?.take(limit) {
+            out.push(item?.0.value().1.to_string());
+        }
+        Ok(out)
+    }
+
+    /// Appends an event to the hash chain, in this transaction.
+    pub fn audit(&mut self, ev: NewEvent) -> Result<AuditEvent> {
+        self.dirty = true;
+        let head: Option<AuditHead> = get(self, META, "audit_head")?;
+        let (seq, prev) = match head {
+            Some(h) => (h.seq + 1, data_encoding::HEXLOWER.encode(&h.hash)),
+            None => (1, GENESIS.to_string()),
+        };
+        let event = ev.seal(seq, rfc3339(self.now), &prev);
+        let mut hash = [0u8; 32];
+        data_encoding::HEXLOWER
+            .decode_mut(event.hash.as_bytes(), &mut hash)
+            .map_err(|_| Error::Internal("audit hash is not hex".into()))?;
+        self.txn.open_table(AUDIT)?.insert(seq, codec::encode(&event)?.as_slice())?;
+        self.put_bytes(META, "audit_head", &codec::encode(&AuditHead { seq, hash })?)?;
+        Ok(event)
+    }
+
+    /// Test hook for tamper tests: overwrites a stored audit event as is.
+    pub fn overwrite_audit_for_test(&mut self, event: &AuditEvent) -> Result<()> {
+        self.dirty = true;
+        self.txn.open_table(AUDIT)?.insert(event.seq, codec::encode(event)?.as_slice())?;
+        Ok(())
+    }
+}

@@ -1,0 +1,221 @@
+//! The single writer: group commit for every change onepush makes.
+//!
+//! Request threads, the sweeper and the waiter thread hand jobs to one writer
+//! thread. It runs whatever has queued up in one redb transaction, commits it
+//! with one fsync (when any job needs durability), and only then calls each
+//! job's completion, which answers the client. So a decision is on disk
+//! before anyone is told of it, and under load many decisions share a fsync.
+//!
+//! A job must do its checks before its first write. A job that fails after
+//! writing would leave a partial change, so its whole batch is rolled back
+//! and re-run without it.
+
+use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::Arc;
+use std::thread;
+
+use redb::Database;
+
+use super::WriteTx;
+use crate::domain::now_ms;
+use crate::error::{Error, Result};
+
+const MAX_BATCH: usize = 512;
+
+/// Whether the job's effect must be on disk before its completion runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// Decisions, registrations, anything a client is told of.
+    Durable,
+    /// Bookkeeping that may be lost in a crash (the delivered mark); made
+    /// durable by the next durable commit.
+    Lazy,
+}
+
+trait Job: Send {
+    fn durability(&self) -> Durability;
+    /// Runs the job; returns false if it failed.
+    fn run(&mut self, tx: &mut WriteTx) -> bool;
+    /// Marks the job failed for good (it failed after writing).
+    fn drop_from_batch(&mut self);
+    fn is_dropped(&self) -> bool;
+    fn finish(self: Box<Self>, committed: Result<()>);
+}
+
+struct FnJob<T, F, C> {
+    durability: Durability,
+    f: F,
+    done: Option<C>,
+    out: Option<Result<T>>,
+    dropped: bool,
+}
+
+impl<T, F, C> Job for FnJob<T, F, C>
+where
+    T: Send,
+    F: FnMut(&mut WriteTx) -> Result<T> + Send,
+    C: FnOnce(Result<T>) + Send,
+{
+    fn durability(&self) -> Durability {
+        self.durability
+    }
+    fn run(&mut self, tx: &mut WriteTx) -> bool {
+        let out = (self.f)(tx);
+        let ok = out.is_ok();
+        self.out = Some(out);
+        ok
+    }
+    fn drop_from_batch(&mut self) {
+        self.dropped = true;
+    }
+    fn is_dropped(&self) -> bool {
+        self.dropped
+    }
+    fn finish(mut self: Box<Self>, committed: Result<()>) {
+        let out = match (committed, self.out.take()) {
+            (Ok(()), Some(out)) => out,
+            (Ok(()), None) => Err(Error::Internal("job did not run".into())),
+            (Err(e), _) => Err(e),
+        };
+        if let Some(done) = self.done.take() {
+            done(out);
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct Writer {
+    tx: Sender<Box<dyn Job>>,
+}
+
+impl Writer {
+    pub(super) fn start(db: Arc<Database>) -> Writer {
+        let (tx, rx) = mpsc::channel::<Box<dyn Job>>();
+        thread::Builder::new()
+            .name("writer".into())
+            .spawn(move || run(&db, &rx))
+            .expect("spawning the writer thread");
+        Writer { tx }
+    }
+
+    /// Queues `f`; after the commit, `done` gets its result. `f` may run more
+    /// than once (when a batch is re-run), so it must not consume its captures.
+    pub fn submit<T, F, C>(&self, durability: Durability, f: F, done: C)
+    where
+        T: Send + 'static,
+        F: FnMut(&mut WriteTx) -> Result<T> + Send + 'static,
+        C: FnOnce(Result<T>) + Send + 'static,
+    {
+        let job: Box<dyn Job> = Box::new(FnJob { durability, f, done: Some(done), out: None, dropped: false });
+        if let Err(mpsc::SendError(job)) = self.tx.send(job) {
+            job.finish(Err(Error::Internal("the writer has stopped".into())));
+        }
+    }
+
+    /// Runs `f` and waits for the commit. Never call this from a completion.
+    pub fn call<T, F>(&self, durability: Durability, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnMut(&mut WriteTx) -> Result<T> + Send + 'static,
+    {
+        let (tx, rx) = mpsc::sync_channel(1);
+        self.submit(durability, f, move |r| {
+            let _ = tx.send(r);
+        });
+        rx.recv().unwrap_or_else(|_| Err(Error::Internal("the writer has stopped".into())))
+    }
+}
+
+fn run(db: &Database, rx: &Receiver<Box<dyn Job>>) {
+    while let Ok(first) = rx.recv() {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        let committed = commit_batch(db, &mut batch);
+        if let Err(e) = &committed {
+            log::error!("write batch of {} failed: {e}", batch.len());
+        }
+        for job in batch {
+            job.finish(committed.clone());
+        }
+    }
+    log::debug!("writer stopped");
+}
+
+fn commit_batch(db: &Database, batch: &mut [Box<dyn Job>]) -> Result<()> {
+    let durable = batch.iter().any(|j| j.durability() == Durability::Durable);
+    loop {
+        let mut txn = db.begin_write()?;
+        txn.set_durability(if durable { redb::Durability::Immediate } else { redb::Durability::None })?;
+        let mut tx = WriteTx::new(txn, now_ms());
+        let mut poisoned = None;
+        for (i, job) in batch.iter_mut().enumerate() {
+            if job.is_dropped() {
+                continue;
+            }
+            tx.dirty = false;
+            if !job.run(&mut tx) && tx.dirty {
+                poisoned = Some(i);
+                break;
+            }
+        }
+        match poisoned {
+            Some(i) => {
+                log::warn!("a write job failed after writing; re-running its batch without it");
+                tx.txn.abort()?;
+                batch[i].drop_from_batch();
+            }
+            None => {
+                tx.txn.commit()?;
+                return Ok(());
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::account::tests::contract;
+    use crate::store::{Reader, Store};
+
+    #[test]
+    fn a_job_failing_after_writing_leaves_nothing_and_spares_its_batch() {
+        let dir = std::env::temp_dir().join(format!("onepush-writer-{}", crate::domain::ids::random_hex(6)));
+        std::fs::create_dir_all(&dir).unwrap();
+        let store = Store::open(&dir.join("t.redb")).unwrap();
+        let w = store.writer();
+        let (tx, rx) = mpsc::channel();
+        let mut a = contract();
+        a.contract_no = "A".into();
+        let mut b = contract();
+        b.contract_no = "B".into();
+        let mut c = contract();
+        c.contract_no = "C".into();
+        for (rec, fail) in [(a, false), (b, true), (c, false)] {
+            let tx = tx.clone();
+            w.submit(
+                Durability::Durable,
+                move |t| {
+                    t.put_contract(&rec)?;
+                    if fail {
+                        return Err(Error::Conflict("late failure".into()));
+                    }
+                    Ok(())
+                },
+                move |r| tx.send(r).unwrap(),
+            );
+        }
+        let results: Vec<_> = (0..3).map(|_| rx.recv().unwrap()).collect();
+        assert_eq!(results.iter().filter(|r| r.is_ok()).count(), 2);
+        let r = store.read().unwrap();
+        assert!(r.contract("A").unwrap().is_some());
+        assert!(r.contract("B").unwrap().is_none(), "the failed job's write must be rolled back");
+        assert!(r.contract("C").unwrap().is_some());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

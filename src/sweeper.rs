@@ -1,0 +1,38 @@
+//! The sweeper thread: closes due challenges (`expired` if the phone fetched
+//! them, `undelivered` if not) and expires unbound tokens. It sleeps until
+//! the earliest expiry in the index or `sweep_interval`, whichever is
+//! sooner, so a challenge closes within milliseconds of `expires_at`.
+
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::domain::now_ms;
+use crate::service::App;
+
+pub fn spawn(app: Arc<App>, stop: Receiver<()>) -> std::thread::JoinHandle<()> {
+    std::thread::Builder::new()
+        .name("sweeper".into())
+        .spawn(move || loop {
+            let now = now_ms();
+            let next = match app.sweep(now) {
+                Ok((closed, next)) => {
+                    if !closed.is_empty() {
+                        log::debug!("sweeper closed {} challenges", closed.len());
+                    }
+                    next
+                }
+                Err(e) => {
+                    log::error!("sweep failed: {e}");
+                    None
+                }
+            };
+            let interval = app.cfg.sweep_interval;
+            let sleep = next.map_or(interval, |at| at.saturating_sub(now_ms()).clamp(1, interval));
+            match stop.recv_timeout(Duration::from_millis(sleep)) {
+                Err(RecvTimeoutError::Timeout) => {}
+                _ => return,
+            }
+        })
+        .expect("spawning the sweeper")
+}
