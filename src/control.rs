@@ -123,14 +123,14 @@ pub fn listen(app: Arc<App>, path: &Path) -> std::io::Result<std::thread::JoinHa
     let _ = std::fs::remove_file(path);
     let listener = UnixListener::bind(path)?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
-    Ok(std::thread::Builder::new().name("control".into()).spawn(move || {
+    std::thread::Builder::new().name("control".into()).spawn(move || {
         for conn in listener.incoming() {
             let Ok(conn) = conn else { continue };
             let app = app.clone();
             // One thread per command: commands are rare and some wait for a commit.
             let _ = std::thread::Builder::new().name("control-cmd".into()).spawn(move || serve_one(&app, conn));
         }
-    })?)
+    })
 }
 
 fn serve_one(app: &App, conn: UnixStream) {

@@ -29,6 +29,7 @@
 //!   server's Unix socket.
 
 pub mod audit;
+pub mod client;
 pub mod config;
 pub mod control;
 pub mod domain;

@@ -142,6 +142,17 @@ pub struct NewUser {
     pub transaction_password: Option<Password>,
 }
 
+/// The parts of a device request that its signature covers.
+pub struct DeviceRequest<'a> {
+    pub token_id: &'a str,
+    /// `X-Onepush-Time`, unix seconds as sent.
+    pub time: &'a str,
+    pub signature: &'a str,
+    pub method: &'a str,
+    pub path: &'a str,
+    pub body: &'a [u8],
+}
+
 // ---------------------------------------------------------------- outputs
 
 /// The answer to a login or approval.
@@ -783,16 +794,16 @@ impl App {
 
     /// Checks the signed headers of a device request (API.md "Signed device
     /// requests"). Returns the token.
-    pub fn authenticate_device(&self, token_id: &str, time: &str, signature: &str, method: &str, path: &str, body: &[u8], now: Ms) -> Result<Token> {
+    pub fn authenticate_device(&self, r: &DeviceRequest<'_>, now: Ms) -> Result<Token> {
         let unauthorized = |m: &str| Error::Unauthorized(m.to_string());
-        let t: i64 = time.parse().map_err(|_| unauthorized("X-Onepush-Time must be unix seconds"))?;
+        let t: i64 = r.time.parse().map_err(|_| unauthorized("X-Onepush-Time must be unix seconds"))?;
         let skew = (t.saturating_mul(1000)).abs_diff(now as i64);
         if skew > 60 * SECOND {
             return Err(unauthorized("X-Onepush-Time is more than 60 s from server time"));
         }
-        let token = self.store.read()?.token(token_id)?.ok_or_else(|| unauthorized("unknown token"))?;
+        let token = self.store.read()?.token(r.token_id)?.ok_or_else(|| unauthorized("unknown token"))?;
         let key = sig::parse_public_key("public_key", &token.public_key)?;
-        if !sig::verify(&key, &sig::device_message(method, path, t, body), signature) {
+        if !sig::verify(&key, &sig::device_message(r.method, r.path, t, r.body), r.signature) {
             return Err(unauthorized("request signature does not verify"));
         }
         if token.is_revoked() {

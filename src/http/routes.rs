@@ -15,7 +15,7 @@ use super::Http;
 use crate::domain::ids::Password;
 use crate::domain::{now_ms, rfc3339};
 use crate::error::Error;
-use crate::service::{contract_view, rp_view, user_view};
+use crate::service::{contract_view, rp_view, user_view, DeviceRequest};
 use crate::store::Reader;
 
 /// Every endpoint: method and path pattern (`{x}` is one segment).
@@ -47,7 +47,8 @@ pub fn handle(http: &Arc<Http>, req: tiny_http::Request) {
     let path = request::path(ex.request()).to_string();
     let segs: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     // Bodies on state-changing requests must be JSON (API.md, and CSRF).
-    if matches!(method, Method::Post | Method::Put | Method::Delete) && request::has_body(ex.request()) {
+    let routed = ROUTES.iter().any(|(m, p)| *m == method.as_str() && matches_pattern(p, &segs));
+    if routed && matches!(method, Method::Post | Method::Put | Method::Delete) && request::has_body(ex.request()) {
         if let Err(e) = request::require_json(ex.request()) {
             return ex.error(&e);
         }
@@ -199,8 +200,8 @@ fn device(http: &Http, mut ex: Exchange) -> Option<(crate::domain::account::Toke
         ex.error(&Error::Unauthorized("X-Onepush-Token, X-Onepush-Time and X-Onepush-Signature are required".into()));
         return None;
     };
-    let method = req.method().as_str().to_string();
-    match http.app.authenticate_device(token, time, sig, &method, request::path(req), &body, now_ms()) {
+    let dr = DeviceRequest { token_id: token, time, signature: sig, method: req.method().as_str(), path: request::path(req), body: &body };
+    match http.app.authenticate_device(&dr, now_ms()) {
         Ok(t) => Some((t, body, ex)),
         Err(e) => {
             ex.error(&e);

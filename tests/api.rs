@@ -1,0 +1,647 @@
+//! The wire contract (../shared/API.md), through the real binary over HTTP.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::{json, Value};
+
+const C: &str = "1000000001";
+
+fn audit_lines(s: &Server) -> Vec<Value> {
+    let (code, out, err) = s.cli(&["audit", "export"], None);
+    assert_eq!(code, 0, "{err}");
+    out.lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+}
+
+// ------------------------------------------------------------ R2.5 outcomes
+
+#[test]
+fn login_is_approved_by_one_push_and_the_parked_rp_wakes() {
+    let w = World::new("");
+    let phone = w.registered(C, "jweb", "taro");
+    let id = w.login_challenge(C, "taro");
+
+    // The RP parks on the challenge while the phone answers.
+    let rp_wait = {
+        let (url, h) = (w.s.url(&format!("/api/v1/challenges/{id}?wait=20")), w.rp());
+        std::thread::spawn(move || {
+            let t = Instant::now();
+            (request("GET", &url, &h, None), t.elapsed())
+        })
+    };
+    let ch = phone.fetch(&id);
+    assert_eq!(ch["kind"], "login");
+    let display: Vec<(String, String)> = serde_json::from_value(ch["display"].clone()).unwrap();
+    let labels: Vec<&str> = display.iter().map(|(l, _)| l.as_str()).collect();
+    assert_eq!(labels, ["Service", "Contract", "User", "Client", "Time"]);
+    assert!(display.contains(&("Client".into(), "203.0.113.7".into())));
+    assert_eq!(ch["display_digest"], onepush::domain::sig::display_digest(&display));
+    assert!(ch["number_choices"].is_null());
+
+    std::thread::sleep(Duration::from_millis(200)); // let the RP park
+    let r = phone.answer(&ch, "approve");
+    assert_eq!((r.status, r.json["status"].as_str()), (200, Some("approved")), "{}", r.text);
+
+    let (r, took) = rp_wait.join().unwrap();
+    assert_eq!(r.json["status"], "approved", "{}", r.text);
+    assert!(took < Duration::from_secs(10), "the parked RP was answered by the decision, not the deadline");
+    assert!(r.json["decided_at"].is_string());
+
+    // Leaves pending exactly once.
+    let again = phone.answer(&ch, "reject");
+    assert_eq!((again.status, again.code()), (409, "challenge_closed"));
+
+    // The decision is audited with the device's signature as evidence.
+    let events = audit_lines(&w.s);
+    let closed = events.iter().find(|e| e["type"] == "challenge_closed" && e["detail"]["challenge_id"] == id.as_str()).unwrap();
+    assert_eq!(closed["detail"]["status"], "approved");
+    assert!(closed["detail"]["signature"].as_str().unwrap().len() > 80);
+    assert_eq!(closed["actor"], format!("device:{}", phone.token_id));
+}
+
+#[test]
+fn reject_and_fraud_report() {
+    let w = World::new("");
+    let phone = w.registered(C, "jweb", "taro");
+    let id = w.login_challenge(C, "taro");
+    let ch = phone.fetch(&id);
+    let r = phone.answer_with(&ch, "reject", None, true);
+    assert_eq!(r.json["status"], "rejected", "{}", r.text);
+    assert_eq!(w.challenge(&id, 0).json["status"], "rejected");
+    let events = audit_lines(&w.s);
+    assert!(events.iter().any(|e| e["type"] == "fraud_report" && e["detail"]["challenge_id"] == id.as_str()));
+    let m = w.s.get("/metrics", &[]).text;
+    assert!(m.contains("onepush_fraud_reports_total 1"), "{m}");
+    assert!(m.contains("onepush_challenges_closed_total{kind=\"login\",status=\"rejected\"} 1"));
+    // report_fraud goes with reject only.
+    let id = w.login_challenge(C, "taro");
+    let ch = phone.fetch(&id);
+    assert_eq!(phone.answer_with(&ch, "approve", None, true).status, 400);
+}
+
+#[test]
+fn unanswered_challenges_close_as_expired_or_undelivered_within_a_second() {
+    let w = World::new("challenge_ttl = \"2s\"\nmax_pending_per_user = 5");
+    let phone = w.registered(C, "jweb", "taro");
+    let fetched = w.login_challenge(C, "taro");
+    phone.fetch(&fetched); // delivered, never answered
+    let never = w.login_challenge(C, "taro");
+    // The phone fetches both, so make the second one undelivered on another user.
+    let other = w.registered(C, "jweb", "hanako");
+    let undelivered = w.login_challenge(C, "hanako");
+    let _ = (never, &other);
+
+    let r = w.challenge(&fetched, 10);
+    assert_eq!(r.json["status"], "expired", "{}", r.text);
+    let r = w.challenge(&undelivered, 10);
+    assert_eq!(r.json["status"], "undelivered", "{}", r.text);
+    for id in [&fetched, &undelivered] {
+        let c = w.challenge(id, 0).json;
+        let exp = onepush::domain::parse_rfc3339("expires_at", c["expires_at"].as_str().unwrap()).unwrap();
+        let dec = onepush::domain::parse_rfc3339("decided_at", c["decided_at"].as_str().unwrap()).unwrap();
+        assert!(dec >= exp && dec - exp <= 1000, "closed {} ms after expires_at", dec as i64 - exp as i64);
+    }
+    // A late answer is refused.
+    let ch = json!({"challenge_id": fetched, "display": []});
+    assert_eq!(phone.answer(&ch, "approve").code(), "challenge_closed");
+}
+
+#[test]
+fn an_answer_from_another_token_closes_as_token_mismatch() {
+    let w = World::new("");
+    let taro = w.registered(C, "jweb", "taro");
+    let hanako = w.registered(C, "jweb", "hanako");
+    let id = w.login_challenge(C, "taro");
+    let ch = taro.fetch(&id);
+    let r = hanako.answer(&ch, "approve");
+    assert_eq!(r.json["status"], "token_mismatch", "{}", r.text);
+    assert_eq!(w.challenge(&id, 0).json["status"], "token_mismatch");
+    assert_eq!(taro.answer(&ch, "approve").code(), "challenge_closed");
+}
+
+#[test]
+fn a_bad_answer_signature_leaves_the_challenge_pending() {
+    let w = World::new("");
+    let phone = w.registered(C, "jweb", "taro");
+    let id = w.login_challenge(C, "taro");
+    let mut ch = phone.fetch(&id);
+    // Sign other lines than the ones the server sent: the digest differs.
+    ch["display"] = json!([["Amount", "JPY 1"]]);
+    let r = phone.answer(&ch, "approve");
+    assert_eq!((r.status, r.code()), (401, "bad_signature"), "{}", r.text);
+    assert_eq!(w.challenge(&id, 0).json["status"], "pending");
+    let real = phone.fetch(&id);
+    assert_eq!(phone.answer(&real, "approve").json["status"], "approved");
+    assert_eq!(phone.signed("POST", "/api/v1/device/challenges/ch_nope/response", Some(&json!({"token_id": phone.token_id, "decision": "approve", "signature": "x"}))).status, 404);
+}
+
+#[test]
+fn rp_cancel_and_superseding_login_cancel() {
+    let w = World::new("");
+    let phone = w.registered(C, "jweb", "taro");
+    let id = w.login_challenge(C, "taro");
+    let r = request("DELETE", &w.s.url(&format!("/api/v1/challenges/{id}")), &w.rp(), None);
+    assert_eq!((r.status, r.json["status"].as_str()), (200, Some("cancelled")), "{}", r.text);
+    let r = request("DELETE", &w.s.url(&format!("/api/v1/challenges/{id}")), &w.rp(), None);
+    assert_eq!((r.status, r.code()), (409, "challenge_closed"));
+
+    // max_pending_per_user = 1: a new login cancels the older one and wakes its waiter.
+    let first = w.login_challenge(C, "taro");
+    let waiter = {
+        let (url, h) = (w.s.url(&format!("/api/v1/challenges/{first}?wait=20")), w.rp());
+        std::thread::spawn(move || request("GET", &url, &h, None))
+    };
+    std::thread::sleep(Duration::from_millis(200));
+    let second = w.login_challenge(C, "taro");
+    assert_eq!(waiter.join().unwrap().json["status"], "cancelled");
+    let list = phone.poll(0);
+    assert_eq!(list.len(), 1);
+    assert_eq!(list[0]["challenge_id"], second.as_str());
+}
+
+#[test]
+fn anti_fatigue_window_denies_the_sixth_challenge() {
+    let w = World::new("");
+    let _phone = w.registered(C, "jweb", "taro");
+    for _ in 0..5 {
+        w.login_challenge(C, "taro");
+    }
+    let r = w.login(C, "taro", PASSWORD);
+    assert_eq!(r.json, json!({"result": "deny", "reason": "too_many_challenges"}));
+}
+
+#[test]
+fn number_challenge_wrong_pick_rejects_right_pick_approves() {
+    let w = World::new("number_challenge = true");
+    let phone = w.registered(C, "jweb", "taro");
+    for (pick_right, want) in [(false, "rejected"), (true, "approved")] {
+        let r = w.login(C, "taro", PASSWORD);
+        let number = r.json["number"].as_str().unwrap().to_string();
+        let id = r.json["challenge_id"].as_str().unwrap().to_string();
+        let ch = phone.fetch(&id);
+        let choices: Vec<String> = serde_json::from_value(ch["number_choices"].clone()).unwrap();
+        assert_eq!(choices.len(), 3);
+        assert!(choices.contains(&number));
+        let pick = if pick_right { number.clone() } else { choices.iter().find(|c| **c != number).unwrap().clone() };
+        let r = phone.answer_with(&ch, "approve", Some(&pick), false);
+        assert_eq!(r.json["status"], want, "{}", r.text);
+    }
+}
+
+// ------------------------------------------------------------ login reasons
+
+#[test]
+fn login_answers_and_password_lock() {
+    let w = World::new("");
+    w.contract(C, "jweb");
+    w.user(C, "taro", "user");
+    assert_eq!(w.login(C, "taro", PASSWORD).json, json!({"result": "allow", "reason": "push_not_registered"}));
+    let bad = json!({"result": "deny", "reason": "bad_credentials"});
+    assert_eq!(w.login("9999", "taro", PASSWORD).json, bad, "unknown contract");
+    assert_eq!(w.login(C, "nobody", PASSWORD).json, bad, "unknown user");
+    for _ in 0..4 {
+        assert_eq!(w.login(C, "taro", "wrong-password").json, bad);
+    }
+    // A success resets the count.
+    assert_eq!(w.login(C, "taro", PASSWORD).json["result"], "allow");
+    for _ in 0..5 {
+        assert_eq!(w.login(C, "taro", "wrong-password").json, bad);
+    }
+    let locked = json!({"result": "deny", "reason": "password_locked"});
+    assert_eq!(w.login(C, "taro", PASSWORD).json, locked);
+    let u = w.s.get(&format!("/api/v1/users/{C}/taro"), &w.rp());
+    assert_eq!(u.json["password_locked"], true);
+    assert_eq!(u.json["registration"], "unregistered");
+    let m = w.s.get("/metrics", &[]).text;
+    assert!(m.contains("onepush_decisions_total{operation=\"login\",result=\"deny\",reason=\"password_locked\"} 1"), "{m}");
+}
+
+#[test]
+fn require_registration_refuses_unregistered_users() {
+    let w = World::new("require_registration = true");
+    w.contract(C, "jweb");
+    w.user(C, "taro", "user");
+    assert_eq!(w.login(C, "taro", PASSWORD).json, json!({"result": "deny", "reason": "registration_required"}));
+}
+
+#[test]
+fn approvals_follow_the_edition_policy() {
+    let w = World::new("");
+    let phone = w.registered(C, "jweb", "taro");
+    let fx = w.registered("2000000002", "fx", "jiro");
+    let approve = |no: &str, uid: &str, kind: &str, txpw: Option<&str>| {
+        let mut body = json!({"contract_no": no, "user_id": uid, "kind": kind,
+            "display": [["Amount", "JPY 1,250,000"], ["Payee", "水戸商事株式会社"]], "client": {"ip": "203.0.113.7"}});
+        if let Some(p) = txpw {
+            body["transaction_password"] = json!(p);
+        }
+        w.s.post("/api/v1/approvals", &w.rp(), &body)
+    };
+    // jweb: a transaction needs the transaction password.
+    let r = approve(C, "taro", "transaction", None);
+    assert_eq!((r.status, r.code()), (400, "bad_request"));
+    assert!(r.json["error"]["message"].as_str().unwrap().starts_with("transaction_password"));
+    assert_eq!(approve(C, "taro", "transaction", Some("wrong-txpass")).json, json!({"result": "deny", "reason": "bad_transaction_password"}));
+    let r = approve(C, "taro", "transaction", Some(TX_PASSWORD));
+    let id = r.json["challenge_id"].as_str().unwrap();
+    let ch = phone.fetch(id);
+    assert_eq!(ch["kind"], "transaction");
+    assert_eq!(ch["display"], json!([["Amount", "JPY 1,250,000"], ["Payee", "水戸商事株式会社"]]));
+    assert_eq!(ch["display_digest"], "6de3ea1561b940f7b8c4890f524ff6029dda0c3d92caad54bbe5dd011c36347d");
+    assert_eq!(phone.answer(&ch, "approve").json["status"], "approved");
+    assert_eq!(w.challenge(id, 0).json["kind"], "transaction");
+    // fx: no push for transactions; filings push without a transaction password.
+    assert_eq!(approve("2000000002", "jiro", "transaction", None).json, json!({"result": "allow", "reason": "push_not_required"}));
+    let r = approve("2000000002", "jiro", "notice", None);
+    let id = r.json["challenge_id"].as_str().unwrap();
+    assert_eq!(fx.fetch(id)["kind"], "notice");
+    // Bad kinds and lines.
+    assert_eq!(approve(C, "taro", "wire", Some(TX_PASSWORD)).status, 400);
+}
+
+// ------------------------------------------------------------ registration
+
+#[test]
+fn registration_errors() {
+    let w = World::new("");
+    w.contract(C, "jweb");
+    w.user(C, "taro", "user");
+    w.user(C, "hanako", "user");
+    let phone = Phone::provision(&w.s);
+    let reg = |uid: &str, password: &str, token: &str, otp1: &str, otp2: &str| {
+        w.s.post(
+            "/api/v1/registrations",
+            &[],
+            &json!({"contract_no": C, "user_id": uid, "password": password, "token_id": token, "otp1": otp1, "otp2": otp2}),
+        )
+    };
+    let (a, b) = phone.otps();
+    assert_eq!(reg("taro", "wrong-password", &phone.token_id, &a, &b).code(), "bad_credentials");
+    assert_eq!(reg("nobody", PASSWORD, &phone.token_id, &a, &b).code(), "bad_credentials");
+    assert_eq!(reg("taro", PASSWORD, "ONEP00000000", &a, &b).code(), "token_or_otp_mismatch", "unknown token");
+    assert_eq!(reg("taro", PASSWORD, &phone.token_id, &a, &a).code(), "token_or_otp_mismatch", "same OTP twice");
+    assert_eq!(reg("taro", PASSWORD, &phone.token_id, &b, &a).code(), "token_or_otp_mismatch", "out of order");
+    let r = reg("taro", PASSWORD, &phone.token_id, "12345", &b);
+    assert_eq!((r.status, r.code()), (400, "bad_request"));
+    let r = reg("taro", PASSWORD, "ONEP12345675", &a, &b);
+    assert!(r.json["error"]["message"].as_str().unwrap().starts_with("token_id"), "{}", r.text);
+
+    // Tolerant token ID input: spaces, hyphens, lower case.
+    let tolerant = format!("{} {}-{}", &phone.token_id[..4].to_lowercase(), &phone.token_id[4..8], &phone.token_id[8..]);
+    let r = reg("taro", PASSWORD, &tolerant, &a, &b);
+    assert_eq!(r.status, 201, "{}", r.text);
+    assert_eq!(r.json["registration"], "active");
+    assert_eq!(r.json["token_id"], phone.token_id.as_str());
+
+    // Replaying the same codes: the user has a phone, and the token is bound.
+    assert_eq!(reg("taro", PASSWORD, &phone.token_id, &a, &b).code(), "already_registered");
+    assert_eq!(reg("hanako", PASSWORD, &phone.token_id, &a, &b).code(), "token_already_bound");
+    // A second phone for the same user.
+    let second = Phone::provision(&w.s);
+    assert_eq!(second.register(&w.s, C, "taro", PASSWORD).code(), "already_registered");
+    assert_eq!(w.s.get(&format!("/api/v1/users/{C}/taro"), &w.rp()).json["token_id"], phone.token_id.as_str());
+}
+
+#[test]
+fn five_failed_registrations_revoke_the_token() {
+    let w = World::new("");
+    w.contract(C, "jweb");
+    w.user(C, "taro", "user");
+    let phone = Phone::provision(&w.s);
+    let (a, b) = phone.otps();
+    for _ in 0..5 {
+        let r = w.s.post("/api/v1/registrations", &[], &json!({"contract_no": C, "user_id": "taro", "password": PASSWORD, "token_id": phone.token_id, "otp1": "000000", "otp2": "111111"}));
+        assert_eq!(r.code(), "token_or_otp_mismatch");
+    }
+    // Even the right codes cannot use the revoked token now (another user tries).
+    w.user(C, "hanako", "user");
+    let r = w.s.post("/api/v1/registrations", &[], &json!({"contract_no": C, "user_id": "hanako", "password": PASSWORD, "token_id": phone.token_id, "otp1": a, "otp2": b}));
+    assert_eq!((r.status, r.code()), (422, "token_or_otp_mismatch"), "{}", r.text);
+    let r = phone.signed("GET", "/api/v1/device/challenges", None);
+    assert_eq!((r.status, r.code()), (403, "token_revoked"));
+    // The user's own counter now rate-limits registration, with Retry-After.
+    let fresh = Phone::provision(&w.s);
+    let r = fresh.register(&w.s, C, "taro", PASSWORD);
+    assert_eq!((r.status, r.code()), (429, "rate_limited"), "{}", r.text);
+    assert!(r.header("retry-after").is_some());
+}
+
+#[test]
+fn a_revoked_tokens_parked_poll_is_answered_at_once() {
+    let w = World::new("");
+    w.contract(C, "jweb");
+    w.user(C, "taro", "user");
+    let phone = Phone::provision(&w.s);
+    let parked = {
+        let p = phone.clone();
+        std::thread::spawn(move || {
+            let t = Instant::now();
+            (p.signed("GET", "/api/v1/device/challenges?wait=25", None), t.elapsed())
+        })
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    for _ in 0..5 {
+        w.s.post("/api/v1/registrations", &[], &json!({"contract_no": C, "user_id": "taro", "password": PASSWORD, "token_id": phone.token_id, "otp1": "000000", "otp2": "111111"}));
+    }
+    let (r, took) = parked.join().unwrap();
+    assert_eq!((r.status, r.code()), (403, "token_revoked"), "{}", r.text);
+    assert!(took < Duration::from_secs(10), "took {took:?}");
+}
+
+// ------------------------------------------------------------ isolation and auth
+
+#[test]
+fn an_rp_sees_only_its_own_challenges() {
+    let w = World::new("");
+    let _phone = w.registered(C, "jweb", "taro");
+    let id = w.login_challenge(C, "taro");
+    let (code, other_key, _) = w.s.cli(&["rp-key", "add", "other-bank"], None);
+    assert_eq!(code, 0);
+    let other = vec![("Authorization", format!("Bearer {}", other_key.trim()))];
+    let r = w.s.get(&format!("/api/v1/challenges/{id}?wait=1"), &other);
+    assert_eq!((r.status, r.code()), (404, "not_found"));
+    let r = request("DELETE", &w.s.url(&format!("/api/v1/challenges/{id}")), &other, None);
+    assert_eq!(r.status, 404);
+    assert_eq!(w.challenge(&id, 0).json["status"], "pending");
+    assert_eq!(w.challenge("ch_unknown", 0).status, 404);
+
+    // Missing, wrong and revoked keys.
+    assert_eq!(w.s.get(&format!("/api/v1/challenges/{id}"), &[]).code(), "unauthorized");
+    let wrong = vec![("Authorization", "Bearer opk_nope".to_string())];
+    assert_eq!(w.s.get(&format!("/api/v1/challenges/{id}"), &wrong).status, 401);
+    let (code, list, _) = w.s.cli(&["rp-key", "list"], None);
+    assert_eq!(code, 0);
+    assert!(list.contains("other-bank") && !list.contains(other_key.trim()), "keys are never listed: {list}");
+    assert_eq!(w.s.cli(&["rp-key", "revoke", "other-bank"], None).0, 0);
+    assert_eq!(w.s.get(&format!("/api/v1/challenges/{id}"), &other).status, 401);
+    assert_eq!(w.s.cli(&["rp-key", "revoke", "other-bank"], None).0, 1);
+}
+
+#[test]
+fn device_requests_must_be_signed_and_fresh() {
+    let w = World::new("");
+    let phone = w.registered(C, "jweb", "taro");
+    let url = w.s.url("/api/v1/device/challenges");
+    assert_eq!(request("GET", &url, &[], None).code(), "unauthorized");
+    // Signed 2 minutes ago.
+    let old: Vec<(&str, String)> = phone.key.headers(&phone.token_id, "GET", "/api/v1/device/challenges", b"", onepush::client::now_secs() - 120).into_iter().collect();
+    assert_eq!(request("GET", &url, &old, None).status, 401);
+    // Signed for another path.
+    let other: Vec<(&str, String)> = phone.key.headers(&phone.token_id, "GET", "/api/v1/device/provision", b"", onepush::client::now_secs()).into_iter().collect();
+    assert_eq!(request("GET", &url, &other, None).status, 401);
+    // Signed by another key.
+    let stranger = onepush::client::DeviceKey::generate();
+    let forged: Vec<(&str, String)> = stranger.headers(&phone.token_id, "GET", "/api/v1/device/challenges", b"", onepush::client::now_secs()).into_iter().collect();
+    assert_eq!(request("GET", &url, &forged, None).status, 401);
+    assert_eq!(phone.signed("GET", "/api/v1/device/challenges", None).status, 200);
+    // An answer naming another token than the signer's.
+    let id = w.login_challenge(C, "taro");
+    let mut body = phone.key.answer_body(&id, &phone.token_id, "approve", None, &[], false);
+    body["token_id"] = json!("ONEP00000000");
+    let r = phone.signed("POST", &format!("/api/v1/device/challenges/{id}/response"), Some(&body));
+    assert_eq!(r.status, 400);
+    assert!(r.json["error"]["message"].as_str().unwrap().starts_with("token_id"));
+}
+
+#[test]
+fn provisioning_checks_the_key_proof_and_rate() {
+    let s = Server::start("");
+    let key = onepush::client::DeviceKey::generate();
+    let mut body = key.provision_body(None, None);
+    body["proof"] = json!(key.sign("something else"));
+    let r = s.post("/api/v1/device/provision", &[], &body);
+    assert_eq!(r.status, 400);
+    assert!(r.json["error"]["message"].as_str().unwrap().starts_with("proof"));
+    let r = s.post("/api/v1/device/provision", &[], &json!({"public_key": "AAAA", "proof": "AAAA"}));
+    assert!(r.json["error"]["message"].as_str().unwrap().starts_with("public_key"));
+    let r = s.post("/api/v1/device/provision", &[], &key.provision_body(Some("a\u{0007}b"), None));
+    assert!(r.json["error"]["message"].as_str().unwrap().starts_with("label"));
+    let r = s.post("/api/v1/device/provision", &[], &key.provision_body(None, None));
+    assert_eq!(r.status, 201);
+    assert_eq!(r.json["otp_algorithm"], "SHA1");
+    assert_eq!(r.json["otp_digits"], 6);
+    assert_eq!(r.json["otp_period"], 30);
+    assert_eq!(r.json["otp_secret"].as_str().unwrap().len(), 32);
+    let id = r.json["token_id"].as_str().unwrap();
+    assert!(onepush::domain::ids::TokenId::parse(id, "ONEP").is_ok());
+    let mut limited = None;
+    for _ in 0..30 {
+        let r = s.post("/api/v1/device/provision", &[], &onepush::client::DeviceKey::generate().provision_body(None, None));
+        if r.status == 429 {
+            limited = Some(r);
+            break;
+        }
+    }
+    let r = limited.expect("per-address provisioning rate applies");
+    assert_eq!(r.code(), "rate_limited");
+    assert!(r.header("retry-after").unwrap().parse::<u64>().unwrap() > 0);
+}
+
+// ------------------------------------------------------------ bad input
+
+#[test]
+fn bad_input_gets_clear_errors_and_never_breaks_the_server() {
+    let w = World::new("");
+    let _phone = w.registered(C, "jweb", "taro");
+    let login = w.s.url("/api/v1/login");
+    let rp = w.rp();
+    let send = |ct: &str, body: &[u8]| request("POST", &login, &rp, Some((ct, body.to_vec())));
+
+    let r = send("application/json", b"{\"contract_no\": ");
+    assert_eq!((r.status, r.code()), (400, "bad_request"), "{}", r.text);
+    let r = send("text/plain", b"{}");
+    assert_eq!((r.status, r.code()), (415, "unsupported_media_type"));
+    let r = send("application/x-www-form-urlencoded", b"contract_no=1");
+    assert_eq!(r.status, 415);
+    let big = vec![b' '; 70 * 1024];
+    let r = send("application/json", &big);
+    assert_eq!((r.status, r.code()), (413, "body_too_large"));
+    let r = send("application/json", br#"{"contract_no": "1000000001", "password": "login-pass-1"}"#);
+    assert_eq!(r.status, 400);
+    assert!(r.json["error"]["message"].as_str().unwrap().starts_with("user_id"), "{}", r.text);
+    let r = send("application/json", br#"{"contract_no": "10-01", "user_id": "taro", "password": "login-pass-1"}"#);
+    assert!(r.json["error"]["message"].as_str().unwrap().starts_with("contract_no"), "{}", r.text);
+    let r = send("application/json", br#"{"contract_no": "1000000001", "user_id": "taro", "password": "short"}"#);
+    assert!(r.json["error"]["message"].as_str().unwrap().starts_with("password"), "{}", r.text);
+    let r = send("application/json", br#"{"contract_no": "1000000001", "user_id": "taro", "password": "login-pass-1", "extra": 1}"#);
+    assert!(r.json["error"]["message"].as_str().unwrap().starts_with("extra"), "{}", r.text);
+    let r = send("application/json", br#"[1, 2, 3]"#);
+    assert_eq!(r.status, 400);
+    let r = send("application/json", b"\xff\xfe");
+    assert_eq!(r.status, 400);
+
+    let approval = |display: Value| {
+        w.s.post("/api/v1/approvals", &w.rp(), &json!({"contract_no": C, "user_id": "taro", "kind": "notice", "transaction_password": TX_PASSWORD, "display": display}))
+    };
+    let r = approval(json!([["Amount", "JPY\u{0000}1"]]));
+    assert!(r.json["error"]["message"].as_str().unwrap().starts_with("display[0] value"), "{}", r.text);
+    let r = approval(json!([["Amo\nunt", "1"]]));
+    assert!(r.json["error"]["message"].as_str().unwrap().starts_with("display[0] label"), "{}", r.text);
+    let thirteen: Vec<Value> = (0..13).map(|i| json!([format!("L{i}"), "v"])).collect();
+    let r = approval(Value::Array(thirteen));
+    assert!(r.json["error"]["message"].as_str().unwrap().contains("at most 12"), "{}", r.text);
+    let r = approval(json!([["x".repeat(41), "v"]]));
+    assert_eq!(r.status, 400);
+    let r = approval(json!([["Amount"]]));
+    assert_eq!(r.status, 400);
+    let r = w.s.get("/api/v1/challenges/x?wait=abc", &w.rp());
+    assert!(r.json["error"]["message"].as_str().unwrap().starts_with("wait"));
+    assert_eq!(w.s.get("/nope", &[]).status, 404);
+    assert_eq!(request("PUT", &w.s.url("/api/v1/login"), &[], None).status, 404);
+
+    // Nothing half-written, and the server still answers a normal login.
+    assert_eq!(w.login(C, "taro", PASSWORD).json["result"], "challenge");
+    let (code, out, _) = w.s.cli(&["audit", "verify"], None);
+    assert_eq!(code, 0, "{out}");
+}
+
+#[test]
+fn wait_is_clamped_and_answers_pending_at_its_deadline() {
+    let w = World::new("max_wait = \"1s\"");
+    let _phone = w.registered(C, "jweb", "taro");
+    let id = w.login_challenge(C, "taro");
+    let t = Instant::now();
+    let r = w.challenge(&id, 3600);
+    assert_eq!(r.json["status"], "pending");
+    let took = t.elapsed();
+    assert!(took >= Duration::from_millis(900) && took < Duration::from_secs(5), "took {took:?}");
+}
+
+// ------------------------------------------------------------ operators, CLI, public
+
+#[test]
+fn admin_api_needs_a_session() {
+    let w = World::new("");
+    let r = w.s.post("/api/v1/admin/contracts", &[], &json!({"contract_no": C, "name": "x", "edition": "jweb"}));
+    assert_eq!((r.status, r.code()), (401, "unauthorized"));
+    let r = w.s.post("/api/v1/admin/session", &[], &json!({"username": "alice", "password": "wrong-pass-1"}));
+    assert_eq!(r.status, 401);
+    let r = w.s.post("/api/v1/admin/session", &[], &json!({"username": "alice", "password": "operator-pass-1"}));
+    let cookie = r.header("set-cookie").unwrap();
+    assert!(cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict") && !cookie.contains("Secure"), "{cookie}");
+    w.contract(C, "jweb");
+    let r = w.s.post("/api/v1/admin/contracts", &w.admin(), &json!({"contract_no": C, "name": "x", "edition": "jweb"}));
+    assert_eq!((r.status, r.code()), (409, "conflict"));
+    let r = w.s.post("/api/v1/admin/contracts", &w.admin(), &json!({"contract_no": "2", "name": "x", "edition": "gold"}));
+    assert!(r.json["error"]["message"].as_str().unwrap().starts_with("edition"));
+    w.user(C, "taro", "service_admin");
+    let r = w.s.post(&format!("/api/v1/admin/contracts/{C}/users"), &w.admin(), &json!({"user_id": "taro", "name": "T", "role": "user", "password": PASSWORD}));
+    assert_eq!(r.status, 409);
+    let r = w.s.post("/api/v1/admin/contracts/404/users", &w.admin(), &json!({"user_id": "x", "name": "T", "role": "user", "password": PASSWORD}));
+    assert_eq!(r.status, 404);
+    let r = w.s.post(&format!("/api/v1/admin/contracts/{C}/users"), &w.admin(), &json!({"user_id": "y", "name": "T", "role": "boss", "password": PASSWORD}));
+    assert!(r.json["error"]["message"].as_str().unwrap().starts_with("role"));
+    let u = w.s.get(&format!("/api/v1/users/{C}/taro"), &w.rp()).json;
+    assert_eq!(u["role"], "service_admin");
+    assert_eq!(w.s.get(&format!("/api/v1/users/{C}/ghost"), &w.rp()).status, 404);
+    // Logout ends the session.
+    let r = request("DELETE", &w.s.url("/api/v1/admin/session"), &w.admin(), None);
+    assert_eq!(r.status, 200);
+    let r = w.s.post("/api/v1/admin/contracts", &w.admin(), &json!({"contract_no": "3", "name": "x", "edition": "jweb"}));
+    assert_eq!(r.status, 401);
+}
+
+#[test]
+fn public_endpoints() {
+    let s = Server::start("");
+    assert_eq!(s.get("/healthz", &[]).status, 200);
+    let st = s.get("/api/v1/status", &[]);
+    assert_eq!(st.json["push_suspended"], false);
+    assert!(st.json["server_time"].as_str().unwrap().ends_with('Z'));
+    let doc = s.get("/api/openapi.json", &[]).json;
+    assert_eq!(doc["openapi"].as_str().map(|v| &v[..2]), Some("3."));
+    let m = s.get("/metrics", &[]);
+    assert!(m.text.contains("# TYPE onepush_challenges_closed_total counter"));
+    let r = s.get("/", &[]);
+    assert!(r.header("content-security-policy").unwrap().contains("script-src 'self'"));
+    assert_eq!(r.header("x-frame-options"), Some("DENY"));
+}
+
+#[test]
+fn cli_config_check_and_exit_codes() {
+    let dir = std::env::temp_dir().join(format!("onepush-cfg-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let good = dir.join("good.toml");
+    std::fs::write(&good, format!("data_dir = \"{}\"\nchallenge_ttl = \"90s\"\n[editions.fx]\npush_on_transaction = true\n", dir.join("d").display())).unwrap();
+    assert_eq!(cli(&good, &["config", "check"], None).0, 0);
+    let bad = dir.join("bad.toml");
+    std::fs::write(&bad, "challenge_tll = \"90s\"\n").unwrap();
+    let (code, _, err) = cli(&bad, &["config", "check"], None);
+    assert_eq!(code, 2);
+    assert!(err.contains("challenge_tll"), "{err}");
+    std::fs::write(&bad, "grace_period = \"a month\"\n").unwrap();
+    let (code, _, err) = cli(&bad, &["serve"], None);
+    assert_eq!(code, 2);
+    assert!(err.contains("grace_period"), "{err}");
+    // Management commands work with no server running, too.
+    let (code, out, _) = cli(&good, &["rp-key", "add", "bank"], None);
+    assert_eq!(code, 0);
+    assert_eq!(out.lines().count(), 1, "the key alone on its line");
+    let (code, out, _) = cli(&good, &["audit", "verify"], None);
+    assert_eq!(code, 0, "{out}");
+    let (code, _, err) = cli(&good, &["operator", "add", "x y", "--password-stdin"], Some("operator-pass-1"));
+    assert_eq!(code, 2, "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+// ------------------------------------------------------------ durability and architecture
+
+#[test]
+fn decisions_and_registrations_survive_kill_9() {
+    let mut w = World::new("");
+    let phone = w.registered(C, "jweb", "taro");
+    let id = w.login_challenge(C, "taro");
+    let ch = phone.fetch(&id);
+    assert_eq!(phone.answer(&ch, "approve").json["status"], "approved");
+    w.s.crash_and_restart();
+    assert_eq!(w.challenge(&id, 0).json["status"], "approved");
+    assert_eq!(w.s.get(&format!("/api/v1/users/{C}/taro"), &w.rp()).json["registration"], "active");
+    let (code, out, err) = w.s.cli(&["audit", "verify"], None);
+    assert_eq!(code, 0, "{out}{err}");
+}
+
+#[test]
+fn parked_phones_hold_no_threads_and_logins_go_on() {
+    let w = World::new("");
+    let phone = w.registered(C, "jweb", "taro");
+    let before = w.s.threads();
+    let mut parked = Vec::new();
+    for _ in 0..200 {
+        let p = phone.clone();
+        parked.push(std::thread::spawn(move || p.signed("GET", "/api/v1/device/challenges?wait=20", None)));
+    }
+    let m = eventually("200 parked polls", 20, || {
+        let text = w.s.get("/metrics", &[]).text;
+        text.contains("onepush_parked_requests{side=\"device\"} 200").then_some(text)
+    });
+    assert!(!m.is_empty());
+    // tiny_http's pool may spawn threads for a burst of connections; idle ones
+    // leave after 5 s. Parked requests must not keep any of them.
+    eventually("the pool to shrink back while 200 polls stay parked", 20, || (w.s.threads() < before + 10).then_some(()));
+    assert!(w.s.get("/metrics", &[]).text.contains("onepush_parked_requests{side=\"device\"} 200"));
+    // A login is answered at once, and every parked poll gets the challenge.
+    let t = Instant::now();
+    let id = w.login_challenge(C, "taro");
+    assert!(t.elapsed() < Duration::from_secs(1));
+    for p in parked {
+        let r = p.join().unwrap();
+        assert_eq!(r.json["challenges"][0]["challenge_id"], id.as_str(), "{}", r.text);
+    }
+}
+
+#[test]
+fn no_secrets_in_logs() {
+    let w = World::new("");
+    let phone = w.registered(C, "jweb", "taro");
+    w.login(C, "taro", "wrong-password");
+    let id = w.login_challenge(C, "taro");
+    let ch = phone.fetch(&id);
+    phone.answer(&ch, "approve");
+    let log = w.s.log();
+    assert!(log.contains("POST /api/v1/login 200"), "one line per request: {log}");
+    for secret in [PASSWORD, "wrong-password", "operator-pass-1", w.rp_key.as_str(), phone.secret.as_str()] {
+        assert!(!log.contains(secret), "the log shows a secret");
+    }
+}
