@@ -245,7 +245,7 @@ fn serve(cfg: Config) -> ExitCode {
     use std::io::Write;
     let _ = std::io::stdout().flush();
 
-    let workers = std::thread::available_parallelism().map_or(2, |n| n.get()).max(2) * 4;
+    let workers = std::env::var("ONEPUSH_WORKERS").ok().and_then(|v| v.parse().ok()).unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()).max(2) * 4);
     let httpx = Arc::new(http::Http { app, waiters: wtx, shutting_down: AtomicBool::new(false) });
     match http::run_workers(httpx, server, workers) {
         Ok(()) => ExitCode::SUCCESS,

@@ -257,6 +257,8 @@ pub struct App {
     pub passwords: Passwords,
     notify: Notify,
     sessions: Mutex<HashMap<String, Session>>,
+    /// challenge id → first fetch by the phone, for pending challenges.
+    delivered: Arc<Mutex<HashMap<String, Ms>>>,
     provision_rate: Mutex<HashMap<IpAddr, (Ms, u32)>>,
 }
 
@@ -281,6 +283,7 @@ impl App {
             passwords,
             notify,
             sessions: Mutex::new(HashMap::new()),
+            delivered: Arc::new(Mutex::new(HashMap::new())),
             provision_rate: Mutex::new(HashMap::new()),
         })
     }
@@ -293,6 +296,7 @@ impl App {
         C: FnOnce(Result<T>) + Send + 'static,
     {
         let notify = self.notify.clone();
+        let delivered = self.delivered.clone();
         self.writer.submit(
             durability,
             move |tx| {
@@ -305,7 +309,10 @@ impl App {
                     let committed = Instant::now();
                     for e in events {
                         notify(match e {
-                            Event::Closed(c, _) => Event::Closed(c, committed),
+                            Event::Closed(c, _) => {
+                                delivered.lock().expect("delivered lock poisoned").remove(&c.id);
+                                Event::Closed(c, committed)
+                            }
                             other => other,
                         });
                     }
@@ -586,10 +593,11 @@ impl App {
         let pending = tx.pending_for_token(&token_id)?;
         let excess = (pending.len() + 1).saturating_sub(self.cfg.max_pending_per_user as usize);
         for mut old in pending.into_iter().take(excess) {
+            self.apply_delivered(&mut old);
             old.cancel(CancelCause::Superseded, now)?;
             self.record_closed(tx, events, &old, "system")?;
         }
-        user.challenge_created(now, self.cfg.challenge_window);
+        user.challenge_created(now, self.cfg.challenge_window, self.cfg.max_challenges_per_window);
         tx.put_user(user)?;
         let (number, number_choices) = if self.cfg.number_challenge {
             let (n, choices) = number_challenge();
@@ -630,6 +638,7 @@ impl App {
         let mut detail = json!({
             "challenge_id": c.id, "kind": c.kind.as_str(), "status": c.status.as_str(), "rp": c.rp,
             "token_id": c.token_id, "display_digest": c.display_digest,
+            "delivered_at": c.delivered_at.map(rfc3339),
         });
         if let Some(sig) = &c.signature {
             detail["signature"] = json!(sig);
@@ -676,6 +685,7 @@ impl App {
                     Some(c) if c.rp == rp => c,
                     _ => return Err(Error::NotFound("no such challenge".into())),
                 };
+                app.apply_delivered(&mut c);
                 c.cancel(CancelCause::Relying, now)?;
                 app.record_closed(tx, events, &c, &format!("rp:{rp}"))?;
                 Ok(c)
@@ -812,25 +822,27 @@ impl App {
         Ok(token)
     }
 
-    /// Pending challenges of a token, marking them delivered (first fetch).
-    pub fn deliver(&self, token_id: String, now: Ms, done: impl FnOnce(Result<Vec<Challenge>>) + Send + 'static) {
-        self.submit(
-            Durability::Lazy,
-            move |tx, _| {
-                let mut out = Vec::new();
-                for mut c in tx.pending_for_token(&token_id)? {
-                    if now >= c.expires_at {
-                        continue; // the sweeper closes it
-                    }
-                    if c.mark_delivered(now) {
-                        tx.put_challenge(&c)?;
-                    }
-                    out.push(c);
-                }
-                Ok(out)
-            },
-            done,
-        );
+    /// Pending challenges of a token, for the phone. The first fetch marks
+    /// them delivered. The mark only tells `expired` from `undelivered`, so
+    /// it is kept in memory and written with the challenge when it closes: no
+    /// store write on the way to the phone. (After a crash, a challenge that
+    /// was fetched but never answered closes as `undelivered`.)
+    pub fn deliver(&self, token_id: &str, now: Ms) -> Result<Vec<Challenge>> {
+        let mut list: Vec<Challenge> =
+            self.store.read()?.pending_for_token(token_id)?.into_iter().filter(|c| now < c.expires_at).collect();
+        let mut marks = self.delivered.lock().expect("delivered lock poisoned");
+        for c in &mut list {
+            let at = *marks.entry(c.id.clone()).or_insert(now);
+            c.mark_delivered(at);
+        }
+        Ok(list)
+    }
+
+    /// Applies the in-memory delivered mark to a challenge about to close.
+    fn apply_delivered(&self, c: &mut Challenge) {
+        if let Some(&at) = self.delivered.lock().expect("delivered lock poisoned").get(&c.id) {
+            c.mark_delivered(at);
+        }
     }
 
     /// True if the token has pending challenges (a cheap read before parking).
@@ -885,6 +897,7 @@ impl App {
                     report_fraud: input.report_fraud,
                     signature: &input.signature,
                 };
+                app.apply_delivered(&mut c);
                 let was_pending = c.is_pending();
                 let result = c.answer(&answer, now);
                 if was_pending && !c.is_pending() {
@@ -1099,6 +1112,7 @@ impl App {
             let mut closed = Vec::new();
             for id in tx.due_challenges(now, 20_000)? {
                 let Some(mut c) = tx.challenge(&id)? else { continue };
+                app.apply_delivered(&mut c);
                 if c.close_if_due(now).is_some() {
                     app.record_closed(tx, events, &c, "system")?;
                     closed.push(c);

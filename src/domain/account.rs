@@ -292,11 +292,14 @@ impl User {
         self.password_failures = 0;
     }
 
-    /// Records a challenge creation and forgets those outside the window.
-    pub fn challenge_created(&mut self, now: Ms, window: Ms) {
+    /// Records a challenge creation. Keeps only those inside the window, and
+    /// at most `max` of them (the newest): that is all `gate` needs to count.
+    pub fn challenge_created(&mut self, now: Ms, window: Ms, max: u32) {
         let since = now.saturating_sub(window);
         self.recent_challenges.retain(|&t| t > since);
         self.recent_challenges.push(now);
+        let excess = self.recent_challenges.len().saturating_sub(max as usize);
+        self.recent_challenges.drain(..excess);
     }
 
     /// Registration is refused for: cancelled contract, stopped account,
@@ -433,11 +436,15 @@ pub(crate) mod tests {
         let mut u = user(Registration::Active);
         for i in 0..5 {
             assert_eq!(gate(&c, &u, true, &settings(), NOW + i), Gate::Push);
-            u.challenge_created(NOW + i, 600_000);
+            u.challenge_created(NOW + i, 600_000, 5);
         }
         assert_eq!(gate(&c, &u, true, &settings(), NOW + 10), Gate::Deny(DenyReason::TooManyChallenges));
+        // Only the newest `max` are kept, however many are recorded.
+        u.challenge_created(NOW + 11, 600_000, 5);
+        assert_eq!(u.recent_challenges.len(), 5);
+        assert_eq!(u.recent_challenges[0], NOW + 1);
         // Ten minutes after the first, one slot is free again.
-        assert_eq!(gate(&c, &u, true, &settings(), NOW + 600_000), Gate::Push);
+        assert_eq!(gate(&c, &u, true, &settings(), NOW + 600_002), Gate::Push);
     }
 
     #[test]

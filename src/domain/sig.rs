@@ -3,7 +3,7 @@
 //! Every byte of these strings is part of the wire contract; the test vectors
 //! in ../shared/test-vectors.json pin them.
 
-use ed25519_dalek::{Signature, Verifier, VerifyingKey};
+use ed25519_dalek::{Signature, VerifyingKey};
 use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
@@ -75,7 +75,7 @@ pub fn verify(key: &VerifyingKey, message: &str, signature_b64: &str) -> bool {
     let Ok(sig) = Signature::from_slice(&raw) else {
         return false;
     };
-    key.verify_strict(message.as_bytes(), &sig).is_ok() && key.verify(message.as_bytes(), &sig).is_ok()
+    key.verify_strict(message.as_bytes(), &sig).is_ok()
 }
 
 #[cfg(test)]

@@ -34,6 +34,19 @@ pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
         if rc != 0 {
             return Err(std::io::Error::last_os_error());
         }
+        // Accepted sockets inherit TCP_NODELAY on Linux: tiny_http writes a
+        // response's head and body separately, and Nagle would hold the body.
+        let one: libc::c_int = 1;
+        // SAFETY: setsockopt with a pointer to a live c_int and its size.
+        unsafe {
+            libc::setsockopt(
+                listener.as_raw_fd(),
+                libc::IPPROTO_TCP,
+                libc::TCP_NODELAY,
+                (&one as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            );
+        }
     }
     Ok(listener)
 }

@@ -57,7 +57,7 @@ pub fn handle(http: &Arc<Http>, req: tiny_http::Request) {
     match (&method, segs.as_slice()) {
         (Get, ["healthz"]) => healthz(http, ex),
         (Get, ["metrics"]) => {
-            let text = http.app.metrics.render(http.app.store.stats().file_bytes);
+            let text = http.app.metrics.render(http.app.store.stats().file_bytes, &http.app.writer.stats);
             ex.send(200, "text/plain; version=0.0.4", text.into_bytes())
         }
         (Get, ["api", "openapi.json"]) => ex.send(200, "application/json", OPENAPI.as_bytes().to_vec()),
@@ -217,7 +217,7 @@ fn device_challenges(http: &Arc<Http>, ex: Exchange) {
         Err(e) => return ex.error(&e),
     };
     match http.app.has_pending(&token.token_id) {
-        Ok(true) => waiters::deliver(&http.app, token.token_id, ex),
+        Ok(true) => waiters::deliver(&http.app, &token.token_id, ex),
         Ok(false) if wait > 0 => {
             let deadline = Instant::now() + Duration::from_millis(wait);
             let _ = http.waiters.send(Msg::ParkDevice { token_id: token.token_id, ex, deadline });

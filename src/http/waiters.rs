@@ -64,11 +64,11 @@ pub fn spawn(app: Arc<App>, rx: Receiver<Msg>) -> std::thread::JoinHandle<()> {
 }
 
 /// Sends a device its pending challenges, marking them delivered.
-pub fn deliver(app: &Arc<App>, token_id: String, ex: Exchange) {
-    app.deliver(token_id, now_ms(), move |r| match r {
+pub fn deliver(app: &Arc<App>, token_id: &str, ex: Exchange) {
+    match app.deliver(token_id, now_ms()) {
         Ok(list) => ex.json(200, &device_list(list.iter().map(device_view).collect())),
         Err(e) => ex.error(&e),
-    });
+    }
 }
 
 pub fn device_list(challenges: Vec<serde_json::Value>) -> serde_json::Value {
@@ -107,7 +107,7 @@ impl Waiters {
                 Err(e) => ex.error(&e),
             },
             Msg::ParkDevice { token_id, ex, deadline } => match self.app.has_pending(&token_id) {
-                Ok(true) => deliver(&self.app, token_id, ex),
+                Ok(true) => deliver(&self.app, &token_id, ex),
                 Ok(false) => self.park(Side::Device, token_id, ex, deadline, None),
                 Err(e) => ex.error(&e),
             },
@@ -119,7 +119,7 @@ impl Waiters {
             }
             Msg::Event(Event::Pending(token_id)) => {
                 for p in self.take(Side::Device, &token_id) {
-                    deliver(&self.app, token_id.clone(), p.ex);
+                    deliver(&self.app, &token_id, p.ex);
                 }
             }
             Msg::Event(Event::TokenRevoked(token_id)) => {

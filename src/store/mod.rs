@@ -22,7 +22,7 @@ use crate::domain::{rfc3339, Ms};
 use crate::error::{Error, Result};
 use tables::*;
 
-pub use writer::{Durability, Writer};
+pub use writer::{Durability, Writer, WriterStats};
 
 macro_rules! from_redb {
     ($($t:ty),*) => {$(
@@ -64,12 +64,6 @@ pub struct SystemState {
     pub notice_id: Option<String>,
 }
 
-#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
-struct AuditHead {
-    seq: u64,
-    hash: [u8; 32],
-}
-
 pub fn user_key(contract_no: &str, user_id: &str) -> String {
     format!("{contract_no}/{user_id}")
 }
@@ -89,7 +83,9 @@ pub struct Store {
 impl Store {
     /// Opens (or creates) the store file. Fails if another process holds it.
     pub fn open(path: &Path) -> Result<Store> {
-        let db = match Database::create(path) {
+        // redb's page cache counts in RSS; 32 MiB holds the hot records of
+        // tens of thousands of users.
+        let db = match Database::builder().set_cache_size(32 << 20).create(path) {
             Ok(db) => db,
             Err(redb::DatabaseError::DatabaseAlreadyOpen) => {
                 return Err(Error::Conflict(format!("{} is in use by another onepush process", path.display())))
@@ -138,6 +134,8 @@ pub struct WriteTx {
     /// Set by every put/remove: a job that fails after writing poisons its batch.
     pub(crate) dirty: bool,
     now: Ms,
+    /// The last audit event's (seq, hash), read once per transaction.
+    audit_head: Option<(u64, String)>,
 }
 
 /// The primitive reads, implemented once per transaction kind by `impl_reader!`.
@@ -274,8 +272,9 @@ impl Reader for ReadTx {}
 impl Reader for WriteTx {}
 
 impl WriteTx {
-    fn new(txn: WriteTransaction, now: Ms) -> WriteTx {
-        WriteTx { txn, dirty: false, now }
+    /// `audit_head` is the writer's memory of the chain's end (None: read it).
+    fn new(txn: WriteTransaction, now: Ms, audit_head: Option<(u64, String)>) -> WriteTx {
+        WriteTx { txn, dirty: false, now, audit_head }
     }
 
     /// The time the batch started; use cases take their own `now`, this is for audit stamps.
@@ -382,18 +381,17 @@ impl WriteTx {
     /// Appends an event to the hash chain, in this transaction.
     pub fn audit(&mut self, ev: NewEvent) -> Result<AuditEvent> {
         self.dirty = true;
-        let head: Option<AuditHead> = get(self, META, "audit_head")?;
-        let (seq, prev) = match head {
-            Some(h) => (h.seq + 1, data_encoding::HEXLOWER.encode(&h.hash)),
-            None => (1, GENESIS.to_string()),
+        let (seq, prev) = match self.audit_head.take() {
+            Some(head) => head,
+            None => {
+                let t = self.txn.open_table(AUDIT)?;
+                let last = t.last()?.map(|(_, v)| codec::decode::<AuditEvent>(v.value())).transpose()?;
+                last.map_or((0, GENESIS.to_string()), |e| (e.seq, e.hash))
+            }
         };
-        let event = ev.seal(seq, rfc3339(self.now), &prev);
-        let mut hash = [0u8; 32];
-        data_encoding::HEXLOWER
-            .decode_mut(event.hash.as_bytes(), &mut hash)
-            .map_err(|_| Error::Internal("audit hash is not hex".into()))?;
-        self.txn.open_table(AUDIT)?.insert(seq, codec::encode(&event)?.as_slice())?;
-        self.put_bytes(META, "audit_head", &codec::encode(&AuditHead { seq, hash })?)?;
+        let event = ev.seal(seq + 1, rfc3339(self.now), &prev);
+        self.txn.open_table(AUDIT)?.insert(event.seq, codec::encode(&event)?.as_slice())?;
+        self.audit_head = Some((event.seq, event.hash.clone()));
         Ok(event)
     }
 

@@ -44,5 +44,5 @@ pub const OPERATORS: TableDefinition<&str, &[u8]> = TableDefinition::new("operat
 /// seq → `AuditEvent`, append-only and hash-chained. Written by every use case.
 pub const AUDIT: TableDefinition<u64, &[u8]> = TableDefinition::new("audit");
 
-/// name → bytes: "audit_head" (last seq and hash), "system" (push suspension).
+/// name → bytes: "system" (push suspension).
 pub const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");

@@ -10,15 +10,18 @@
 //! writing would leave a partial change, so its whole batch is rolled back
 //! and re-run without it.
 
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::Arc;
 use std::thread;
+use std::time::Instant;
 
 use redb::Database;
 
 use super::WriteTx;
 use crate::domain::now_ms;
 use crate::error::{Error, Result};
+use crate::metrics::Histogram;
 
 const MAX_BATCH: usize = 512;
 
@@ -83,19 +86,32 @@ where
     }
 }
 
+/// What the writer has done, for `/metrics`.
+#[derive(Default)]
+pub struct WriterStats {
+    pub commits: AtomicU64,
+    pub jobs: AtomicU64,
+    pub failed_batches: AtomicU64,
+    /// Time from the start of a batch's transaction to its commit returning.
+    pub commit_time: Histogram,
+}
+
 #[derive(Clone)]
 pub struct Writer {
     tx: Sender<Box<dyn Job>>,
+    pub stats: Arc<WriterStats>,
 }
 
 impl Writer {
     pub(super) fn start(db: Arc<Database>) -> Writer {
         let (tx, rx) = mpsc::channel::<Box<dyn Job>>();
+        let stats = Arc::new(WriterStats::default());
+        let s = stats.clone();
         thread::Builder::new()
             .name("writer".into())
-            .spawn(move || run(&db, &rx))
+            .spawn(move || run(&db, &rx, &s))
             .expect("spawning the writer thread");
-        Writer { tx }
+        Writer { tx, stats }
     }
 
     /// Queues `f`; after the commit, `done` gets its result. `f` may run more
@@ -126,7 +142,10 @@ impl Writer {
     }
 }
 
-fn run(db: &Database, rx: &Receiver<Box<dyn Job>>) {
+fn run(db: &Database, rx: &Receiver<Box<dyn Job>>, stats: &WriterStats) {
+    // The end of the audit chain, carried from commit to commit: only this
+    // thread writes, so it never has to be read back.
+    let mut audit_head = None;
     while let Ok(first) = rx.recv() {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
@@ -135,8 +154,13 @@ fn run(db: &Database, rx: &Receiver<Box<dyn Job>>) {
                 Err(_) => break,
             }
         }
-        let committed = commit_batch(db, &mut batch);
+        let started = Instant::now();
+        let committed = commit_batch(db, &mut batch, &mut audit_head);
+        stats.commit_time.observe(started.elapsed());
+        stats.commits.fetch_add(1, Relaxed);
+        stats.jobs.fetch_add(batch.len() as u64, Relaxed);
         if let Err(e) = &committed {
+            stats.failed_batches.fetch_add(1, Relaxed);
             log::error!("write batch of {} failed: {e}", batch.len());
         }
         for job in batch {
@@ -146,12 +170,12 @@ fn run(db: &Database, rx: &Receiver<Box<dyn Job>>) {
     log::debug!("writer stopped");
 }
 
-fn commit_batch(db: &Database, batch: &mut [Box<dyn Job>]) -> Result<()> {
+fn commit_batch(db: &Database, batch: &mut [Box<dyn Job>], audit_head: &mut Option<(u64, String)>) -> Result<()> {
     let durable = batch.iter().any(|j| j.durability() == Durability::Durable);
     loop {
         let mut txn = db.begin_write()?;
         txn.set_durability(if durable { redb::Durability::Immediate } else { redb::Durability::None })?;
-        let mut tx = WriteTx::new(txn, now_ms());
+        let mut tx = WriteTx::new(txn, now_ms(), audit_head.clone());
         let mut poisoned = None;
         for (i, job) in batch.iter_mut().enumerate() {
             if job.is_dropped() {
@@ -170,7 +194,14 @@ fn commit_batch(db: &Database, batch: &mut [Box<dyn Job>]) -> Result<()> {
                 batch[i].drop_from_batch();
             }
             None => {
-                tx.txn.commit()?;
+                let head = tx.audit_head.take();
+                if let Err(e) = tx.txn.commit() {
+                    *audit_head = None;
+                    return Err(e.into());
+                }
+                if head.is_some() {
+                    *audit_head = head;
+                }
                 return Ok(());
             }
         }
