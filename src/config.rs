@@ -307,3 +307,34 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod packaged_default {
+    use super::*;
+
+    /// packaging/onepush.toml documents every key: uncommented, it parses
+    /// and gives the defaults.
+    #[test]
+    fn the_packaged_config_documents_every_key_with_its_default() {
+        let text = include_str!("../packaging/onepush.toml");
+        let uncommented: String = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("# "))
+            .filter(|l| l.starts_with('[') || l.contains(" = "))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let raw = RawConfig::parse(&uncommented).unwrap();
+        for key in [
+            "listen", "data_dir", "trusted_proxies", "challenge_ttl", "max_wait", "sweep_interval", "grace_period",
+            "provision_ttl", "token_prefix", "otp_window", "otp_max_failures", "password_max_failures",
+            "require_registration", "number_challenge", "max_pending_per_user", "max_challenges_per_window",
+            "challenge_window", "argon2_memory_kib", "argon2_iterations",
+        ] {
+            assert!(uncommented.contains(&format!("{key} = ")), "packaging/onepush.toml lacks {key}");
+        }
+        let c = Config::build(raw, &Overrides::default()).unwrap();
+        let d = Config::defaults();
+        assert_eq!((c.challenge_ttl, c.grace_period, c.argon2_memory_kib), (d.challenge_ttl, d.grace_period, d.argon2_memory_kib));
+        assert_eq!(c.editions, d.editions);
+    }
+}
