@@ -115,6 +115,18 @@ fn start(bin: &Path, dir: &Path, extra: &str) -> Server {
     Server { child, base, config }
 }
 
+/// CPU seconds (user + system) a process has used.
+fn cpu_secs(pid: &str) -> f64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the parenthesised command: state is 3rd, utime 14th, stime 15th.
+    let rest = s.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    (ticks(11) + ticks(12)) / hz
+}
+
 fn proc_status(pid: u32) -> (u64, u64) {
     let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     let field = |name: &str| -> u64 {
@@ -447,11 +459,13 @@ fn main() {
 
     println!();
     println!(
-        "{:>11} {:>9} {:>12} {:>9} {:>9} {:>14} {:>8} {:>8} {:>7} {:>13} {:>12}",
-        "concurrency", "trips", "trips/s", "p50 ms", "p99 ms", "wake p99 ms", "RSS MB", "threads", "errors", "jobs/commit", "commit ms"
+        "{:>11} {:>9} {:>12} {:>9} {:>9} {:>14} {:>8} {:>8} {:>7} {:>13} {:>12} {:>17}",
+        "concurrency", "trips", "trips/s", "p50 ms", "p99 ms", "wake p99 ms", "RSS MB", "threads", "errors", "jobs/commit", "commit ms",
+        "CPU ms/trip s+c"
     );
     for &c in &args.levels {
         let before = histogram(&base, "onepush_wake_latency_seconds");
+        let cpu0 = (cpu_secs(&pid.to_string()), cpu_secs("self"));
         let stats0 = ["onepush_store_commits_total", "onepush_store_jobs_total", "onepush_store_commit_seconds_sum"].map(|m| metric(&base, m));
         let level = drive(&base, &rp_key, &phones, c, args.secs);
         let after = histogram(&base, "onepush_wake_latency_seconds");
@@ -459,10 +473,13 @@ fn main() {
         let commits = (stats1[0] - stats0[0]).max(1.0);
         let per_commit = (stats1[1] - stats0[1]) / commits;
         let commit_ms = (stats1[2] - stats0[2]) * 1000.0 / commits;
+        let trips = level.rt.len().max(1) as f64;
+        let server_cpu = (cpu_secs(&pid.to_string()) - cpu0.0) * 1000.0 / trips;
+        let client_cpu = (cpu_secs("self") - cpu0.1) * 1000.0 / trips;
         let (rss, threads) = proc_status(pid);
         let wake = hist_quantile(&before, &after, 0.99).map_or("-".into(), |v| format!("{:.2}", v * 1000.0));
         println!(
-            "{c:>11} {:>9} {:>12.0} {:>9.2} {:>9.2} {:>14} {:>8} {:>8} {:>7} {per_commit:>13.1} {commit_ms:>12.2}",
+            "{c:>11} {:>9} {:>12.0} {:>9.2} {:>9.2} {:>14} {:>8} {:>8} {:>7} {per_commit:>13.1} {commit_ms:>12.2} {:>17}",
             level.rt.len(),
             level.rt.len() as f64 / level.elapsed,
             percentile(&level.rt, 0.5),
@@ -470,7 +487,8 @@ fn main() {
             wake,
             rss,
             threads,
-            level.errors
+            level.errors,
+            format!("{server_cpu:.2}+{client_cpu:.2}")
         );
     }
     fleet.stop.store(true, Ordering::Relaxed);

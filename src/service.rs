@@ -257,6 +257,13 @@ pub struct App {
     pub passwords: Passwords,
     notify: Notify,
     sessions: Mutex<HashMap<String, Session>>,
+    /// Decoded device keys by their base64url text: decompressing an Ed25519
+    /// point costs more than the verification's hash; the mapping never changes.
+    keys: Mutex<HashMap<String, ed25519_dalek::VerifyingKey>>,
+    /// RP key hash → RP name, for live keys. Every change of RP keys goes
+    /// through this process (`add_rp_key`, `revoke_rp_key`), which clears it.
+    /// The generation counts revocations, so a look-up that raced one is not cached.
+    rp_cache: Mutex<(u64, HashMap<String, String>)>,
     /// challenge id → first fetch by the phone, for pending challenges.
     delivered: Arc<Mutex<HashMap<String, Ms>>>,
     provision_rate: Mutex<HashMap<IpAddr, (Ms, u32)>>,
@@ -284,6 +291,8 @@ impl App {
             notify,
             sessions: Mutex::new(HashMap::new()),
             delivered: Arc::new(Mutex::new(HashMap::new())),
+            keys: Mutex::new(HashMap::new()),
+            rp_cache: Mutex::new((0, HashMap::new())),
             provision_rate: Mutex::new(HashMap::new()),
         })
     }
@@ -357,7 +366,37 @@ impl App {
     /// The RP name for an API key, or 401.
     pub fn rp_for_key(&self, key: &str) -> Result<String> {
         let hash = sig::sha256_hex(key.as_bytes());
-        self.store.read()?.rp_name_by_hash(&hash)?.ok_or_else(|| Error::Unauthorized("unknown or revoked API key".into()))
+        let generation = {
+            let cache = self.rp_cache.lock().expect("rp cache lock poisoned");
+            if let Some(name) = cache.1.get(&hash) {
+                return Ok(name.clone());
+            }
+            cache.0
+        };
+        let name = self
+            .store
+            .read()?
+            .rp_name_by_hash(&hash)?
+            .ok_or_else(|| Error::Unauthorized("unknown or revoked API key".into()))?;
+        let mut cache = self.rp_cache.lock().expect("rp cache lock poisoned");
+        if cache.0 == generation && cache.1.len() < 10_000 {
+            cache.1.insert(hash, name.clone());
+        }
+        Ok(name)
+    }
+
+    /// A token's public key, decoded once.
+    fn device_key(&self, public_key: &str) -> Result<ed25519_dalek::VerifyingKey> {
+        if let Some(k) = self.keys.lock().expect("key cache lock poisoned").get(public_key) {
+            return Ok(*k);
+        }
+        let k = sig::parse_public_key("public_key", public_key)?;
+        let mut cache = self.keys.lock().expect("key cache lock poisoned");
+        if cache.len() >= 100_000 {
+            cache.clear();
+        }
+        cache.insert(public_key.to_string(), k);
+        Ok(k)
     }
 
     fn check_credentials(&self, user: Option<&User>, password: &Password) -> Credentials {
@@ -812,7 +851,7 @@ impl App {
             return Err(unauthorized("X-Onepush-Time is more than 60 s from server time"));
         }
         let token = self.store.read()?.token(r.token_id)?.ok_or_else(|| unauthorized("unknown token"))?;
-        let key = sig::parse_public_key("public_key", &token.public_key)?;
+        let key = self.device_key(&token.public_key)?;
         if !sig::verify(&key, &sig::device_message(r.method, r.path, t, r.body), r.signature) {
             return Err(unauthorized("request signature does not verify"));
         }
@@ -873,7 +912,7 @@ impl App {
             if !c.is_pending() {
                 return Err(Error::ChallengeClosed);
             }
-            let key = sig::parse_public_key("public_key", &caller.public_key)?;
+            let key = self.device_key(&caller.public_key)?;
             let msg = sig::response_message(&id, &input.token_id, decision.as_str(), input.number.as_deref(), &c.display_digest);
             if !sig::verify(&key, &msg, &input.signature) {
                 return Err(Error::BadSignature);
@@ -1013,7 +1052,10 @@ impl App {
         };
         let outcome = match failure {
             Some(e) => Err(e),
-            None => self.try_bind(&contract, &mut user, token.as_mut(), otp1, otp2, now),
+            None => {
+                user.password_ok();
+                self.try_bind(&contract, &mut user, token.as_mut(), otp1, otp2, now)
+            }
         };
         match outcome {
             Ok(()) => {
@@ -1314,7 +1356,11 @@ impl App {
             tx.put_rp_key(&k)?;
             tx.audit(NewEvent::new("rp_key_revoked", actor.clone()).detail(json!({"name": name})))?;
             Ok(())
-        })
+        })?;
+        let mut cache = self.rp_cache.lock().expect("rp cache lock poisoned");
+        cache.0 += 1;
+        cache.1.clear();
+        Ok(())
     }
 
     /// `onepush audit verify`: the number of events, or where the chain breaks.

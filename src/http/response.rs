@@ -93,7 +93,8 @@ impl Exchange {
 
     pub fn send(mut self, status: u16, content_type: &str, body: Vec<u8>) {
         let Some(req) = self.req.take() else { return };
-        let mut resp = Response::new(status.into(), vec![], Cursor::new(body.clone()), Some(body.len()), None)
+        let len = body.len();
+        let mut resp = Response::new(status.into(), vec![], Cursor::new(body), Some(len), None)
             .with_header(header("Content-Type", content_type))
             .with_header(header("Cache-Control", "no-store"))
             .with_header(header("X-Content-Type-Options", "nosniff"))
