@@ -237,7 +237,7 @@ fn setup(base: &str, cookie: &str, n: usize) -> Vec<PhoneId> {
 }
 
 /// The simulated phones: every phone stays parked on the device long-poll
-/// (`Connection: close`, raw sockets, one poll(2) thread), and a few worker
+/// (`Connection: close`, raw sockets, one epoll thread), and a few worker
 /// threads sign and send the answer when a challenge arrives, then park the
 /// phone again. No thread per phone, as a real fleet costs the server none.
 struct Fleet {
@@ -302,30 +302,42 @@ fn start_fleet(base: &str, phones: Arc<Vec<PhoneId>>, workers: usize) -> Fleet {
     {
         let (phones, stop, repolls) = (phones.clone(), stop.clone(), repolls.clone());
         threads.push(std::thread::spawn(move || {
+            // SAFETY: epoll on descriptors this thread owns; every event
+            // buffer is valid for its length.
+            let ep = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+            assert!(ep >= 0, "epoll_create1");
+            let watch = |fd: i32, key: u64| {
+                let mut ev = libc::epoll_event { events: libc::EPOLLIN as u32, u64: key };
+                // SAFETY: see above.
+                unsafe { libc::epoll_ctl(ep, libc::EPOLL_CTL_ADD, fd, &mut ev) };
+            };
+            watch(wake_r.as_raw_fd(), 0);
             let mut socks: Vec<Option<TcpStream>> = phones.iter().enumerate().map(|(i, p)| park(&addr, p, i)).collect();
+            for (i, s) in socks.iter().enumerate() {
+                if let Some(s) = s {
+                    watch(s.as_raw_fd(), i as u64 + 1);
+                }
+            }
             let mut bufs: Vec<Vec<u8>> = vec![Vec::new(); phones.len()];
             let mut chunk = [0u8; 16384];
+            let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; 1024];
             while !stop.load(Ordering::Relaxed) {
                 while let Ok((i, s)) = rearm_rx.try_recv() {
+                    if let Some(s) = &s {
+                        watch(s.as_raw_fd(), i as u64 + 1);
+                    }
                     socks[i] = s;
                     bufs[i].clear();
                 }
-                let mut fds: Vec<libc::pollfd> = std::iter::once(libc::pollfd { fd: wake_r.as_raw_fd(), events: libc::POLLIN, revents: 0 })
-                    .chain(socks.iter().map(|s| libc::pollfd { fd: s.as_ref().map_or(-1, |s| s.as_raw_fd()), events: libc::POLLIN, revents: 0 }))
-                    .collect();
-                // SAFETY: fds is a valid array of pollfd for its length.
-                let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, 200) };
-                if n <= 0 {
-                    continue;
-                }
-                if fds[0].revents != 0 {
-                    while (&wake_r).read(&mut chunk).map(|n| n > 0).unwrap_or(false) {}
-                }
-                for (k, fd) in fds.iter().enumerate().skip(1) {
-                    if fd.revents == 0 {
+                // SAFETY: see above.
+                let n = unsafe { libc::epoll_wait(ep, events.as_mut_ptr(), events.len() as i32, 200) };
+                for ev in events.iter().take(n.max(0) as usize) {
+                    let key = ev.u64;
+                    if key == 0 {
+                        while (&wake_r).read(&mut chunk).map(|n| n > 0).unwrap_or(false) {}
                         continue;
                     }
-                    let i = k - 1;
+                    let i = key as usize - 1;
                     let Some(sock) = socks[i].as_mut() else { continue };
                     let eof = loop {
                         match sock.read(&mut chunk) {
@@ -338,7 +350,7 @@ fn start_fleet(base: &str, phones: Arc<Vec<PhoneId>>, workers: usize) -> Fleet {
                     if !eof {
                         continue;
                     }
-                    socks[i] = None;
+                    socks[i] = None; // closing it also removes it from the epoll set
                     let text = String::from_utf8_lossy(&bufs[i]).into_owned();
                     bufs[i].clear();
                     let body = text.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
@@ -348,12 +360,18 @@ fn start_fleet(base: &str, phones: Arc<Vec<PhoneId>>, workers: usize) -> Fleet {
                         .unwrap_or_default();
                     if challenges.is_empty() {
                         repolls.fetch_add(1, Ordering::Relaxed);
-                        socks[i] = park(&addr, &phones[i], i);
+                        let s = park(&addr, &phones[i], i);
+                        if let Some(s) = &s {
+                            watch(s.as_raw_fd(), i as u64 + 1);
+                        }
+                        socks[i] = s;
                     } else {
                         let _ = work_tx.send((i, challenges));
                     }
                 }
             }
+            // SAFETY: closing our own epoll descriptor.
+            unsafe { libc::close(ep) };
         }));
     }
     Fleet { answered, repolls, stop, threads }

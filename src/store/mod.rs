@@ -83,9 +83,9 @@ pub struct Store {
 impl Store {
     /// Opens (or creates) the store file. Fails if another process holds it.
     pub fn open(path: &Path) -> Result<Store> {
-        // redb's page cache counts in RSS; 32 MiB holds the hot records of
+        // redb's page cache counts in RSS; 16 MiB holds the hot records of
         // tens of thousands of users.
-        let db = match Database::builder().set_cache_size(32 << 20).create(path) {
+        let db = match Database::builder().set_cache_size(16 << 20).create(path) {
             Ok(db) => db,
             Err(redb::DatabaseError::DatabaseAlreadyOpen) => {
                 return Err(Error::Conflict(format!("{} is in use by another onepush process", path.display())))
