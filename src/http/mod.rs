@@ -51,6 +51,22 @@ pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     Ok(listener)
 }
 
+/// Request workers run at a lower priority than the writer and the waiter
+/// thread: when the cores are busy with Argon2, the threads that finish
+/// decisions and wake parked waiters still get them first.
+fn lower_priority_once() {
+    thread_local!(static DONE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) });
+    DONE.with(|d| {
+        if !d.replace(true) {
+            // SAFETY: raising our own thread's nice value needs no privilege.
+            unsafe {
+                let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
+                libc::setpriority(libc::PRIO_PROCESS, tid, 5);
+            }
+        }
+    });
+}
+
 /// Runs `workers` threads that take requests from tiny_http. Returns when
 /// the server stops; `Err` means tiny_http's accept loop died (for example
 /// out of file descriptors) and the process must exit non-zero.
@@ -63,6 +79,7 @@ pub fn run_workers(http: Arc<Http>, server: Arc<tiny_http::Server>, workers: usi
             std::thread::Builder::new()
                 .name(format!("http-{i}"))
                 .spawn(move || loop {
+                    lower_priority_once();
                     match server.recv() {
                         Ok(req) => {
                             let http2 = http.clone();
