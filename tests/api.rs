@@ -645,3 +645,103 @@ fn no_secrets_in_logs() {
         assert!(!log.contains(secret), "the log shows a secret");
     }
 }
+
+#[test]
+fn registration_of_a_locked_user_is_refused() {
+    let w = World::new("");
+    w.contract(C, "jweb");
+    w.user(C, "taro", "user");
+    for _ in 0..5 {
+        w.login(C, "taro", "wrong-password");
+    }
+    let phone = Phone::provision(&w.s);
+    let r = phone.register(&w.s, C, "taro", PASSWORD);
+    assert_eq!((r.status, r.code()), (403, "password_locked"), "{}", r.text);
+}
+
+#[test]
+fn an_edited_audit_entry_is_found_and_named() {
+    let mut w = World::new("");
+    let phone = w.registered(C, "jweb", "taro");
+    let id = w.login_challenge(C, "taro");
+    let ch = phone.fetch(&id);
+    phone.answer(&ch, "approve");
+    assert_eq!(w.s.cli(&["audit", "verify"], None).0, 0);
+    w.s.kill();
+    {
+        // Someone with the file rewrites entry 3's actor.
+        let store = onepush::store::Store::open(&w.s.store_path()).unwrap();
+        let writer = store.writer();
+        writer
+            .call(onepush::store::Durability::Durable, |tx| {
+                use onepush::store::Reader;
+                let mut e = tx.audit_after(2, 1)?.remove(0);
+                e.actor = "operator:mallory".into();
+                tx.overwrite_audit_for_test(&e)
+            })
+            .unwrap();
+    }
+    let (code, _, err) = eventually("the store to be released", 10, || {
+        let r = w.s.cli(&["audit", "verify"], None);
+        (!r.2.contains("in use")).then_some(r)
+    });
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("entry 3"), "{err}");
+}
+
+#[test]
+fn the_server_exits_non_zero_when_its_accept_loop_dies() {
+    use std::os::unix::process::CommandExt;
+    let s = Server::start("");
+    let dir = s.dir.clone();
+    let config = s.config.clone();
+    drop(s);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(&config, format!("listen = \"127.0.0.1:0\"\ndata_dir = \"{}\"\n", dir.join("data").display())).unwrap();
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_onepush"));
+    cmd.args(["serve", "--config"]).arg(&config).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::null());
+    // SAFETY: setrlimit in the child before exec; no allocation.
+    unsafe {
+        cmd.pre_exec(|| {
+            let r = libc::rlimit { rlim_cur: 48, rlim_max: 48 };
+            libc::setrlimit(libc::RLIMIT_NOFILE, &r);
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().unwrap();
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(child.stdout.take().unwrap()));
+    let addr = lines.next().unwrap().unwrap().trim_start_matches("onepush listening on http://").to_string();
+    std::thread::spawn(move || for _ in lines {});
+    // Idle keep-alive connections use up the descriptors.
+    let mut conns = Vec::new();
+    for _ in 0..40 {
+        if let Ok(c) = std::net::TcpStream::connect(&addr) {
+            conns.push(c);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let status = eventually("the server to exit", 20, || child.try_wait().unwrap());
+    assert_eq!(status.code(), Some(1), "exit 1, for systemd to restart it");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn an_unknown_user_costs_what_a_wrong_password_costs() {
+    let p = onepush::passwords::Passwords::new(4096, 2).unwrap();
+    let h = p.hash("right-password").unwrap();
+    let time = |hash: Option<&str>| {
+        let mut v: Vec<Duration> = (0..9)
+            .map(|_| {
+                let t = Instant::now();
+                assert!(!p.verify(hash, "wrong-password"));
+                t.elapsed()
+            })
+            .collect();
+        v.sort();
+        v[4]
+    };
+    let (unknown, wrong) = (time(None), time(Some(&h)));
+    let ratio = unknown.as_secs_f64() / wrong.as_secs_f64();
+    // Without the dummy verification an unknown user would answer ~1000x faster.
+    assert!((0.5..2.0).contains(&ratio), "unknown {unknown:?} vs wrong {wrong:?}");
+}

@@ -118,11 +118,20 @@ impl Server {
 
     /// kill -9, then start again on the same data directory (a new port).
     pub fn crash_and_restart(&mut self) {
+        self.kill();
+        self.spawn();
+    }
+
+    /// kill -9, leaving the data directory for inspection.
+    pub fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {
             c.kill().unwrap();
             c.wait().unwrap();
         }
-        self.spawn();
+    }
+
+    pub fn store_path(&self) -> PathBuf {
+        self.dir.join("data").join("onepush.redb")
     }
 
     pub fn log(&self) -> String {
