@@ -29,6 +29,8 @@ pub enum Command {
     OperatorPasswd { name: String, password: String },
     AuditVerify,
     AuditExport,
+    Import { csv: String },
+    Backup { dest: String },
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -92,6 +94,25 @@ pub fn execute(app: &App, cmd: Command) -> Output {
             Ok(Ok(n)) => Output::ok(format!("audit log intact: {n} entries\n")),
             Ok(Err(b)) => Output::fail(1, format!("audit log broken at entry {}: {}", b.seq, b.why)),
             Err(e) => Output::fail(1, e),
+        },
+        Command::Import { csv } => match app.import_csv("cli", &csv, now) {
+            Ok(Ok(n)) => Output::ok(format!("imported {n} users\n")),
+            Ok(Err(errors)) => Output {
+                code: 1,
+                stdout: String::new(),
+                stderr: errors.iter().map(|(line, m)| format!("line {line}: {m}\n")).collect::<String>()
+                    + &format!("onepush: {} bad lines; nothing was imported\n", errors.len()),
+            },
+            Err(e) => Output::fail(1, e),
+        },
+        Command::Backup { dest } => match app.store.backup_to(std::path::Path::new(&dest)) {
+            Ok(n) => Output::ok(format!(
+                "backup written to {dest} ({n} records)\nrestore with: onepush restore {dest} (server stopped)\n"
+            )),
+            Err(e) => Output::fail(1, match e {
+                crate::error::Error::Internal(d) => d,
+                other => other.to_string(),
+            }),
         },
         Command::AuditExport => {
             let mut out = String::new();

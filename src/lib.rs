@@ -36,6 +36,7 @@ pub mod domain;
 pub mod error;
 pub mod http;
 pub mod metrics;
+pub mod operations;
 pub mod passwords;
 pub mod service;
 pub mod store;

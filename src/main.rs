@@ -48,6 +48,12 @@ enum Cmd {
     /// The config file.
     #[command(subcommand)]
     Config(ConfigCmd),
+    /// Create users from a CSV file (all or nothing), as the admin import.
+    Import { file: PathBuf },
+    /// Write a consistent copy of the store to DEST (works while serving).
+    Backup { dest: PathBuf },
+    /// Replace the store with the backup SRC (the server must be stopped).
+    Restore { src: PathBuf },
 }
 
 #[derive(Subcommand)]
@@ -134,6 +140,19 @@ fn main() -> ExitCode {
                 if create { Command::OperatorAdd { name, password } } else { Command::OperatorPasswd { name, password } },
             )
         }
+        Cmd::Import { file } => match std::fs::read_to_string(&file) {
+            Ok(csv) => manage(&cfg, Command::Import { csv }),
+            Err(e) => {
+                eprintln!("onepush: {}: {e}", file.display());
+                ExitCode::from(1)
+            }
+        },
+        Cmd::Backup { dest } => {
+            // The server process writes the file, so give it an absolute path.
+            let dest = std::path::absolute(&dest).unwrap_or(dest);
+            manage(&cfg, Command::Backup { dest: dest.to_string_lossy().into_owned() })
+        }
+        Cmd::Restore { src } => restore(&cfg, &src),
         Cmd::Audit(AuditCmd::Verify) => manage(&cfg, Command::AuditVerify),
         Cmd::Audit(AuditCmd::Export) => manage(&cfg, Command::AuditExport),
     }
@@ -160,6 +179,53 @@ fn manage(cfg: &Config, cmd: Command) -> ExitCode {
     print!("{}", out.stdout);
     eprint!("{}", out.stderr);
     ExitCode::from(out.code.clamp(0, 255) as u8)
+}
+
+/// Replaces the store with a backup: refused while a server uses the data
+/// directory; the backup must open and its audit chain verify first. The
+/// store it replaces is kept beside it.
+fn restore(cfg: &Config, src: &std::path::Path) -> ExitCode {
+    if control::send(&cfg.control_socket(), &Command::AuditVerify).is_some() {
+        eprintln!("onepush: a server is running on {}; stop it before restoring", cfg.data_dir.display());
+        return ExitCode::from(1);
+    }
+    let fail = |m: String| {
+        eprintln!("onepush: {m}");
+        ExitCode::from(1)
+    };
+    // Check the backup on its own first.
+    let check = match Store::open(src) {
+        Ok(store) => match App::new(cfg.clone(), store, Arc::new(|_| {})).and_then(|app| app.verify_audit()) {
+            Ok(Ok(n)) => n,
+            Ok(Err(b)) => return fail(format!("{}: audit log broken at entry {}: {}", src.display(), b.seq, b.why)),
+            Err(e) => return fail(format!("{}: {e:?}", src.display())),
+        },
+        Err(e) => return fail(format!("{}: {e:?}", src.display())),
+    };
+    let target = cfg.store_path();
+    if target.exists() {
+        // Taking the store's lock proves nobody else holds it.
+        if let Err(e) = Store::open(&target) {
+            return fail(format!("{}: {e:?}", target.display()));
+        }
+        let kept = target.with_extension(format!("redb.before-restore-{}", onepush::domain::now_ms() / 1000));
+        if let Err(e) = std::fs::rename(&target, &kept) {
+            return fail(format!("{}: {e}", target.display()));
+        }
+        println!("the replaced store is kept as {}", kept.display());
+    }
+    if let Err(e) = std::fs::create_dir_all(&cfg.data_dir).and_then(|()| std::fs::copy(src, &target).map(|_| ())) {
+        return fail(format!("{}: {e}", target.display()));
+    }
+    restrict(&target, 0o600);
+    match open_app(cfg, Arc::new(|_| {})).and_then(|app| app.verify_audit().map_err(|e| format!("{e:?}"))) {
+        Ok(Ok(n)) => {
+            println!("restored {} ({check} audit entries); audit log intact: {n} entries", src.display());
+            ExitCode::SUCCESS
+        }
+        Ok(Err(b)) => fail(format!("restored store: audit log broken at entry {}: {}", b.seq, b.why)),
+        Err(e) => fail(e),
+    }
 }
 
 fn open_app(cfg: &Config, notify: onepush::service::Notify) -> Result<App, String> {

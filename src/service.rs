@@ -298,7 +298,7 @@ impl App {
     }
 
     /// Queues a job whose events go to the waiters after its commit.
-    fn submit<T, F, C>(&self, durability: Durability, mut f: F, done: C)
+    pub(crate) fn submit<T, F, C>(&self, durability: Durability, mut f: F, done: C)
     where
         T: Send + 'static,
         F: FnMut(&mut WriteTx, &mut Vec<Event>) -> Result<T> + Send + 'static,
@@ -333,7 +333,7 @@ impl App {
     }
 
     /// `submit`, waiting for the result (CLI, admin and sweeper paths).
-    fn call<T, F>(&self, durability: Durability, f: F) -> Result<T>
+    pub(crate) fn call<T, F>(&self, durability: Durability, f: F) -> Result<T>
     where
         T: Send + 'static,
         F: FnMut(&mut WriteTx, &mut Vec<Event>) -> Result<T> + Send + 'static,
@@ -345,7 +345,7 @@ impl App {
         rx.recv().unwrap_or_else(|_| Err(Error::Internal("the writer has stopped".into())))
     }
 
-    fn edition(&self, name: &str) -> Result<&EditionPolicy> {
+    pub(crate) fn edition(&self, name: &str) -> Result<&EditionPolicy> {
         self.cfg
             .editions
             .get(name)
@@ -672,7 +672,7 @@ impl App {
     }
 
     /// Stores a challenge that just left `pending`, audits it and tells waiters.
-    fn record_closed(&self, tx: &mut WriteTx, events: &mut Vec<Event>, c: &Challenge, actor: &str) -> Result<()> {
+    pub(crate) fn record_closed(&self, tx: &mut WriteTx, events: &mut Vec<Event>, c: &Challenge, actor: &str) -> Result<()> {
         tx.put_challenge(c)?;
         let mut detail = json!({
             "challenge_id": c.id, "kind": c.kind.as_str(), "status": c.status.as_str(), "rp": c.rp,
@@ -689,6 +689,13 @@ impl App {
         }
         tx.audit(NewEvent::new("challenge_closed", actor).user(&c.contract_no, &c.user_id).detail(detail))?;
         if c.report_fraud {
+            tx.put_fraud_report(&crate::store::FraudReport {
+                challenge_id: c.id.clone(),
+                contract_no: c.contract_no.clone(),
+                user_id: c.user_id.clone(),
+                kind: c.kind.as_str().to_string(),
+                reported_at: c.decided_at.unwrap_or(c.created_at),
+            })?;
             tx.audit(
                 NewEvent::new("fraud_report", actor)
                     .user(&c.contract_no, &c.user_id)
@@ -699,7 +706,7 @@ impl App {
         Ok(())
     }
 
-    fn note_closed(&self, c: &Challenge) {
+    pub(crate) fn note_closed(&self, c: &Challenge) {
         self.metrics.challenge_closed(c.kind, c.status);
         if c.report_fraud {
             self.metrics.fraud_reports.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -878,7 +885,7 @@ impl App {
     }
 
     /// Applies the in-memory delivered mark to a challenge about to close.
-    fn apply_delivered(&self, c: &mut Challenge) {
+    pub(crate) fn apply_delivered(&self, c: &mut Challenge) {
         if let Some(&at) = self.delivered.lock().expect("delivered lock poisoned").get(&c.id) {
             c.mark_delivered(at);
         }
@@ -1277,25 +1284,7 @@ impl App {
                     return Err(Error::Conflict(format!("the contract's service admin is {sa}; change it with service-admin")));
                 }
             }
-            let u = User {
-                contract_no: contract_no.clone(),
-                user_id: input.user_id.clone(),
-                name: input.name.clone(),
-                role,
-                password_hash: password_hash.clone(),
-                transaction_password_hash: tx_hash.clone(),
-                registration: Registration::Unregistered,
-                token_id: None,
-                registered_at: None,
-                usable_until: None,
-                password_failures: 0,
-                password_locked: false,
-                stopped: false,
-                registration_failures: 0,
-                last_registration_failure: None,
-                recent_challenges: vec![],
-                created_at: now,
-            };
+            let u = new_user_record(&contract_no, &input.user_id, &input.name, role, password_hash.clone(), tx_hash.clone(), now);
             if role == Role::ServiceAdmin {
                 contract.service_admin = Some(u.user_id.clone());
                 tx.put_contract(&contract)?;
@@ -1397,6 +1386,37 @@ impl Contract {
             created_at: 0,
             cancelled_at: None,
         }
+    }
+}
+
+/// A new user: unregistered, no flags.
+pub(crate) fn new_user_record(
+    contract_no: &str,
+    user_id: &str,
+    name: &str,
+    role: Role,
+    password_hash: String,
+    transaction_password_hash: Option<String>,
+    now: Ms,
+) -> User {
+    User {
+        contract_no: contract_no.to_string(),
+        user_id: user_id.to_string(),
+        name: name.to_string(),
+        role,
+        password_hash,
+        transaction_password_hash,
+        registration: Registration::Unregistered,
+        token_id: None,
+        registered_at: None,
+        usable_until: None,
+        password_failures: 0,
+        password_locked: false,
+        stopped: false,
+        registration_failures: 0,
+        last_registration_failure: None,
+        recent_challenges: vec![],
+        created_at: now,
     }
 }
 

@@ -1,6 +1,8 @@
 //! The wire contract (../shared/API.md), through the real binary over HTTP.
 
 mod common;
+#[path = "suites/lifecycle.rs"]
+mod lifecycle;
 
 use std::time::{Duration, Instant};
 

@@ -5,6 +5,7 @@
 pub mod account;
 pub mod challenge;
 pub mod ids;
+pub mod lifecycle;
 pub mod sig;
 pub mod totp;
 

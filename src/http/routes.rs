@@ -8,12 +8,13 @@ use serde::Deserialize;
 use serde_json::json;
 use tiny_http::Method;
 
-use super::request::{self, bearer, client_ip, cookie, header, json_body, read_body, wait_param};
+use super::request::{self, bearer, client_ip, cookie, header, json_body, query_param, read_body, wait_param};
 use super::response::Exchange;
 use super::waiters::{self, device_list, Msg};
 use super::Http;
 use crate::domain::ids::Password;
-use crate::domain::{now_ms, rfc3339};
+use crate::domain::{now_ms, parse_rfc3339, rfc3339};
+use crate::operations::{notice_view, AuditQuery};
 use crate::error::Error;
 use crate::service::{contract_view, rp_view, user_view, DeviceRequest};
 use crate::store::Reader;
@@ -37,6 +38,22 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("DELETE", "/api/v1/admin/session"),
     ("POST", "/api/v1/admin/contracts"),
     ("POST", "/api/v1/admin/contracts/{contract_no}/users"),
+    ("GET", "/api/v1/admin/contracts"),
+    ("GET", "/api/v1/admin/contracts/{contract_no}"),
+    ("POST", "/api/v1/admin/contracts/{contract_no}/cancel"),
+    ("POST", "/api/v1/admin/contracts/{contract_no}/service-admin"),
+    ("DELETE", "/api/v1/admin/contracts/{contract_no}/users/{user_id}"),
+    ("POST", "/api/v1/admin/contracts/{contract_no}/users/{user_id}/{action}"),
+    ("GET", "/api/v1/admin/system"),
+    ("PUT", "/api/v1/admin/system"),
+    ("GET", "/api/v1/admin/notices"),
+    ("POST", "/api/v1/admin/notices"),
+    ("DELETE", "/api/v1/admin/notices/{id}"),
+    ("GET", "/api/v1/admin/audit"),
+    ("GET", "/api/v1/admin/stats"),
+    ("POST", "/api/v1/admin/import"),
+    ("POST", "/api/v1/users/{contract_no}/{user_id}/deregister"),
+    ("GET", "/api/v1/notices"),
 ];
 
 const SESSION_COOKIE: &str = "onepush_session";
@@ -48,7 +65,8 @@ pub fn handle(http: &Arc<Http>, req: tiny_http::Request) {
     let segs: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     // Bodies on state-changing requests must be JSON (API.md, and CSRF).
     let routed = ROUTES.iter().any(|(m, p)| *m == method.as_str() && matches_pattern(p, &segs));
-    if routed && matches!(method, Method::Post | Method::Put | Method::Delete) && request::has_body(ex.request()) {
+    let csv = segs == ["api", "v1", "admin", "import"];
+    if routed && !csv && matches!(method, Method::Post | Method::Put | Method::Delete) && request::has_body(ex.request()) {
         if let Err(e) = request::require_json(ex.request()) {
             return ex.error(&e);
         }
@@ -76,6 +94,22 @@ pub fn handle(http: &Arc<Http>, req: tiny_http::Request) {
         (Delete, ["api", "v1", "admin", "session"]) => admin_logout(http, ex),
         (Post, ["api", "v1", "admin", "contracts"]) => admin_create_contract(http, ex),
         (Post, ["api", "v1", "admin", "contracts", no, "users"]) => admin_create_user(http, ex, no),
+        (Get, ["api", "v1", "admin", "contracts"]) => admin_contracts(http, ex),
+        (Get, ["api", "v1", "admin", "contracts", no]) => admin_contract(http, ex, no),
+        (Post, ["api", "v1", "admin", "contracts", no, "cancel"]) => admin_cancel_contract(http, ex, no),
+        (Post, ["api", "v1", "admin", "contracts", no, "service-admin"]) => admin_service_admin(http, ex, no),
+        (Delete, ["api", "v1", "admin", "contracts", no, "users", uid]) => admin_delete_user(http, ex, no, uid),
+        (Post, ["api", "v1", "admin", "contracts", no, "users", uid, action]) => admin_action(http, ex, no, uid, action),
+        (Get, ["api", "v1", "admin", "system"]) => admin_get_system(http, ex),
+        (Put, ["api", "v1", "admin", "system"]) => admin_put_system(http, ex),
+        (Get, ["api", "v1", "admin", "notices"]) => admin_notices(http, ex),
+        (Post, ["api", "v1", "admin", "notices"]) => admin_create_notice(http, ex),
+        (Delete, ["api", "v1", "admin", "notices", id]) => admin_delete_notice(http, ex, id),
+        (Get, ["api", "v1", "admin", "audit"]) => admin_audit(http, ex),
+        (Get, ["api", "v1", "admin", "stats"]) => admin_stats(http, ex),
+        (Post, ["api", "v1", "admin", "import"]) => admin_import(http, ex),
+        (Post, ["api", "v1", "users", c, u, "deregister"]) => customer_deregister(http, ex, c, u),
+        (Get, ["api", "v1", "notices"]) => public_notices(http, ex),
         _ => {
             let known_path = ROUTES.iter().any(|(_, p)| matches_pattern(p, &segs));
             if known_path {
@@ -309,9 +343,190 @@ fn admin_create_user(http: &Arc<Http>, ex: Exchange, contract_no: &str) {
     ex.result(201, r.map(|u| user_view(&u)))
 }
 
+fn customer_deregister(http: &Arc<Http>, ex: Exchange, contract_no: &str, user_id: &str) {
+    let Some((rp, mut ex)) = rp(http, ex) else { return };
+    let r = json_body(ex.request_mut()).and_then(|input| http.app.customer_deregister(&rp, contract_no, user_id, input, now_ms()));
+    ex.result(200, r.map(|u| user_view(&u)))
+}
+
+fn public_notices(http: &Arc<Http>, ex: Exchange) {
+    let now = now_ms();
+    let time = |name: &str| query_param(ex.request(), name).map(|v| parse_rfc3339(name, &url_decode(v))).transpose();
+    let r = (|| {
+        let from = time("from")?.unwrap_or(now);
+        let to = time("to")?.unwrap_or(from);
+        let lang = query_param(ex.request(), "lang").map(url_decode);
+        http.app.public_notices(from, to, lang.as_deref())
+    })();
+    ex.result(200, r.map(|list| json!({"notices": list.iter().map(notice_view).collect::<Vec<_>>()})))
+}
+
+fn admin_contracts(http: &Arc<Http>, ex: Exchange) {
+    let Some((_, ex)) = operator(http, ex) else { return };
+    let req = ex.request();
+    let q = query_param(req, "q").map(url_decode).unwrap_or_default();
+    let after = query_param(req, "after").map(url_decode).unwrap_or_default();
+    let limit = match query_param(req, "limit").map(str::parse::<usize>).transpose() {
+        Ok(l) => l.unwrap_or(50).clamp(1, 500),
+        Err(_) => return ex.error(&Error::bad_field("limit", "must be a whole number")),
+    };
+    let r = http.app.contracts(&q, &after, limit);
+    ex.result(200, r.map(|(list, next)| json!({"contracts": list.iter().map(contract_view).collect::<Vec<_>>(), "next": next})))
+}
+
+fn admin_contract(http: &Arc<Http>, ex: Exchange, no: &str) {
+    let Some((_, ex)) = operator(http, ex) else { return };
+    let r = http.app.contract_detail(no).map(|(c, users)| {
+        let mut v = contract_view(&c);
+        v["users"] = json!(users.iter().map(user_view).collect::<Vec<_>>());
+        v
+    });
+    ex.result(200, r)
+}
+
+fn admin_cancel_contract(http: &Arc<Http>, ex: Exchange, no: &str) {
+    let Some((op, mut ex)) = operator(http, ex) else { return };
+    let r = json_body(ex.request_mut()).and_then(|input| http.app.cancel_contract(&op, no, input, now_ms()));
+    ex.result(200, r.map(|c| contract_view(&c)))
+}
+
+fn admin_service_admin(http: &Arc<Http>, ex: Exchange, no: &str) {
+    let Some((op, mut ex)) = operator(http, ex) else { return };
+    let r = json_body(ex.request_mut()).and_then(|input| http.app.change_service_admin(&op, no, input, now_ms()));
+    ex.result(200, r.map(|c| contract_view(&c)))
+}
+
+fn admin_delete_user(http: &Arc<Http>, ex: Exchange, no: &str, uid: &str) {
+    let Some((op, mut ex)) = operator(http, ex) else { return };
+    let r = json_body(ex.request_mut()).and_then(|input| http.app.delete_user(&op, no, uid, input, now_ms()));
+    ex.result(200, r.map(|()| json!({"deleted": true, "contract_no": no, "user_id": uid})))
+}
+
+fn admin_action(http: &Arc<Http>, ex: Exchange, no: &str, uid: &str, action: &str) {
+    let Some((op, mut ex)) = operator(http, ex) else { return };
+    let r = json_body(ex.request_mut()).and_then(|input| http.app.operator_action(&op, no, uid, action, input, now_ms()));
+    ex.result(200, r.map(|u| user_view(&u)))
+}
+
+fn system_view(s: &crate::store::SystemState) -> serde_json::Value {
+    json!({"push_suspended": s.push_suspended, "notice_id": s.notice_id})
+}
+
+fn admin_get_system(http: &Arc<Http>, ex: Exchange) {
+    let Some((_, ex)) = operator(http, ex) else { return };
+    ex.result(200, http.app.system().map(|s| system_view(&s)))
+}
+
+fn admin_put_system(http: &Arc<Http>, ex: Exchange) {
+    let Some((op, mut ex)) = operator(http, ex) else { return };
+    let r = json_body(ex.request_mut()).and_then(|input| http.app.set_system(&op, input, now_ms()));
+    ex.result(200, r.map(|s| system_view(&s)))
+}
+
+fn admin_notices(http: &Arc<Http>, ex: Exchange) {
+    let Some((_, ex)) = operator(http, ex) else { return };
+    ex.result(200, http.app.notices().map(|list| json!({"notices": list.iter().map(notice_view).collect::<Vec<_>>()})))
+}
+
+fn admin_create_notice(http: &Arc<Http>, ex: Exchange) {
+    let Some((op, mut ex)) = operator(http, ex) else { return };
+    let r = json_body(ex.request_mut()).and_then(|input| http.app.create_notice(&op, input, now_ms()));
+    ex.result(201, r.map(|n| notice_view(&n)))
+}
+
+fn admin_delete_notice(http: &Arc<Http>, ex: Exchange, id: &str) {
+    let Some((op, ex)) = operator(http, ex) else { return };
+    ex.result(200, http.app.delete_notice(&op, id).map(|()| json!({"deleted": true, "id": id})))
+}
+
+fn admin_audit(http: &Arc<Http>, ex: Exchange) {
+    let Some((_, ex)) = operator(http, ex) else { return };
+    let req = ex.request();
+    let num = |name: &str, default: u64| -> Result<u64, Error> {
+        query_param(req, name).filter(|v| !v.is_empty()).map_or(Ok(default), |v| v.parse().map_err(|_| Error::bad_field(name, "must be a whole number")))
+    };
+    let text = |name: &str| query_param(req, name).filter(|v| !v.is_empty()).map(url_decode);
+    let r = (|| {
+        let q = AuditQuery {
+            after: num("after", 0)?,
+            limit: num("limit", 100)? as usize,
+            contract_no: text("contract_no"),
+            user_id: text("user_id"),
+            kind: text("type"),
+        };
+        if q.user_id.is_some() && q.contract_no.is_none() {
+            return Err(Error::bad_field("user_id", "goes with contract_no"));
+        }
+        http.app.search_audit(&q)
+    })();
+    ex.result(200, r.map(|(events, next)| json!({"events": events.iter().map(|e| json!({
+        "seq": e.seq, "at": e.at, "type": e.kind, "actor": e.actor, "contract_no": e.contract_no,
+        "user_id": e.user_id, "detail": e.detail, "hash": e.hash})).collect::<Vec<_>>(), "next": next})))
+}
+
+fn admin_stats(http: &Arc<Http>, ex: Exchange) {
+    let Some((_, ex)) = operator(http, ex) else { return };
+    ex.result(200, http.app.stats(now_ms()))
+}
+
+/// API.md: CSV import bodies up to 5 MiB.
+const CSV_LIMIT: usize = 5 * 1024 * 1024;
+
+fn admin_import(http: &Arc<Http>, ex: Exchange) {
+    let Some((op, mut ex)) = operator(http, ex) else { return };
+    let ct = header(ex.request(), "Content-Type").unwrap_or("").split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    if ct != "text/csv" {
+        return ex.error(&Error::UnsupportedMediaType);
+    }
+    let r = read_body(ex.request_mut(), CSV_LIMIT)
+        .and_then(|b| String::from_utf8(b).map_err(|_| Error::bad_field("body", "must be UTF-8 text")))
+        .and_then(|text| http.app.import_csv(&format!("operator:{op}"), &text, now_ms()));
+    match r {
+        Ok(Ok(n)) => ex.json(200, &json!({"created": n, "errors": []})),
+        Ok(Err(errors)) => ex.json(
+            400,
+            &json!({"created": 0, "errors": errors.iter().map(|(line, message)| json!({"line": line, "message": message})).collect::<Vec<_>>(),
+                    "error": {"code": "bad_request", "message": format!("{} bad lines; nothing was imported", errors.len())}}),
+        ),
+        Err(e) => ex.error(&e),
+    }
+}
+
+/// Decodes %XX and '+' in a query value.
+fn url_decode(v: &str) -> String {
+    let b = v.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < b.len() => {
+                match u8::from_str_radix(std::str::from_utf8(&b[i + 1..i + 3]).unwrap_or("zz"), 16) {
+                    Ok(x) => {
+                        out.push(x);
+                        i += 2;
+                    }
+                    Err(_) => out.push(b'%'),
+                }
+            }
+            c => out.push(c),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn query_values_are_decoded() {
+        assert_eq!(url_decode("Mito+Trading%20Co"), "Mito Trading Co");
+        assert_eq!(url_decode("%E6%B0%B4%E6%88%B8"), "水戸");
+        assert_eq!(url_decode("100%"), "100%");
+        assert_eq!(url_decode("2026-11-25T00%3A00%3A00Z"), "2026-11-25T00:00:00Z");
+    }
 
     /// Every route is in the OpenAPI document, with its method.
     #[test]

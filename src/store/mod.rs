@@ -57,6 +57,28 @@ pub struct Operator {
     pub created_at: Ms,
 }
 
+/// A notice (お知らせ): outage, maintenance, change of terms, information.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Notice {
+    pub id: String,
+    pub kind: String,
+    pub title: String,
+    pub body: String,
+    pub lang: String,
+    pub starts_at: Ms,
+    pub ends_at: Option<Ms>,
+    pub created_at: Ms,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FraudReport {
+    pub challenge_id: String,
+    pub contract_no: String,
+    pub user_id: String,
+    pub kind: String,
+    pub reported_at: Ms,
+}
+
 /// System-wide settings changed at run time by operators.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SystemState {
@@ -106,6 +128,10 @@ impl Store {
             txn.open_table(OPERATORS)?;
             txn.open_table(AUDIT)?;
             txn.open_table(META)?;
+            txn.open_table(NOTICES)?;
+            txn.open_table(AUDIT_BY_SUBJECT)?;
+            txn.open_table(CHALLENGES_BY_TIME)?;
+            txn.open_table(FRAUD_REPORTS)?;
         }
         txn.commit()?;
         Ok(Store { db: Arc::new(db), path: path.to_path_buf() })
@@ -118,6 +144,39 @@ impl Store {
     /// Starts the single writer thread.
     pub fn writer(&self) -> Writer {
         Writer::start(self.db.clone())
+    }
+
+    /// Copies every table, as of one read transaction, into a new store file
+    /// at `dest`: a consistent backup while the server keeps serving.
+    /// Returns the number of records copied.
+    pub fn backup_to(&self, dest: &Path) -> Result<u64> {
+        if dest.exists() {
+            return Err(Error::Conflict(format!("{} exists; choose a new file", dest.display())));
+        }
+        let partial = dest.with_extension("partial");
+        let _ = std::fs::remove_file(&partial);
+        let out = Database::create(&partial)?;
+        let r = self.db.begin_read()?;
+        let mut w = out.begin_write()?;
+        w.set_durability(redb::Durability::Immediate)?;
+        let mut n = 0u64;
+        macro_rules! copy {
+            ($($def:expr),*) => {$({
+                let src = r.open_table($def)?;
+                let mut dst = w.open_table($def)?;
+                for item in src.iter()? {
+                    let (k, v) = item?;
+                    dst.insert(k.value(), v.value())?;
+                    n += 1;
+                }
+            })*};
+        }
+        copy!(CONTRACTS, USERS, TOKENS, CHALLENGES, CHALLENGE_EXPIRY, TOKEN_PENDING, PROVISION_EXPIRY, RP_KEYS, RP_KEY_HASHES,
+              OPERATORS, AUDIT, META, NOTICES, AUDIT_BY_SUBJECT, CHALLENGES_BY_TIME, FRAUD_REPORTS);
+        w.commit()?;
+        drop(out);
+        std::fs::rename(&partial, dest).map_err(|e| Error::Internal(format!("backup: {e}")))?;
+        Ok(n)
     }
 
     pub fn stats(&self) -> Stats {
@@ -156,6 +215,12 @@ pub trait RawReader {
     fn audit_bytes(&self, after: u64, limit: usize) -> Result<Vec<Vec<u8>>>;
     fn earliest_expiry(&self) -> Result<Option<Ms>>;
     fn count(&self, table: redb::TableDefinition<&str, &[u8]>) -> Result<u64>;
+    /// Audit seqs about a contract (and a user of it), ascending.
+    fn audit_seqs_about(&self, contract_no: &str, user_id: Option<&str>) -> Result<Vec<u64>>;
+    fn audit_bytes_at(&self, seq: u64) -> Result<Option<Vec<u8>>>;
+    fn challenge_ids_since(&self, since: Ms) -> Result<Vec<String>>;
+    fn fraud_since(&self, since: Ms) -> Result<Vec<Vec<u8>>>;
+    fn pending_count(&self) -> Result<u64>;
 }
 
 macro_rules! impl_reader {
@@ -212,6 +277,43 @@ macro_rules! impl_reader {
             fn count(&self, table: redb::TableDefinition<&str, &[u8]>) -> Result<u64> {
                 Ok(self.txn.open_table(table)?.len()?)
             }
+            fn audit_seqs_about(&self, contract_no: &str, user_id: Option<&str>) -> Result<Vec<u64>> {
+                let t = self.txn.open_table(AUDIT_BY_SUBJECT)?;
+                let mut out = Vec::new();
+                let range = match user_id {
+                    Some(u) => t.range((contract_no, u, 0u64)..=(contract_no, u, u64::MAX))?,
+                    None => t.range((contract_no, "", 0u64)..=(contract_no, "\u{10FFFF}", u64::MAX))?,
+                };
+                for item in range {
+                    out.push(item?.0.value().2);
+                }
+                out.sort_unstable();
+                Ok(out)
+            }
+            fn audit_bytes_at(&self, seq: u64) -> Result<Option<Vec<u8>>> {
+                let t = self.txn.open_table(AUDIT)?;
+                let v = t.get(seq)?.map(|v| v.value().to_vec());
+                Ok(v)
+            }
+            fn challenge_ids_since(&self, since: Ms) -> Result<Vec<String>> {
+                let t = self.txn.open_table(CHALLENGES_BY_TIME)?;
+                let mut out = Vec::new();
+                for item in t.range((since, "")..)? {
+                    out.push(item?.0.value().1.to_string());
+                }
+                Ok(out)
+            }
+            fn fraud_since(&self, since: Ms) -> Result<Vec<Vec<u8>>> {
+                let t = self.txn.open_table(FRAUD_REPORTS)?;
+                let mut out = Vec::new();
+                for item in t.range((since, "")..)? {
+                    out.push(item?.1.value().to_vec());
+                }
+                Ok(out)
+            }
+            fn pending_count(&self) -> Result<u64> {
+                Ok(self.txn.open_table(CHALLENGE_EXPIRY)?.len()?)
+            }
         }
     };
 }
@@ -264,6 +366,24 @@ pub trait Reader: RawReader {
         let to = format!("{contract_no}0"); // '0' follows '/' in ASCII
         self.range_bytes(USERS, &from, &to, usize::MAX)?.iter().map(|(_, b)| codec::decode(b)).collect()
     }
+    fn notices(&self) -> Result<Vec<Notice>> {
+        self.range_bytes(NOTICES, "", "\u{10FFFF}", usize::MAX)?.iter().map(|(_, b)| codec::decode(b)).collect()
+    }
+    fn notice(&self, id: &str) -> Result<Option<Notice>> {
+        get(self, NOTICES, id)
+    }
+    /// Contracts after `after` in contract-number order.
+    fn contracts_after(&self, after: &str, limit: usize) -> Result<Vec<Contract>> {
+        let from = format!("{after}\u{0}");
+        let from = if after.is_empty() { "" } else { from.as_str() };
+        self.range_bytes(CONTRACTS, from, "\u{10FFFF}", limit)?.iter().map(|(_, b)| codec::decode(b)).collect()
+    }
+    fn audit_at(&self, seq: u64) -> Result<Option<AuditEvent>> {
+        self.audit_bytes_at(seq)?.map(|b| codec::decode(&b)).transpose()
+    }
+    fn fraud_reports_since(&self, since: Ms) -> Result<Vec<FraudReport>> {
+        self.fraud_since(since)?.iter().map(|b| codec::decode(b)).collect()
+    }
     fn audit_after(&self, after: u64, limit: usize) -> Result<Vec<AuditEvent>> {
         self.audit_bytes(after, limit)?.iter().map(|b| codec::decode(b)).collect()
     }
@@ -298,6 +418,27 @@ impl WriteTx {
 
     pub fn put_operator(&mut self, o: &Operator) -> Result<()> {
         self.put_bytes(OPERATORS, &o.name, &codec::encode(o)?)
+    }
+
+    pub fn put_notice(&mut self, n: &Notice) -> Result<()> {
+        self.put_bytes(NOTICES, &n.id, &codec::encode(n)?)
+    }
+
+    pub fn delete_notice(&mut self, id: &str) -> Result<bool> {
+        self.dirty = true;
+        Ok(self.txn.open_table(NOTICES)?.remove(id)?.is_some())
+    }
+
+    pub fn delete_user(&mut self, contract_no: &str, user_id: &str) -> Result<()> {
+        self.dirty = true;
+        self.txn.open_table(USERS)?.remove(user_key(contract_no, user_id).as_str())?;
+        Ok(())
+    }
+
+    pub fn put_fraud_report(&mut self, f: &FraudReport) -> Result<()> {
+        self.dirty = true;
+        self.txn.open_table(FRAUD_REPORTS)?.insert((f.reported_at, f.challenge_id.as_str()), codec::encode(f)?.as_slice())?;
+        Ok(())
     }
 
     pub fn put_system(&mut self, s: &SystemState) -> Result<()> {
@@ -343,6 +484,10 @@ impl WriteTx {
             pend.insert(pend_key, ())?;
         } else {
             pend.remove(pend_key)?;
+        }
+        drop(pend);
+        if c.is_pending() {
+            self.txn.open_table(CHALLENGES_BY_TIME)?.insert((c.created_at, c.id.as_str()), ())?;
         }
         Ok(())
     }
@@ -391,6 +536,10 @@ impl WriteTx {
         };
         let event = ev.seal(seq + 1, rfc3339(self.now), &prev);
         self.txn.open_table(AUDIT)?.insert(event.seq, codec::encode(&event)?.as_slice())?;
+        if let Some(c) = &event.contract_no {
+            let u = event.user_id.as_deref().unwrap_or("");
+            self.txn.open_table(AUDIT_BY_SUBJECT)?.insert((c.as_str(), u, event.seq), ())?;
+        }
         self.audit_head = Some((event.seq, event.hash.clone()));
         Ok(event)
     }

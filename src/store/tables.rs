@@ -46,3 +46,18 @@ pub const AUDIT: TableDefinition<u64, &[u8]> = TableDefinition::new("audit");
 
 /// name → bytes: "system" (push suspension).
 pub const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+
+/// notice id → `Notice`. Written by operators.
+pub const NOTICES: TableDefinition<&str, &[u8]> = TableDefinition::new("notices");
+
+/// (contract_no, user_id or "", seq) → (): audit events by their subject,
+/// written with the event, for the audit search by contract and user.
+pub const AUDIT_BY_SUBJECT: TableDefinition<(&str, &str, u64), ()> = TableDefinition::new("audit_by_subject");
+
+/// (created_at ms, challenge_id) → (): every challenge by creation time, for
+/// the operator statistics of the last 24 hours.
+pub const CHALLENGES_BY_TIME: TableDefinition<(u64, &str), ()> = TableDefinition::new("challenges_by_time");
+
+/// (reported_at ms, challenge_id) → `FraudReport`: rejections the user marked
+/// "this wasn't me", surfaced to operators.
+pub const FRAUD_REPORTS: TableDefinition<(u64, &str), &[u8]> = TableDefinition::new("fraud_reports");

@@ -94,6 +94,15 @@ impl Server {
         s
     }
 
+    /// A server object for an existing config and directory, not started.
+    pub fn adopt(dir: PathBuf, config: PathBuf) -> Server {
+        Server { child: None, base: String::new(), dir, config, pid: 0 }
+    }
+
+    pub fn respawn(&mut self) {
+        self.spawn();
+    }
+
     fn spawn(&mut self) {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.join("server.log")).unwrap();
         let mut child = Command::new(env!("CARGO_BIN_EXE_onepush"))
@@ -292,6 +301,11 @@ impl Phone {
             secret: r.json["otp_secret"].as_str().unwrap().to_string(),
             base: s.base.clone(),
         }
+    }
+
+    /// Points the phone at another server address.
+    pub fn rebase(&mut self, base: &str) {
+        self.base = base.to_string();
     }
 
     pub fn otps(&self) -> (String, String) {
