@@ -314,11 +314,17 @@ fn serve(cfg: Config) -> ExitCode {
         .and_then(|r| Ok((r.operator_count()?, r.rp_keys()?.iter().filter(|k| k.revoked_at.is_none()).count())))
         .unwrap_or((0, 0));
     if operators == 0 {
-        println!("  no operator yet: printf '%s' 'PASSWORD' | onepush operator add NAME --password-stdin");
+        if let Ok(Some(code)) = app.bootstrap_code() {
+            println!("  no operator yet. One-time code for the first operator: {code}");
+            println!("    use it at http://{addr}/admin, or POST /api/v1/admin/bootstrap {{\"code\", \"username\", \"password\"}},");
+            println!("    or create one with: printf '%s' 'PASSWORD' | onepush operator add NAME --password-stdin");
+        }
     }
     if rp_keys == 0 {
         println!("  no RP key yet:   onepush rp-key add NAME   (prints the key once)");
     }
+    // An empty line ends the banner (scripts read up to it).
+    println!();
     use std::io::Write;
     let _ = std::io::stdout().flush();
 

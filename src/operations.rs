@@ -573,7 +573,7 @@ impl App {
                 if tx.user(c, uid)?.is_some() {
                     return Err(Error::Conflict(format!("user {uid} of {c} was created meanwhile; nothing imported")));
                 }
-                let u = crate::service::new_user_record(c, uid, name, *role, ph.clone(), th.clone(), now);
+                let u = User::new(c, uid, name, *role, ph.clone(), th.clone(), now);
                 if *role == Role::ServiceAdmin {
                     contract.service_admin = Some(uid.clone());
                     tx.put_contract(&contract)?;

@@ -264,6 +264,8 @@ pub struct App {
     /// through this process (`add_rp_key`, `revoke_rp_key`), which clears it.
     /// The generation counts revocations, so a look-up that raced one is not cached.
     rp_cache: Mutex<(u64, HashMap<String, String>)>,
+    /// The one-time code that creates the first operator (SPEC R5.1), while none exists.
+    bootstrap: Mutex<Option<String>>,
     /// challenge id → first fetch by the phone, for pending challenges.
     delivered: Arc<Mutex<HashMap<String, Ms>>>,
     provision_rate: Mutex<HashMap<IpAddr, (Ms, u32)>>,
@@ -290,6 +292,7 @@ impl App {
             passwords,
             notify,
             sessions: Mutex::new(HashMap::new()),
+            bootstrap: Mutex::new(None),
             delivered: Arc::new(Mutex::new(HashMap::new())),
             keys: Mutex::new(HashMap::new()),
             rp_cache: Mutex::new((0, HashMap::new())),
@@ -1186,6 +1189,43 @@ impl App {
 
     // ------------------------------------------------------------ operators
 
+    /// Makes the one-time bootstrap code if no operator exists yet; `serve`
+    /// prints it. It lives in memory only and is gone once used.
+    pub fn bootstrap_code(&self) -> Result<Option<String>> {
+        if self.store.read()?.operator_count()? > 0 {
+            return Ok(None);
+        }
+        let raw = data_encoding::BASE32_NOPAD.encode(&{
+            let mut b = [0u8; 10];
+            rand::fill(&mut b[..]);
+            b
+        });
+        let code = format!("{}-{}-{}-{}", &raw[..4], &raw[4..8], &raw[8..12], &raw[12..16]);
+        *self.bootstrap.lock().expect("bootstrap lock poisoned") = Some(code.clone());
+        Ok(Some(code))
+    }
+
+    /// POST /api/v1/admin/bootstrap: the first operator, with the one-time code.
+    /// Returns a session for the new operator.
+    pub fn bootstrap(&self, code: &str, username: &str, password: &Password, now: Ms) -> Result<String> {
+        {
+            let mut slot = self.bootstrap.lock().expect("bootstrap lock poisoned");
+            let ok = slot.as_deref().is_some_and(|c| bool::from(subtle::ConstantTimeEq::ct_eq(c.as_bytes(), code.trim().to_uppercase().as_bytes())));
+            if slot.is_none() {
+                return Err(Error::Conflict("an operator exists; sign in instead".into()));
+            }
+            if !ok {
+                return Err(Error::Unauthorized("the one-time code is wrong".into()));
+            }
+            // Validate before spending the code.
+            check_user_id("username", username)?;
+            password.check("password")?;
+            *slot = None;
+        }
+        self.set_operator("bootstrap", username, password, true, now)?;
+        self.admin_login(username, password, now)
+    }
+
     /// POST /api/v1/admin/session: returns the session cookie value.
     pub fn admin_login(&self, username: &str, password: &Password, now: Ms) -> Result<String> {
         let op = if username.is_empty() || username.len() > 64 { None } else { self.store.read()?.operator(username)? };
@@ -1284,7 +1324,7 @@ impl App {
                     return Err(Error::Conflict(format!("the contract's service admin is {sa}; change it with service-admin")));
                 }
             }
-            let u = new_user_record(&contract_no, &input.user_id, &input.name, role, password_hash.clone(), tx_hash.clone(), now);
+            let u = User::new(&contract_no, &input.user_id, &input.name, role, password_hash.clone(), tx_hash.clone(), now);
             if role == Role::ServiceAdmin {
                 contract.service_admin = Some(u.user_id.clone());
                 tx.put_contract(&contract)?;
@@ -1386,37 +1426,6 @@ impl Contract {
             created_at: 0,
             cancelled_at: None,
         }
-    }
-}
-
-/// A new user: unregistered, no flags.
-pub(crate) fn new_user_record(
-    contract_no: &str,
-    user_id: &str,
-    name: &str,
-    role: Role,
-    password_hash: String,
-    transaction_password_hash: Option<String>,
-    now: Ms,
-) -> User {
-    User {
-        contract_no: contract_no.to_string(),
-        user_id: user_id.to_string(),
-        name: name.to_string(),
-        role,
-        password_hash,
-        transaction_password_hash,
-        registration: Registration::Unregistered,
-        token_id: None,
-        registered_at: None,
-        usable_until: None,
-        password_failures: 0,
-        password_locked: false,
-        stopped: false,
-        registration_failures: 0,
-        last_registration_failure: None,
-        recent_challenges: vec![],
-        created_at: now,
     }
 }
 

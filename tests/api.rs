@@ -747,3 +747,22 @@ fn an_unknown_user_costs_what_a_wrong_password_costs() {
     // Without the dummy verification an unknown user would answer ~1000x faster.
     assert!((0.5..2.0).contains(&ratio), "unknown {unknown:?} vs wrong {wrong:?}");
 }
+
+#[test]
+fn the_first_operator_comes_from_the_one_time_code() {
+    let s = Server::start("");
+    let code = s.bootstrap_code.clone().expect("serve prints a one-time code while no operator exists");
+    let body = |code: &str| json!({"code": code, "username": "alice", "password": "operator-pass-1"});
+    let r = s.post("/api/v1/admin/bootstrap", &[], &body("AAAA-BBBB-CCCC-DDDD"));
+    assert_eq!(r.status, 401);
+    let r = s.post("/api/v1/admin/bootstrap", &[], &json!({"code": code, "username": "alice", "password": "short"}));
+    assert_eq!(r.status, 400, "a bad password does not spend the code");
+    let r = s.post("/api/v1/admin/bootstrap", &[], &body(&code.to_lowercase()));
+    assert_eq!(r.status, 201, "{}", r.text);
+    let cookie = r.header("set-cookie").unwrap().split(';').next().unwrap().to_string();
+    let r = s.post("/api/v1/admin/contracts", &[("Cookie", cookie)], &json!({"contract_no": "1", "name": "x", "edition": "jweb"}));
+    assert_eq!(r.status, 201, "signed in at once");
+    assert_eq!(s.post("/api/v1/admin/bootstrap", &[], &body(&code)).code(), "conflict", "one time only");
+    let events = s.cli(&["audit", "export"], None).1;
+    assert!(events.contains("\"actor\":\"bootstrap\""), "{events}");
+}

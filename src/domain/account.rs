@@ -277,6 +277,37 @@ pub fn gate(contract: &Contract, user: &User, push_wanted: bool, s: &GateSetting
 }
 
 impl User {
+    /// A new user: unregistered, no flags.
+    pub fn new(
+        contract_no: &str,
+        user_id: &str,
+        name: &str,
+        role: Role,
+        password_hash: String,
+        transaction_password_hash: Option<String>,
+        now: Ms,
+    ) -> User {
+        User {
+            contract_no: contract_no.to_string(),
+            user_id: user_id.to_string(),
+            name: name.to_string(),
+            role,
+            password_hash,
+            transaction_password_hash,
+            registration: Registration::Unregistered,
+            token_id: None,
+            registered_at: None,
+            usable_until: None,
+            password_failures: 0,
+            password_locked: false,
+            stopped: false,
+            registration_failures: 0,
+            last_registration_failure: None,
+            recent_challenges: vec![],
+            created_at: now,
+        }
+    }
+
     /// Counts a wrong login or transaction password. Returns true when this
     /// failure locked the account.
     pub fn password_failed(&mut self, max_failures: u32) -> bool {
@@ -348,25 +379,9 @@ pub(crate) mod tests {
     }
 
     pub fn user(reg: Registration) -> User {
-        User {
-            contract_no: "1000000001".into(),
-            user_id: "taro".into(),
-            name: "Taro".into(),
-            role: Role::User,
-            password_hash: String::new(),
-            transaction_password_hash: None,
-            registration: reg,
-            token_id: None,
-            registered_at: None,
-            usable_until: None,
-            password_failures: 0,
-            password_locked: false,
-            stopped: false,
-            registration_failures: 0,
-            last_registration_failure: None,
-            recent_challenges: vec![],
-            created_at: NOW - DAY,
-        }
+        let mut u = User::new("1000000001", "taro", "Taro", Role::User, String::new(), None, NOW - DAY);
+        u.registration = reg;
+        u
     }
 
     fn settings() -> GateSettings {

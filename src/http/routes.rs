@@ -35,6 +35,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/api/v1/device/challenges/{id}/response"),
     ("POST", "/api/v1/registrations"),
     ("POST", "/api/v1/admin/session"),
+    ("POST", "/api/v1/admin/bootstrap"),
     ("DELETE", "/api/v1/admin/session"),
     ("POST", "/api/v1/admin/contracts"),
     ("POST", "/api/v1/admin/contracts/{contract_no}/users"),
@@ -91,6 +92,7 @@ pub fn handle(http: &Arc<Http>, req: tiny_http::Request) {
         (Post, ["api", "v1", "device", "challenges", id, "response"]) => device_response(http, ex, id),
         (Post, ["api", "v1", "registrations"]) => register(http, ex),
         (Post, ["api", "v1", "admin", "session"]) => admin_login(http, ex),
+        (Post, ["api", "v1", "admin", "bootstrap"]) => admin_bootstrap(http, ex),
         (Delete, ["api", "v1", "admin", "session"]) => admin_logout(http, ex),
         (Post, ["api", "v1", "admin", "contracts"]) => admin_create_contract(http, ex),
         (Post, ["api", "v1", "admin", "contracts", no, "users"]) => admin_create_user(http, ex, no),
@@ -300,12 +302,38 @@ fn admin_login(http: &Arc<Http>, mut ex: Exchange) {
     };
     match http.app.admin_login(&input.username, &input.password, now_ms()) {
         Ok(token) => {
-            let secure = if request::via_tls(ex.request(), &http.app.cfg.trusted_proxies) { "; Secure" } else { "" };
-            ex.add_header("Set-Cookie", &format!("{SESSION_COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict{secure}"));
+            set_session_cookie(http, &mut ex, &token);
             ex.json(200, &json!({"username": input.username}))
         }
         Err(e) => ex.error(&e),
     }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BootstrapInput {
+    code: String,
+    username: String,
+    password: Password,
+}
+
+fn admin_bootstrap(http: &Arc<Http>, mut ex: Exchange) {
+    let input: BootstrapInput = match json_body(ex.request_mut()) {
+        Ok(i) => i,
+        Err(e) => return ex.error(&e),
+    };
+    match http.app.bootstrap(&input.code, &input.username, &input.password, now_ms()) {
+        Ok(token) => {
+            set_session_cookie(http, &mut ex, &token);
+            ex.json(201, &json!({"username": input.username}))
+        }
+        Err(e) => ex.error(&e),
+    }
+}
+
+fn set_session_cookie(http: &Http, ex: &mut Exchange, token: &str) {
+    let secure = if request::via_tls(ex.request(), &http.app.cfg.trusted_proxies) { "; Secure" } else { "" };
+    ex.add_header("Set-Cookie", &format!("{SESSION_COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict{secure}"));
 }
 
 fn admin_logout(http: &Arc<Http>, mut ex: Exchange) {

@@ -505,17 +505,17 @@ impl WriteTx {
 
     /// Ids of pending challenges whose `expires_at` is at or before `now`.
     pub fn due_challenges(&self, now: Ms, limit: usize) -> Result<Vec<String>> {
-        let t = self.txn.open_table(CHALLENGE_EXPIRY)?;
-        let mut out = Vec::new();
-        for item in t.range((0u64, "")..=(now, "\u{10FFFF}"))?.take(limit) {
-            out.push(item?.0.value().1.to_string());
-        }
-        Ok(out)
+        self.due(CHALLENGE_EXPIRY, now, limit)
     }
 
     /// Ids of unbound tokens whose provisioning TTL has run out.
     pub fn due_tokens(&self, now: Ms, limit: usize) -> Result<Vec<String>> {
-        let t = self.txn.open_table(PROVISION_EXPIRY)?;
+        self.due(PROVISION_EXPIRY, now, limit)
+    }
+
+    /// The ids in a (time, id) index up to `now`.
+    fn due(&self, index: redb::TableDefinition<(u64, &str), ()>, now: Ms, limit: usize) -> Result<Vec<String>> {
+        let t = self.txn.open_table(index)?;
         let mut out = Vec::new();
         for item in t.range((0u64, "")..=(now, "\u{10FFFF}"))?.take(limit) {
             out.push(item?.0.value().1.to_string());

@@ -22,6 +22,8 @@ pub struct Server {
     pub dir: PathBuf,
     pub config: PathBuf,
     pub pid: u32,
+    /// The one-time operator code `serve` printed, if it did.
+    pub bootstrap_code: Option<String>,
 }
 
 pub struct Resp {
@@ -89,14 +91,14 @@ impl Server {
             ),
         )
         .unwrap();
-        let mut s = Server { child: None, base: String::new(), dir, config, pid: 0 };
+        let mut s = Server { child: None, base: String::new(), dir, config, pid: 0, bootstrap_code: None };
         s.spawn();
         s
     }
 
     /// A server object for an existing config and directory, not started.
     pub fn adopt(dir: PathBuf, config: PathBuf) -> Server {
-        Server { child: None, base: String::new(), dir, config, pid: 0 }
+        Server { child: None, base: String::new(), dir, config, pid: 0, bootstrap_code: None }
     }
 
     pub fn respawn(&mut self) {
@@ -116,6 +118,16 @@ impl Server {
         let first = lines.next().expect("server printed nothing").unwrap();
         let addr = first.strip_prefix("onepush listening on ").unwrap_or_else(|| panic!("unexpected: {first}"));
         self.base = addr.to_string();
+        // The banner ends with an empty line; it may hold the one-time code.
+        for line in lines.by_ref() {
+            let line = line.unwrap_or_default();
+            if line.is_empty() {
+                break;
+            }
+            if let Some(code) = line.split("One-time code for the first operator: ").nth(1) {
+                self.bootstrap_code = Some(code.trim().to_string());
+            }
+        }
         std::thread::spawn(move || for _ in lines {});
         self.pid = child.id();
         self.child = Some(child);
