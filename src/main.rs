@@ -35,6 +35,9 @@ enum Cmd {
         /// Address to listen on (overrides `listen`).
         #[arg(long, value_name = "ADDR")]
         listen: Option<String>,
+        /// Seed demo contracts and users and serve the demo bank at /demo.
+        #[arg(long)]
+        demo: bool,
     },
     /// RP API keys.
     #[command(subcommand)]
@@ -99,7 +102,7 @@ fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).format_timestamp_millis().init();
     let cli = Cli::parse();
     let listen = match &cli.command {
-        Cmd::Serve { listen } => listen.clone(),
+        Cmd::Serve { listen, .. } => listen.clone(),
         _ => None,
     };
     let overrides = Overrides { listen, data_dir: cli.data.clone() };
@@ -111,7 +114,7 @@ fn main() -> ExitCode {
         }
     };
     match cli.command {
-        Cmd::Serve { .. } => serve(cfg),
+        Cmd::Serve { demo, .. } => serve(cfg, demo),
         Cmd::Config(ConfigCmd::Check) => {
             println!("config ok: listen {}, data {}", cfg.listen, cfg.data_dir.display());
             ExitCode::SUCCESS
@@ -268,7 +271,7 @@ fn raise_fd_limit() {
     }
 }
 
-fn serve(cfg: Config) -> ExitCode {
+fn serve(cfg: Config, demo: bool) -> ExitCode {
     raise_fd_limit();
     let (wtx, wrx) = std::sync::mpsc::channel::<http::waiters::Msg>();
     let notify_tx = std::sync::Mutex::new(wtx.clone());
@@ -307,7 +310,23 @@ fn serve(cfg: Config) -> ExitCode {
 
     println!("onepush listening on http://{addr}");
     println!("  data directory: {}", cfg.data_dir.display());
+    println!("  pages:          http://{addr}/  /register  /app  /admin  /notices");
     println!("  API reference:  http://{addr}/api/openapi.json");
+    if demo {
+        match app.seed_demo(onepush::domain::now_ms()) {
+            Ok(seed) => {
+                println!("  demo bank:      http://{addr}/demo   (authenticator: http://{addr}/app)");
+                for (no, edition, uid, role, pw, tx) in &seed.users {
+                    let tx = tx.map(|t| format!(", transaction password {t}")).unwrap_or_default();
+                    println!("    {edition:4} contract {no}  user {uid} ({role})  password {pw}{tx}");
+                }
+            }
+            Err(e) => {
+                eprintln!("onepush: demo: {e:?}");
+                return ExitCode::from(1);
+            }
+        }
+    }
     let (operators, rp_keys) = app
         .store
         .read()
@@ -329,7 +348,7 @@ fn serve(cfg: Config) -> ExitCode {
     let _ = std::io::stdout().flush();
 
     let workers = std::env::var("ONEPUSH_WORKERS").ok().and_then(|v| v.parse().ok()).unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()).max(2) * 4);
-    let httpx = Arc::new(http::Http { app, waiters: wtx, shutting_down: AtomicBool::new(false) });
+    let httpx = Arc::new(http::Http { app, waiters: wtx, shutting_down: AtomicBool::new(false), demo });
     match http::run_workers(httpx, server, workers) {
         Ok(()) => ExitCode::SUCCESS,
         Err(why) => {

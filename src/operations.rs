@@ -587,6 +587,44 @@ impl App {
     }
 }
 
+/// A demo user: contract, edition, user ID, role, password, transaction password.
+pub type DemoUser = (&'static str, &'static str, &'static str, &'static str, &'static str, Option<&'static str>);
+
+/// What `serve --demo` sets up, to print.
+pub struct DemoSeed {
+    pub users: Vec<DemoUser>,
+}
+
+pub const DEMO_USERS: &[DemoUser] = &[
+    ("1000000001", "jweb", "taro", "user", "demo-pass-1", Some("demo-tx-1234")),
+    ("1000000001", "jweb", "hanako", "service_admin", "demo-pass-2", Some("demo-tx-5678")),
+    ("2000000002", "fx", "jiro", "admin", "demo-pass-3", None),
+];
+
+impl App {
+    /// `serve --demo`: a JWEBOFFICE and an FX contract with users. Idempotent.
+    pub fn seed_demo(&self, now: Ms) -> Result<DemoSeed> {
+        for (no, name, edition) in [("1000000001", "デモ商事株式会社", "jweb"), ("2000000002", "デモ外為株式会社", "fx")] {
+            if self.store.read()?.contract(no)?.is_none() {
+                self.create_contract("demo", crate::service::NewContract { contract_no: no.into(), name: name.into(), edition: edition.into() }, now)?;
+            }
+        }
+        for (no, _, uid, role, pw, tx) in DEMO_USERS {
+            if self.store.read()?.user(no, uid)?.is_none() {
+                let input = NewUser {
+                    user_id: uid.to_string(),
+                    name: uid.to_string(),
+                    role: role.to_string(),
+                    password: Password::new(pw.to_string()),
+                    transaction_password: tx.map(|t| Password::new(t.to_string())),
+                };
+                self.create_user("demo", no, input, now)?;
+            }
+        }
+        Ok(DemoSeed { users: DEMO_USERS.to_vec() })
+    }
+}
+
 fn action_event(a: Action) -> &'static str {
     match a {
         Action::Suspend => "user_suspended",

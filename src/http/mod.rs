@@ -4,6 +4,7 @@
 //! through `Exchange`. Long-polls are parked in `waiters`. Nothing here
 //! touches the store directly or invents error codes.
 
+pub mod assets;
 pub mod request;
 pub mod response;
 pub mod routes;
@@ -20,7 +21,12 @@ pub struct Http {
     pub app: Arc<App>,
     pub waiters: Sender<waiters::Msg>,
     pub shutting_down: AtomicBool,
+    /// `serve --demo`: the demo bank at /demo and its RP endpoints.
+    pub demo: bool,
 }
+
+/// The RP name the demo bank acts as.
+pub const DEMO_RP: &str = "demo";
 
 /// Binds `addr` with a listen backlog of 4096 (std's 128 overflows during
 /// reconnect storms of parked phones).

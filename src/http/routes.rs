@@ -11,7 +11,7 @@ use tiny_http::Method;
 use super::request::{self, bearer, client_ip, cookie, header, json_body, query_param, read_body, wait_param};
 use super::response::Exchange;
 use super::waiters::{self, device_list, Msg};
-use super::Http;
+use super::{assets, Http, DEMO_RP};
 use crate::domain::ids::Password;
 use crate::domain::{now_ms, parse_rfc3339, rfc3339};
 use crate::operations::{notice_view, AuditQuery};
@@ -65,7 +65,7 @@ pub fn handle(http: &Arc<Http>, req: tiny_http::Request) {
     let path = request::path(ex.request()).to_string();
     let segs: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     // Bodies on state-changing requests must be JSON (API.md, and CSRF).
-    let routed = ROUTES.iter().any(|(m, p)| *m == method.as_str() && matches_pattern(p, &segs));
+    let routed = ROUTES.iter().any(|(m, p)| *m == method.as_str() && matches_pattern(p, &segs)) || segs.starts_with(&["demo", "api"]);
     let csv = segs == ["api", "v1", "admin", "import"];
     if routed && !csv && matches!(method, Method::Post | Method::Put | Method::Delete) && request::has_body(ex.request()) {
         if let Err(e) = request::require_json(ex.request()) {
@@ -80,7 +80,24 @@ pub fn handle(http: &Arc<Http>, req: tiny_http::Request) {
             ex.send(200, "text/plain; version=0.0.4", text.into_bytes())
         }
         (Get, ["api", "openapi.json"]) => ex.send(200, "application/json", OPENAPI.as_bytes().to_vec()),
-        (Get, [""]) => ex.send(200, "text/html; charset=utf-8", INDEX.as_bytes().to_vec()),
+        (Get, ["static", name]) => match assets::get(name) {
+            Some(a) => ex.send(200, a.content_type, a.body.to_vec()),
+            None => ex.error(&Error::NotFound(format!("no file {name}"))),
+        },
+        (Get, [page]) if assets::PAGES.iter().any(|(p, _)| p == page) && (*page != "demo" || http.demo) => {
+            let file = assets::PAGES.iter().find(|(p, _)| p == page).map(|(_, f)| *f).unwrap_or("index.html");
+            match assets::get(file) {
+                Some(a) => ex.send(200, a.content_type, a.body.to_vec()),
+                None => ex.error(&Error::NotFound(format!("no page {page}"))),
+            }
+        }
+        // The demo bank's server side: the RP API as the RP "demo", no key.
+        (Post, ["demo", "api", "login"]) if http.demo => login_as(http, ex, DEMO_RP.to_string()),
+        (Post, ["demo", "api", "approvals"]) if http.demo => approval_as(http, ex, DEMO_RP.to_string()),
+        (Get, ["demo", "api", "challenges", id]) if http.demo => get_challenge_as(http, ex, DEMO_RP.to_string(), id),
+        (Delete, ["demo", "api", "challenges", id]) if http.demo => cancel_challenge_as(http, ex, DEMO_RP.to_string(), id),
+        (Get, ["demo", "api", "users", c, u]) if http.demo => get_user_as(http, ex, c, u),
+        (Post, ["demo", "api", "users", c, u, "deregister"]) if http.demo => customer_deregister_as(http, ex, DEMO_RP, c, u),
         (Get, ["api", "v1", "status"]) => status(http, ex),
         (Post, ["api", "v1", "login"]) => login(http, ex),
         (Post, ["api", "v1", "approvals"]) => approval(http, ex),
@@ -129,7 +146,6 @@ fn matches_pattern(pattern: &str, segs: &[&str]) -> bool {
 }
 
 pub const OPENAPI: &str = include_str!("../../static/openapi.json");
-const INDEX: &str = include_str!("../../static/index.html");
 
 fn healthz(http: &Arc<Http>, ex: Exchange) {
     match http.app.store.read().and_then(|r| r.system()) {
@@ -163,7 +179,11 @@ fn rp(http: &Http, ex: Exchange) -> Option<(String, Exchange)> {
 }
 
 fn login(http: &Arc<Http>, ex: Exchange) {
-    let Some((rp, mut ex)) = rp(http, ex) else { return };
+    let Some((rp, ex)) = rp(http, ex) else { return };
+    login_as(http, ex, rp)
+}
+
+fn login_as(http: &Arc<Http>, mut ex: Exchange, rp: String) {
     match json_body(ex.request_mut()) {
         Ok(input) => http.app.login(rp, input, now_ms(), move |r| ex.result(200, r)),
         Err(e) => ex.error(&e),
@@ -171,7 +191,11 @@ fn login(http: &Arc<Http>, ex: Exchange) {
 }
 
 fn approval(http: &Arc<Http>, ex: Exchange) {
-    let Some((rp, mut ex)) = rp(http, ex) else { return };
+    let Some((rp, ex)) = rp(http, ex) else { return };
+    approval_as(http, ex, rp)
+}
+
+fn approval_as(http: &Arc<Http>, mut ex: Exchange, rp: String) {
     match json_body(ex.request_mut()) {
         Ok(input) => http.app.approve(rp, input, now_ms(), move |r| ex.result(200, r)),
         Err(e) => ex.error(&e),
@@ -180,6 +204,10 @@ fn approval(http: &Arc<Http>, ex: Exchange) {
 
 fn get_challenge(http: &Arc<Http>, ex: Exchange, id: &str) {
     let Some((rp, ex)) = rp(http, ex) else { return };
+    get_challenge_as(http, ex, rp, id)
+}
+
+fn get_challenge_as(http: &Arc<Http>, ex: Exchange, rp: String, id: &str) {
     let wait = match wait_param(ex.request(), http.app.cfg.max_wait) {
         Ok(w) => w,
         Err(e) => return ex.error(&e),
@@ -196,6 +224,10 @@ fn get_challenge(http: &Arc<Http>, ex: Exchange, id: &str) {
 
 fn cancel_challenge(http: &Arc<Http>, ex: Exchange, id: &str) {
     let Some((rp, ex)) = rp(http, ex) else { return };
+    cancel_challenge_as(http, ex, rp, id)
+}
+
+fn cancel_challenge_as(http: &Arc<Http>, ex: Exchange, rp: String, id: &str) {
     http.app.cancel(rp, id.to_string(), now_ms(), move |r| match r {
         Ok(c) => ex.json(200, &rp_view(&c)),
         Err(e) => ex.error(&e),
@@ -204,6 +236,10 @@ fn cancel_challenge(http: &Arc<Http>, ex: Exchange, id: &str) {
 
 fn get_user(http: &Arc<Http>, ex: Exchange, contract_no: &str, user_id: &str) {
     let Some((_, ex)) = rp(http, ex) else { return };
+    get_user_as(http, ex, contract_no, user_id)
+}
+
+fn get_user_as(http: &Arc<Http>, ex: Exchange, contract_no: &str, user_id: &str) {
     match http.app.user(contract_no, user_id) {
         Ok(u) => ex.json(200, &user_view(&u)),
         Err(e) => ex.error(&e),
@@ -372,8 +408,12 @@ fn admin_create_user(http: &Arc<Http>, ex: Exchange, contract_no: &str) {
 }
 
 fn customer_deregister(http: &Arc<Http>, ex: Exchange, contract_no: &str, user_id: &str) {
-    let Some((rp, mut ex)) = rp(http, ex) else { return };
-    let r = json_body(ex.request_mut()).and_then(|input| http.app.customer_deregister(&rp, contract_no, user_id, input, now_ms()));
+    let Some((rp, ex)) = rp(http, ex) else { return };
+    customer_deregister_as(http, ex, &rp, contract_no, user_id)
+}
+
+fn customer_deregister_as(http: &Arc<Http>, mut ex: Exchange, rp: &str, contract_no: &str, user_id: &str) {
+    let r = json_body(ex.request_mut()).and_then(|input| http.app.customer_deregister(rp, contract_no, user_id, input, now_ms()));
     ex.result(200, r.map(|u| user_view(&u)))
 }
 
