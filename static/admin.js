@@ -28,6 +28,7 @@ I18N.extend({
     "adm.stopped": "利用停止",
     "adm.search": "契約番号・契約名で検索",
     "adm.search_button": "検索",
+    "adm.find_user": "利用者を開く",
     "adm.open": "開く",
     "adm.name": "名称",
     "adm.edition": "サービス",
@@ -120,6 +121,7 @@ I18N.extend({
     "adm.stopped": "Stopped",
     "adm.search": "Search by contract number or name",
     "adm.search_button": "Search",
+    "adm.find_user": "Open a user",
     "adm.open": "Open",
     "adm.name": "Name",
     "adm.edition": "Service",
@@ -326,6 +328,7 @@ async function openUser(no, uid) {
   const c = await api("GET", "/api/v1/admin/contracts/" + encodeURIComponent(no));
   if (c.status !== 200) return fail(c);
   const u = c.body.users.find((x) => x.user_id === uid);
+  if (!u) return fail({ status: 404, body: { error: { code: "not_found" } } });
   const h = await api("GET", `/api/v1/admin/audit?limit=200&contract_no=${encodeURIComponent(no)}&user_id=${encodeURIComponent(uid)}`);
   userData = { user: u, history: h.status === 200 ? h.body.events : [] };
   renderUser();
@@ -517,6 +520,13 @@ document.addEventListener("DOMContentLoaded", async () => {
   });
   $("signout").addEventListener("click", async () => { await api("DELETE", "/api/v1/admin/session"); signedOut(); });
   $("search-form").addEventListener("submit", search);
+  $("user-form").addEventListener("submit", async (e) => {
+    e.preventDefault();
+    const no = $("uf-contract").value.trim(), uid = $("uf-user").value.trim();
+    if (!no || !uid) return;
+    await openContract(no);
+    await openUser(no, uid);
+  });
   $("new-contract").addEventListener("submit", createContract);
   $("import-form").addEventListener("submit", importCsv);
   $("sys-on").addEventListener("click", () => setSuspended(true));

@@ -127,6 +127,15 @@ test("5. an operator signs in with the bootstrap code, suspends the user, and /d
     await bank.waitForSelector("#dashboard:not(.hidden)", { timeout: 15000 });
     assert.ok((await bank.textContent("#login-how")).includes("一時停止中"), await bank.textContent("#login-how"));
     await shot(bank, "5-demo-grace");
+    // Deregistration revokes the token: /app says so at once.
+    await admin.fill("#uf-contract", "1000000001");
+    await admin.fill("#uf-user", "taro");
+    await admin.click("#user-form button[type=submit]");
+    await admin.click('button[data-action="deregister"]');
+    await admin.fill("#cf-reason", "phone replaced");
+    await admin.click("#cf-ok");
+    await app.page.waitForSelector("#revoked:not(.hidden)", { timeout: 15000 });
+    await shot(app.page, "5-app-revoked");
   });
 });
 
