@@ -29,6 +29,17 @@ I18N.extend({
     "adm.search": "契約番号・契約名で検索",
     "adm.search_button": "検索",
     "adm.find_user": "利用者を開く",
+    "edition.jweb": "JWEBOFFICE (jweb)",
+    "edition.fx": "JWEBOFFICE 外為版 (fx)",
+    "lang.ja": "日本語",
+    "lang.en": "英語",
+    "outcome.pending": "応答待ち",
+    "outcome.approved": "承認",
+    "outcome.rejected": "拒否",
+    "outcome.expired": "期限切れ",
+    "outcome.undelivered": "未配信",
+    "outcome.token_mismatch": "トークン不一致",
+    "outcome.cancelled": "中止",
     "adm.open": "開く",
     "adm.name": "名称",
     "adm.edition": "サービス",
@@ -122,6 +133,17 @@ I18N.extend({
     "adm.search": "Search by contract number or name",
     "adm.search_button": "Search",
     "adm.find_user": "Open a user",
+    "edition.jweb": "JWEBOFFICE (jweb)",
+    "edition.fx": "JWEBOFFICE FX edition (fx)",
+    "lang.ja": "Japanese",
+    "lang.en": "English",
+    "outcome.pending": "Pending",
+    "outcome.approved": "Approved",
+    "outcome.rejected": "Rejected",
+    "outcome.expired": "Expired",
+    "outcome.undelivered": "Undelivered",
+    "outcome.token_mismatch": "Token mismatch",
+    "outcome.cancelled": "Cancelled",
     "adm.open": "Open",
     "adm.name": "Name",
     "adm.edition": "Service",
@@ -267,7 +289,7 @@ function renderDashboard() {
   users.append(stat(I18N.t("adm.locked"), d.users.password_locked), stat(I18N.t("adm.stopped"), d.users.stopped));
   box.append(el("div", { class: "card" }, el("h2", { text: I18N.t("adm.users_by_state") }), users));
   const outcomes = el("div", { class: "stats" }, stat(I18N.t("adm.pending"), d.pending, { id: "pending-count" }));
-  for (const [s, n] of Object.entries(d.challenges_last_24h)) outcomes.append(stat(s, n));
+  for (const [s, n] of Object.entries(d.challenges_last_24h)) outcomes.append(stat(I18N.t("outcome." + s), n));
   box.append(el("div", { class: "card" }, el("h2", { text: I18N.t("adm.outcomes") }), outcomes));
 }
 
