@@ -37,6 +37,7 @@ pub struct RawConfig {
     pub challenge_window: Option<String>,
     pub argon2_memory_kib: Option<u32>,
     pub argon2_iterations: Option<u32>,
+    pub secret_key_file: Option<PathBuf>,
     #[serde(default)]
     pub editions: BTreeMap<String, RawEdition>,
 }
@@ -72,6 +73,8 @@ pub struct Config {
     pub challenge_window: Ms,
     pub argon2_memory_kib: u32,
     pub argon2_iterations: u32,
+    /// The key that seals OTP secrets; default `<data_dir>/secret.key`.
+    pub secret_key_file: PathBuf,
     pub editions: BTreeMap<String, EditionPolicy>,
 }
 
@@ -197,9 +200,11 @@ impl Config {
             editions.insert(name, policy);
         }
 
+        let data_dir = o.data_dir.clone().or(raw.data_dir).unwrap_or_else(|| PathBuf::from("./onepush-data"));
         Ok(Config {
             listen,
-            data_dir: o.data_dir.clone().or(raw.data_dir).unwrap_or_else(|| PathBuf::from("./onepush-data")),
+            secret_key_file: raw.secret_key_file.unwrap_or_else(|| data_dir.join("secret.key")),
+            data_dir,
             trusted_proxies,
             challenge_ttl: positive("challenge_ttl", duration("challenge_ttl", &raw.challenge_ttl, "60s")?)?,
             max_wait: duration("max_wait", &raw.max_wait, "30s")?,
@@ -328,7 +333,7 @@ mod packaged_default {
             "listen", "data_dir", "trusted_proxies", "challenge_ttl", "max_wait", "sweep_interval", "grace_period",
             "provision_ttl", "token_prefix", "otp_window", "otp_max_failures", "password_max_failures",
             "require_registration", "number_challenge", "max_pending_per_user", "max_challenges_per_window",
-            "challenge_window", "argon2_memory_kib", "argon2_iterations",
+            "challenge_window", "argon2_memory_kib", "argon2_iterations", "secret_key_file",
         ] {
             assert!(uncommented.contains(&format!("{key} = ")), "packaging/onepush.toml lacks {key}");
         }

@@ -38,6 +38,7 @@ pub mod http;
 pub mod metrics;
 pub mod operations;
 pub mod passwords;
+pub mod secrets;
 pub mod service;
 pub mod store;
 pub mod sweeper;

@@ -255,6 +255,7 @@ pub struct App {
     pub writer: Writer,
     pub metrics: Arc<Metrics>,
     pub passwords: Passwords,
+    pub secrets: crate::secrets::SecretBox,
     notify: Notify,
     sessions: Mutex<HashMap<String, Session>>,
     /// Decoded device keys by their base64url text: decompressing an Ed25519
@@ -283,6 +284,7 @@ enum Credentials {
 impl App {
     pub fn new(cfg: Config, store: Store, notify: Notify) -> Result<App> {
         let passwords = Passwords::new(cfg.argon2_memory_kib, cfg.argon2_iterations)?;
+        let secrets = crate::secrets::SecretBox::load_or_create(&cfg.secret_key_file).map_err(Error::Internal)?;
         let writer = store.writer();
         Ok(App {
             cfg,
@@ -290,6 +292,7 @@ impl App {
             writer,
             metrics: Arc::new(Metrics::default()),
             passwords,
+            secrets,
             notify,
             sessions: Mutex::new(HashMap::new()),
             bootstrap: Mutex::new(None),
@@ -799,7 +802,7 @@ impl App {
                 let t = Token {
                     token_id: token_id.to_string(),
                     public_key: input.public_key.clone(),
-                    otp_secret: secret.clone(),
+                    otp_secret_sealed: app.secrets.seal(token_id.as_str().as_bytes(), &secret)?,
                     label: input.label.clone(),
                     push_endpoint: input.push_endpoint.clone(),
                     created_at: now,
@@ -826,11 +829,14 @@ impl App {
                     server_time: rfc3339(now),
                 })
             },
-            move |r: Result<ProvisionOutput>| {
-                if r.is_ok() {
-                    app.metrics.provisioned.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            {
+                let metrics = self.metrics.clone();
+                move |r: Result<ProvisionOutput>| {
+                    if r.is_ok() {
+                        metrics.provisioned.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                    done(r)
                 }
-                done(r)
             },
         );
     }
@@ -1121,8 +1127,9 @@ impl App {
         if !token.open_for_registration(now) {
             return Err(Error::TokenOrOtpMismatch);
         }
+        let secret = self.secrets.open(token.token_id.as_bytes(), &token.otp_secret_sealed)?;
         let step = totp::match_consecutive(
-            &token.otp_secret,
+            &secret,
             otp1,
             otp2,
             totp::step_at(now / SECOND),

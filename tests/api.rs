@@ -766,3 +766,23 @@ fn the_first_operator_comes_from_the_one_time_code() {
     let events = s.cli(&["audit", "export"], None).1;
     assert!(events.contains("\"actor\":\"bootstrap\""), "{events}");
 }
+
+#[test]
+fn a_copy_of_the_store_alone_reveals_no_otp_secret() {
+    let mut s = Server::start("");
+    let key = onepush::client::DeviceKey::generate();
+    let r = s.post("/api/v1/device/provision", &[], &key.provision_body(None, None));
+    let b32 = r.json["otp_secret"].as_str().unwrap().to_string();
+    let raw = data_encoding::BASE32_NOPAD.decode(b32.as_bytes()).unwrap();
+    s.kill();
+    let db = std::fs::read(s.store_path()).unwrap();
+    let json_form = serde_json::to_string(&raw).unwrap(); // how a plain Vec<u8> would be stored
+    for (what, needle) in [("raw bytes", raw.clone()), ("base32", b32.into_bytes()), ("JSON array", json_form.into_bytes())] {
+        assert!(!db.windows(needle.len()).any(|w| w == needle.as_slice()), "the store holds the OTP secret as {what}");
+    }
+    // The key is its own file, 0600.
+    use std::os::unix::fs::PermissionsExt;
+    let key_file = s.dir.join("data").join("secret.key");
+    assert_eq!(std::fs::metadata(&key_file).unwrap().permissions().mode() & 0o777, 0o600);
+    assert_eq!(std::fs::read(&key_file).unwrap().len(), 32);
+}

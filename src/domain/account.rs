@@ -98,8 +98,8 @@ pub struct Token {
     pub token_id: String,
     /// Ed25519 public key, base64url.
     pub public_key: String,
-    /// The 20-byte TOTP secret.
-    pub otp_secret: Vec<u8>,
+    /// The 20-byte TOTP secret, sealed by `secrets::SecretBox` (token ID as AAD).
+    pub otp_secret_sealed: Vec<u8>,
     pub label: Option<String>,
     pub push_endpoint: Option<String>,
     pub created_at: Ms,
