@@ -111,7 +111,7 @@ pub fn execute(app: &App, cmd: Command) -> Output {
                  the OTP secrets in it open only with the key file {key}, which is not in the backup:\n\
                  keep a copy of that file apart from the backups (both are needed to restore registrations)\n\
                  restore with: onepush restore {dest} (server stopped; secret_key_file pointing at that key)\n",
-                key = app.cfg.secret_key_file.display()
+                key = app.cfg().secret_key_file.display()
             )),
             Err(e) => Output::fail(1, match e {
                 crate::error::Error::Internal(d) => d,

@@ -114,7 +114,7 @@ fn main() -> ExitCode {
         }
     };
     match cli.command {
-        Cmd::Serve { demo, .. } => serve(cfg, demo),
+        Cmd::Serve { demo, .. } => serve(cfg, demo, cli.config.clone(), overrides),
         Cmd::Config(ConfigCmd::Check) => {
             println!("config ok: listen {}, data {}", cfg.listen, cfg.data_dir.display());
             ExitCode::SUCCESS
@@ -271,7 +271,72 @@ fn raise_fd_limit() {
     }
 }
 
-fn serve(cfg: Config, demo: bool) -> ExitCode {
+/// SIGTERM, SIGINT and SIGHUP are handled by one thread with sigwait; they
+/// are blocked in every thread (the mask is inherited), so set this first.
+fn block_signals() -> libc::sigset_t {
+    // SAFETY: plain signal-set manipulation on a zeroed set we own.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        for sig in [libc::SIGTERM, libc::SIGINT, libc::SIGHUP] {
+            libc::sigaddset(&mut set, sig);
+        }
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        set
+    }
+}
+
+/// SIGHUP reloads what can change while serving; SIGTERM/SIGINT answer every
+/// parked request, let the writer finish, and exit 0.
+fn handle_signals(
+    set: libc::sigset_t,
+    http: Arc<http::Http>,
+    server: Arc<tiny_http::Server>,
+    workers: usize,
+    config_path: Option<PathBuf>,
+    overrides: Overrides,
+) {
+    let spawned = std::thread::Builder::new().name("signals".into()).spawn(move || loop {
+        let mut sig: libc::c_int = 0;
+        // SAFETY: sigwait on a valid set that is blocked in this thread.
+        if unsafe { libc::sigwait(&set, &mut sig) } != 0 {
+            continue;
+        }
+        if sig == libc::SIGHUP {
+            match Config::load(config_path.as_deref(), &overrides) {
+                Ok(new) => {
+                    let kept = http.app.reload(new);
+                    if kept.is_empty() {
+                        log::info!("SIGHUP: settings reloaded");
+                    } else {
+                        log::warn!("SIGHUP: settings reloaded, except {} (they need a restart)", kept.join(", "));
+                    }
+                }
+                Err(e) => log::error!("SIGHUP: config not reloaded: {e}"),
+            }
+            continue;
+        }
+        log::info!("shutting down (signal {sig})");
+        let started = std::time::Instant::now();
+        http.shutting_down.store(true, std::sync::atomic::Ordering::SeqCst);
+        for _ in 0..workers {
+            server.unblock();
+        }
+        let (ack_tx, ack_rx) = std::sync::mpsc::channel();
+        let _ = http.waiters.send(http::waiters::Msg::Shutdown(ack_tx));
+        let _ = ack_rx.recv_timeout(std::time::Duration::from_secs(3));
+        // Everything queued before this empty job is committed when it returns.
+        let _ = http.app.writer.call(onepush::store::Durability::Durable, |_| Ok(()));
+        log::info!("stopped in {} ms", started.elapsed().as_millis());
+        std::process::exit(0);
+    });
+    if let Err(e) = spawned {
+        log::error!("no signal thread: {e}");
+    }
+}
+
+fn serve(cfg: Config, demo: bool, config_path: Option<PathBuf>, overrides: Overrides) -> ExitCode {
+    let signals = block_signals();
     raise_fd_limit();
     let (wtx, wrx) = std::sync::mpsc::channel::<http::waiters::Msg>();
     let notify_tx = std::sync::Mutex::new(wtx.clone());
@@ -349,8 +414,16 @@ fn serve(cfg: Config, demo: bool) -> ExitCode {
 
     let workers = std::env::var("ONEPUSH_WORKERS").ok().and_then(|v| v.parse().ok()).unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()).max(2) * 4);
     let httpx = Arc::new(http::Http { app, waiters: wtx, shutting_down: AtomicBool::new(false), demo });
-    match http::run_workers(httpx, server, workers) {
-        Ok(()) => ExitCode::SUCCESS,
+    handle_signals(signals, httpx.clone(), server.clone(), workers, config_path, overrides);
+    match http::run_workers(httpx.clone(), server, workers) {
+        Ok(()) => {
+            // The workers stopped for a shutdown: the signal thread answers the
+            // parked requests, waits for the writer and exits.
+            while httpx.shutting_down.load(std::sync::atomic::Ordering::SeqCst) {
+                std::thread::sleep(std::time::Duration::from_secs(1));
+            }
+            ExitCode::SUCCESS
+        }
         Err(why) => {
             log::error!("{why}; exiting so that the service manager restarts onepush");
             ExitCode::from(1)

@@ -111,7 +111,7 @@ impl App {
     ) -> Result<Plan> {
         let plan = lifecycle::plan(user, action)?;
         // A stop (lost phone) has no grace: after unstop the user registers again.
-        let until = usable_until.unwrap_or(if action == Action::Stop { now } else { now + self.cfg.grace_period });
+        let until = usable_until.unwrap_or(if action == Action::Stop { now } else { now + self.cfg().grace_period });
         let before = json!({"registration": user.registration.as_str(), "stopped": user.stopped,
                             "password_locked": user.password_locked, "token_id": user.token_id});
         let token_id = user.token_id.clone();

@@ -250,7 +250,8 @@ struct Session {
 }
 
 pub struct App {
-    pub cfg: Config,
+    /// Replaced whole on SIGHUP (`reload`); read with `cfg()`.
+    config: std::sync::RwLock<Arc<Config>>,
     pub store: Store,
     pub writer: Writer,
     pub metrics: Arc<Metrics>,
@@ -287,7 +288,7 @@ impl App {
         let secrets = crate::secrets::SecretBox::load_or_create(&cfg.secret_key_file).map_err(Error::Internal)?;
         let writer = store.writer();
         Ok(App {
-            cfg,
+            config: std::sync::RwLock::new(Arc::new(cfg)),
             store,
             writer,
             metrics: Arc::new(Metrics::default()),
@@ -351,19 +352,56 @@ impl App {
         rx.recv().unwrap_or_else(|_| Err(Error::Internal("the writer has stopped".into())))
     }
 
-    pub(crate) fn edition(&self, name: &str) -> Result<&EditionPolicy> {
-        self.cfg
+    /// The settings in force.
+    pub fn cfg(&self) -> Arc<Config> {
+        self.config.read().expect("config lock poisoned").clone()
+    }
+
+    /// SIGHUP: takes the settings that can change while serving, and says
+    /// which of the others differ (they need a restart).
+    pub fn reload(&self, new: Config) -> Vec<&'static str> {
+        let mut guard = self.config.write().expect("config lock poisoned");
+        let old = guard.clone();
+        let mut kept = Vec::new();
+        let mut next = new;
+        if next.listen != old.listen {
+            kept.push("listen");
+            next.listen = old.listen;
+        }
+        if next.data_dir != old.data_dir {
+            kept.push("data_dir");
+            next.data_dir = old.data_dir.clone();
+        }
+        if next.token_prefix != old.token_prefix {
+            kept.push("token_prefix");
+            next.token_prefix = old.token_prefix.clone();
+        }
+        if (next.argon2_memory_kib, next.argon2_iterations) != (old.argon2_memory_kib, old.argon2_iterations) {
+            kept.push("argon2_memory_kib/argon2_iterations");
+            (next.argon2_memory_kib, next.argon2_iterations) = (old.argon2_memory_kib, old.argon2_iterations);
+        }
+        if next.secret_key_file != old.secret_key_file {
+            kept.push("secret_key_file");
+            next.secret_key_file = old.secret_key_file.clone();
+        }
+        *guard = Arc::new(next);
+        kept
+    }
+
+    pub(crate) fn edition(&self, name: &str) -> Result<EditionPolicy> {
+        self.cfg()
             .editions
             .get(name)
+            .cloned()
             .ok_or_else(|| Error::Internal(format!("contract names edition {name:?}, which the config lacks")))
     }
 
     fn gate_settings(&self, system_suspended: bool) -> GateSettings {
         GateSettings {
             system_suspended,
-            require_registration: self.cfg.require_registration,
-            max_challenges_per_window: self.cfg.max_challenges_per_window,
-            challenge_window: self.cfg.challenge_window,
+            require_registration: self.cfg().require_registration,
+            max_challenges_per_window: self.cfg().max_challenges_per_window,
+            challenge_window: self.cfg().challenge_window,
         }
     }
 
@@ -581,7 +619,7 @@ impl App {
             Credentials::Locked => return deny(DenyReason::PasswordLocked),
             _ if user.password_locked => return deny(DenyReason::PasswordLocked),
             Credentials::Wrong => {
-                let locked = user.password_failed(self.cfg.password_max_failures);
+                let locked = user.password_failed(self.cfg().password_max_failures);
                 tx.put_user(&user)?;
                 if locked {
                     tx.audit(
@@ -636,15 +674,15 @@ impl App {
             .clone()
             .ok_or_else(|| Error::Internal(format!("active user {}/{} has no token", user.contract_no, user.user_id)))?;
         let pending = tx.pending_for_token(&token_id)?;
-        let excess = (pending.len() + 1).saturating_sub(self.cfg.max_pending_per_user as usize);
+        let excess = (pending.len() + 1).saturating_sub(self.cfg().max_pending_per_user as usize);
         for mut old in pending.into_iter().take(excess) {
             self.apply_delivered(&mut old);
             old.cancel(CancelCause::Superseded, now)?;
             self.record_closed(tx, events, &old, "system")?;
         }
-        user.challenge_created(now, self.cfg.challenge_window, self.cfg.max_challenges_per_window);
+        user.challenge_created(now, self.cfg().challenge_window, self.cfg().max_challenges_per_window);
         tx.put_user(user)?;
-        let (number, number_choices) = if self.cfg.number_challenge {
+        let (number, number_choices) = if self.cfg().number_challenge {
             let (n, choices) = number_challenge();
             (Some(n), Some(choices))
         } else {
@@ -663,7 +701,7 @@ impl App {
             number_choices,
             status: Status::Pending,
             created_at: now,
-            expires_at: now + self.cfg.challenge_ttl,
+            expires_at: now + self.cfg().challenge_ttl,
             delivered_at: None,
             decided_at: None,
             answered_by: None,
@@ -784,8 +822,8 @@ impl App {
         }
         let mut secret = vec![0u8; totp::SECRET_LEN];
         rand::fill(&mut secret[..]);
-        let prefix = self.cfg.token_prefix.clone();
-        let expires = now + self.cfg.provision_ttl;
+        let prefix = self.cfg().token_prefix.clone();
+        let expires = now + self.cfg().provision_ttl;
         let app = self.clone();
         self.submit(
             Durability::Durable,
@@ -989,7 +1027,7 @@ impl App {
             check_contract_no("contract_no", &input.contract_no)?;
             check_user_id("user_id", &input.user_id)?;
             input.password.check("password")?;
-            let token_id = TokenId::parse(&input.token_id, &self.cfg.token_prefix)?;
+            let token_id = TokenId::parse(&input.token_id, &self.cfg().token_prefix)?;
             for (f, v) in [("otp1", &input.otp1), ("otp2", &input.otp2)] {
                 if v.len() != 6 || !v.bytes().all(|b| b.is_ascii_digit()) {
                     return Err(Error::bad_field(f, "must be 6 digits"));
@@ -1048,7 +1086,7 @@ impl App {
                 (Some(Error::PasswordLocked), u, Contract::placeholder())
             }
             (_, Some(mut u), Credentials::Wrong) => {
-                let locked = u.password_failed(self.cfg.password_max_failures);
+                let locked = u.password_failed(self.cfg().password_max_failures);
                 tx.put_user(&u)?;
                 if locked {
                     tx.audit(NewEvent::new("password_locked", "system").user(contract_no, user_id))?;
@@ -1113,7 +1151,7 @@ impl App {
     /// rate, token state and the two OTPs. Changes `user` and `token` only on success.
     fn try_bind(&self, contract: &Contract, user: &mut User, token: Option<&mut Token>, otp1: &str, otp2: &str, now: Ms) -> Result<()> {
         user.check_can_register(contract)?;
-        if user.registration_failures >= self.cfg.otp_max_failures {
+        if user.registration_failures >= self.cfg().otp_max_failures {
             if let Some(last) = user.last_registration_failure {
                 if now < last + REGISTRATION_LOCKOUT {
                     return Err(Error::RateLimited { retry_after_secs: (last + REGISTRATION_LOCKOUT - now).div_ceil(SECOND) });
@@ -1133,7 +1171,7 @@ impl App {
             otp1,
             otp2,
             totp::step_at(now / SECOND),
-            self.cfg.otp_window,
+            self.cfg().otp_window,
             token.last_otp_step,
         )
         .ok_or(Error::TokenOrOtpMismatch)?;
@@ -1151,7 +1189,7 @@ impl App {
             return Ok(());
         }
         t.failures = t.failures.saturating_add(1);
-        if t.failures >= self.cfg.otp_max_failures {
+        if t.failures >= self.cfg().otp_max_failures {
             t.revoke("too many failed registrations", now);
             tx.audit(
                 NewEvent::new("token_revoked", "system").detail(json!({"token_id": t.token_id, "reason": "too many failed registrations"})),
@@ -1277,8 +1315,8 @@ impl App {
     pub fn create_contract(&self, operator: &str, input: NewContract, now: Ms) -> Result<Contract> {
         check_contract_no("contract_no", &input.contract_no)?;
         check_text("name", &input.name, 1, 100)?;
-        if !self.cfg.editions.contains_key(&input.edition) {
-            let names: Vec<_> = self.cfg.editions.keys().cloned().collect();
+        if !self.cfg().editions.contains_key(&input.edition) {
+            let names: Vec<_> = self.cfg().editions.keys().cloned().collect();
             return Err(Error::bad_field("edition", format!("must be one of {}", names.join(", "))));
         }
         let actor = format!("operator:{operator}");

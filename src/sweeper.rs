@@ -27,7 +27,7 @@ pub fn spawn(app: Arc<App>, stop: Receiver<()>) -> std::thread::JoinHandle<()> {
                     None
                 }
             };
-            let interval = app.cfg.sweep_interval;
+            let interval = app.cfg().sweep_interval;
             let sleep = next.map_or(interval, |at| at.saturating_sub(now_ms()).clamp(1, interval));
             match stop.recv_timeout(Duration::from_millis(sleep)) {
                 Err(RecvTimeoutError::Timeout) => {}

@@ -786,3 +786,60 @@ fn a_copy_of_the_store_alone_reveals_no_otp_secret() {
     assert_eq!(std::fs::metadata(&key_file).unwrap().permissions().mode() & 0o777, 0o600);
     assert_eq!(std::fs::read(&key_file).unwrap().len(), 32);
 }
+
+#[test]
+fn sigterm_answers_parked_requests_and_exits_0_within_5_s() {
+    let mut w = World::new("");
+    let phone = w.registered(C, "jweb", "taro");
+    let id = w.login_challenge(C, "taro");
+    let rp_wait = {
+        let (url, h) = (w.s.url(&format!("/api/v1/challenges/{id}?wait=25")), w.rp());
+        std::thread::spawn(move || request("GET", &url, &h, None))
+    };
+    let other = w.registered(C, "jweb", "hanako");
+    let dev_wait = {
+        let p = other.clone();
+        std::thread::spawn(move || p.signed("GET", "/api/v1/device/challenges?wait=25", None))
+    };
+    std::thread::sleep(Duration::from_millis(400));
+    let t = Instant::now();
+    // SAFETY: sending a signal to our own child.
+    unsafe { libc::kill(w.s.pid as i32, libc::SIGTERM) };
+    let r = rp_wait.join().unwrap();
+    assert_eq!((r.status, r.json["status"].as_str()), (200, Some("pending")), "{}", r.text);
+    let d = dev_wait.join().unwrap();
+    assert_eq!(d.status, 200, "{}", d.text);
+    let code = w.s.wait_exit(Duration::from_secs(5));
+    assert_eq!(code, Some(0), "exit 0 within 5 s");
+    assert!(t.elapsed() < Duration::from_secs(5));
+    w.s.respawn();
+    assert_eq!(w.challenge(&id, 0).json["status"], "pending", "the challenge survived");
+    let _ = phone;
+}
+
+#[test]
+fn sighup_reloads_what_can_change_and_names_the_rest() {
+    let w = World::new("challenge_ttl = \"60s\"");
+    let _phone = w.registered(C, "jweb", "taro");
+    let ttl = |id: &str| {
+        let c = w.challenge(id, 0).json;
+        let p = |k: &str| onepush::domain::parse_rfc3339(k, c[k].as_str().unwrap()).unwrap();
+        (p("expires_at") - p("created_at")) / 1000
+    };
+    let id = w.login_challenge(C, "taro");
+    assert_eq!(ttl(&id), 60);
+    let text = std::fs::read_to_string(&w.s.config).unwrap().replace("challenge_ttl = \"60s\"", "challenge_ttl = \"90s\"\ntoken_prefix = \"BANK\"");
+    std::fs::write(&w.s.config, text).unwrap();
+    // SAFETY: sending a signal to our own child.
+    unsafe { libc::kill(w.s.pid as i32, libc::SIGHUP) };
+    let id = eventually("the new challenge_ttl", 10, || {
+        let id = w.login_challenge(C, "taro");
+        (ttl(&id) == 90).then_some(id)
+    });
+    assert!(!id.is_empty());
+    let log = eventually("the reload log line", 5, || {
+        let l = w.s.log();
+        l.contains("SIGHUP").then_some(l)
+    });
+    assert!(log.contains("except token_prefix"), "{log}");
+}

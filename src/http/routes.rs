@@ -208,7 +208,7 @@ fn get_challenge(http: &Arc<Http>, ex: Exchange, id: &str) {
 }
 
 fn get_challenge_as(http: &Arc<Http>, ex: Exchange, rp: String, id: &str) {
-    let wait = match wait_param(ex.request(), http.app.cfg.max_wait) {
+    let wait = match wait_param(ex.request(), http.app.cfg().max_wait) {
         Ok(w) => w,
         Err(e) => return ex.error(&e),
     };
@@ -249,7 +249,7 @@ fn get_user_as(http: &Arc<Http>, ex: Exchange, contract_no: &str, user_id: &str)
 // ---------------------------------------------------------------- device API
 
 fn provision(http: &Arc<Http>, mut ex: Exchange) {
-    let ip = client_ip(ex.request(), &http.app.cfg.trusted_proxies);
+    let ip = client_ip(ex.request(), &http.app.cfg().trusted_proxies);
     match json_body(ex.request_mut()) {
         Ok(input) => http.app.provision(input, ip, now_ms(), move |r| ex.result(201, r)),
         Err(e) => ex.error(&e),
@@ -284,7 +284,7 @@ fn device(http: &Http, mut ex: Exchange) -> Option<(crate::domain::account::Toke
 
 fn device_challenges(http: &Arc<Http>, ex: Exchange) {
     let Some((token, _, ex)) = device(http, ex) else { return };
-    let wait = match wait_param(ex.request(), http.app.cfg.max_wait) {
+    let wait = match wait_param(ex.request(), http.app.cfg().max_wait) {
         Ok(w) => w,
         Err(e) => return ex.error(&e),
     };
@@ -368,7 +368,7 @@ fn admin_bootstrap(http: &Arc<Http>, mut ex: Exchange) {
 }
 
 fn set_session_cookie(http: &Http, ex: &mut Exchange, token: &str) {
-    let secure = if request::via_tls(ex.request(), &http.app.cfg.trusted_proxies) { "; Secure" } else { "" };
+    let secure = if request::via_tls(ex.request(), &http.app.cfg().trusted_proxies) { "; Secure" } else { "" };
     ex.add_header("Set-Cookie", &format!("{SESSION_COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict{secure}"));
 }
 

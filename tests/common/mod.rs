@@ -151,6 +151,22 @@ impl Server {
         }
     }
 
+    /// Waits for the server to exit by itself; its exit code.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<i32> {
+        let deadline = Instant::now() + limit;
+        let mut c = self.child.take()?;
+        loop {
+            if let Some(st) = c.try_wait().unwrap() {
+                return st.code();
+            }
+            if Instant::now() > deadline {
+                let _ = c.kill();
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     pub fn store_path(&self) -> PathBuf {
         self.dir.join("data").join("onepush.redb")
     }
