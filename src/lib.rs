@@ -42,3 +42,4 @@ pub mod secrets;
 pub mod service;
 pub mod store;
 pub mod sweeper;
+pub mod wakeup;

@@ -340,8 +340,18 @@ fn serve(cfg: Config, demo: bool, config_path: Option<PathBuf>, overrides: Overr
     raise_fd_limit();
     let (wtx, wrx) = std::sync::mpsc::channel::<http::waiters::Msg>();
     let notify_tx = std::sync::Mutex::new(wtx.clone());
-    let notify: onepush::service::Notify = Arc::new(move |ev| {
-        let _ = notify_tx.lock().expect("notify lock poisoned").send(http::waiters::Msg::Event(ev));
+    // Wake-ups need the metrics, which the app owns: set once the app exists.
+    let wakeups: Arc<std::sync::OnceLock<onepush::wakeup::Wakeups>> = Arc::new(std::sync::OnceLock::new());
+    let wk = wakeups.clone();
+    let notify: onepush::service::Notify = Arc::new(move |ev| match ev {
+        onepush::service::Event::Wake(w) => {
+            if let Some(wk) = wk.get() {
+                wk.send(w);
+            }
+        }
+        other => {
+            let _ = notify_tx.lock().expect("notify lock poisoned").send(http::waiters::Msg::Event(other));
+        }
     });
     let app = match open_app(&cfg, notify) {
         Ok(a) => Arc::new(a),
@@ -350,6 +360,7 @@ fn serve(cfg: Config, demo: bool, config_path: Option<PathBuf>, overrides: Overr
             return ExitCode::from(1);
         }
     };
+    let _ = wakeups.set(onepush::wakeup::Wakeups::start(app.metrics.clone()));
     let listener = match http::bind(cfg.listen) {
         Ok(l) => l,
         Err(e) => {

@@ -56,6 +56,8 @@ pub struct Metrics {
     pub registration_failures: AtomicU64,
     pub provisioned: AtomicU64,
     pub fraud_reports: AtomicU64,
+    pub wakeups_sent: AtomicU64,
+    pub wakeup_failures: AtomicU64,
     pub sweeper_lag: Histogram,
     /// Decision committed → parked RP waiter answered.
     pub wake_latency: Histogram,
@@ -118,7 +120,9 @@ impl Metrics {
                 "onepush_decisions_total{{operation=\"{op}\",result=\"{result}\",reason=\"{reason}\"}} {v}"
             );
         }
-        let counters: [(&str, &str, u64); 10] = [
+        let counters: [(&str, &str, u64); 12] = [
+            ("onepush_wakeups_total", "UnifiedPush wake-ups delivered.", self.wakeups_sent.load(Relaxed)),
+            ("onepush_wakeup_failures_total", "UnifiedPush wake-ups that failed after their retries, or found the queue full.", self.wakeup_failures.load(Relaxed)),
             ("onepush_store_commits_total", "Write transactions committed (each may hold many jobs).", writer.commits.load(Relaxed)),
             ("onepush_store_jobs_total", "Write jobs run by the single writer.", writer.jobs.load(Relaxed)),
             ("onepush_store_failed_batches_total", "Write batches that failed to commit.", writer.failed_batches.load(Relaxed)),

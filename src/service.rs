@@ -55,6 +55,8 @@ pub enum Event {
     Pending(String),
     /// A token was revoked: its parked polls get 403 at once.
     TokenRevoked(String),
+    /// A challenge for a token with a push endpoint: wake the phone.
+    Wake(crate::wakeup::Wake),
 }
 
 pub type Notify = Arc<dyn Fn(Event) + Send + Sync>;
@@ -711,6 +713,9 @@ impl App {
         };
         tx.put_challenge(&c)?;
         self.metrics.challenge_created(kind);
+        if let Some(endpoint) = tx.token(&token_id)?.and_then(|t| t.push_endpoint) {
+            events.push(Event::Wake(crate::wakeup::Wake { endpoint, challenge_id: c.id.clone() }));
+        }
         events.push(Event::Pending(token_id));
         Ok(c)
     }

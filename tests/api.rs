@@ -843,3 +843,80 @@ fn sighup_reloads_what_can_change_and_names_the_rest() {
     });
     assert!(log.contains("except token_prefix"), "{log}");
 }
+
+/// A tiny HTTP receiver on loopback that records request bodies.
+fn receiver() -> (String, std::sync::mpsc::Receiver<String>) {
+    use std::io::{Read, Write};
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for conn in l.incoming().take(20) {
+            let Ok(mut c) = conn else { continue };
+            let mut buf = Vec::new();
+            let mut chunk = [0u8; 4096];
+            c.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+            loop {
+                let n = c.read(&mut chunk).unwrap_or(0);
+                buf.extend_from_slice(&chunk[..n]);
+                let text = String::from_utf8_lossy(&buf).to_string();
+                if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                    let len = head.lines().find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse::<usize>().unwrap_or(0))).unwrap_or(0);
+                    if body.len() >= len {
+                        let _ = tx.send(format!("{}\n{}", head.lines().next().unwrap_or(""), body));
+                        let _ = c.write_all(b"HTTP/1.1 201 Created\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+                        break;
+                    }
+                }
+                if n == 0 {
+                    break;
+                }
+            }
+        }
+    });
+    (format!("http://{addr}/up/abc"), rx)
+}
+
+#[test]
+fn a_push_endpoint_gets_a_wake_up_with_the_challenge_id_only() {
+    let w = World::new("");
+    w.contract(C, "jweb");
+    w.user(C, "taro", "user");
+    let (endpoint, got) = receiver();
+    let key = onepush::client::DeviceKey::generate();
+    let r = w.s.post("/api/v1/device/provision", &[], &key.provision_body(Some("p"), Some(&endpoint)));
+    let token = r.json["token_id"].as_str().unwrap().to_string();
+    let (o1, o2) = onepush::client::registration_otps(r.json["otp_secret"].as_str().unwrap(), onepush::client::now_secs() as u64).unwrap();
+    let r = w.s.post("/api/v1/registrations", &[], &json!({"contract_no": C, "user_id": "taro", "password": PASSWORD, "token_id": token, "otp1": o1, "otp2": o2}));
+    assert_eq!(r.status, 201);
+    let id = w.login_challenge(C, "taro");
+    let req = got.recv_timeout(Duration::from_secs(10)).expect("a wake-up POST");
+    assert!(req.starts_with("POST /up/abc "), "{req}");
+    let body: Value = serde_json::from_str(req.split_once('\n').unwrap().1).unwrap();
+    assert_eq!(body, json!({"challenge_id": id}), "the challenge id, no display lines");
+    let m = eventually("the wake-up counted", 10, || {
+        let m = w.s.get("/metrics", &[]).text;
+        m.contains("onepush_wakeups_total 1").then_some(m)
+    });
+    assert!(m.contains("onepush_wakeup_failures_total 0"));
+}
+
+#[test]
+fn a_dead_push_endpoint_is_counted_and_never_delays_the_rp() {
+    let w = World::new("");
+    w.contract(C, "jweb");
+    w.user(C, "taro", "user");
+    // A port nobody listens on.
+    let dead = { let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap(); l.local_addr().unwrap() };
+    let key = onepush::client::DeviceKey::generate();
+    let r = w.s.post("/api/v1/device/provision", &[], &key.provision_body(None, Some(&format!("http://{dead}/up"))));
+    let token = r.json["token_id"].as_str().unwrap().to_string();
+    let (o1, o2) = onepush::client::registration_otps(r.json["otp_secret"].as_str().unwrap(), onepush::client::now_secs() as u64).unwrap();
+    w.s.post("/api/v1/registrations", &[], &json!({"contract_no": C, "user_id": "taro", "password": PASSWORD, "token_id": token, "otp1": o1, "otp2": o2}));
+    let t = Instant::now();
+    w.login_challenge(C, "taro");
+    assert!(t.elapsed() < Duration::from_millis(800), "login took {:?}", t.elapsed());
+    eventually("the failure counted after its retries", 15, || {
+        w.s.get("/metrics", &[]).text.contains("onepush_wakeup_failures_total 1").then_some(())
+    });
+}

@@ -127,6 +127,7 @@ impl Waiters {
                     p.ex.error(&Error::TokenRevoked);
                 }
             }
+            Msg::Event(Event::Wake(_)) => {} // routed to the wake-up threads, not here
             Msg::Shutdown(_) => unreachable!("handled in run"),
         }
     }
