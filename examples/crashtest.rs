@@ -134,7 +134,7 @@ fn main() {
                         let Ok(list) = device_call(&a, &base, &p.key, &p.token, "GET", "/api/v1/device/challenges?wait=5", None) else { break };
                         let Some(ch) = list.json["challenges"].as_array().and_then(|l| l.iter().find(|c| c["challenge_id"] == id.as_str())).cloned() else { continue };
                         let display: Vec<(String, String)> = serde_json::from_value(ch["display"].clone()).unwrap_or_default();
-                        let decision = if (n + i as u64) % 3 == 0 { "reject" } else { "approve" };
+                        let decision = if (n + i as u64).is_multiple_of(3) { "reject" } else { "approve" };
                         let body = p.key.answer_body(&id, &p.token, decision, None, &display, false);
                         let Ok(r) = device_call(&a, &base, &p.key, &p.token, "POST", &format!("/api/v1/device/challenges/{id}/response"), Some(&body)) else { break };
                         if r.status == 200 {
