@@ -324,7 +324,7 @@ mod packaged_default {
         let text = include_str!("../packaging/onepush.toml");
         let uncommented: String = text
             .lines()
-            .filter_map(|l| l.strip_prefix("# "))
+            .filter_map(|l| l.strip_prefix("# ").or((!l.starts_with('#')).then_some(l)))
             .filter(|l| l.starts_with('[') || l.contains(" = "))
             .map(|l| format!("{l}\n"))
             .collect();
@@ -340,6 +340,7 @@ mod packaged_default {
         let c = Config::build(raw, &Overrides::default()).unwrap();
         let d = Config::defaults();
         assert_eq!((c.challenge_ttl, c.grace_period, c.argon2_memory_kib), (d.challenge_ttl, d.grace_period, d.argon2_memory_kib));
+        assert_eq!(c.data_dir, PathBuf::from("/var/lib/onepush"), "the package keeps data in the state directory");
         assert_eq!(c.editions, d.editions);
     }
 }

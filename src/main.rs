@@ -271,6 +271,23 @@ fn raise_fd_limit() {
     }
 }
 
+/// Type=notify: tells systemd the service is ready, and, when the unit has
+/// WatchdogSec, pings the watchdog only while the store and the writer answer
+/// (an empty durable write job), so a wedged writer gets the service restarted.
+fn systemd_ready(app: Arc<onepush::service::App>) {
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+    let Some(every) = sd_notify::watchdog_enabled() else { return };
+    let _ = std::thread::Builder::new().name("watchdog".into()).spawn(move || loop {
+        std::thread::sleep(every / 2);
+        let healthy = app.store.read().and_then(|_| app.writer.call(onepush::store::Durability::Lazy, |_| Ok(()))).is_ok();
+        if healthy {
+            let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
+        } else {
+            log::error!("watchdog: the store does not answer");
+        }
+    });
+}
+
 /// SIGTERM, SIGINT and SIGHUP are handled by one thread with sigwait; they
 /// are blocked in every thread (the mask is inherited), so set this first.
 fn block_signals() -> libc::sigset_t {
@@ -317,6 +334,7 @@ fn handle_signals(
             continue;
         }
         log::info!("shutting down (signal {sig})");
+        let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
         let started = std::time::Instant::now();
         http.shutting_down.store(true, std::sync::atomic::Ordering::SeqCst);
         for _ in 0..workers {
@@ -426,6 +444,7 @@ fn serve(cfg: Config, demo: bool, config_path: Option<PathBuf>, overrides: Overr
     let workers = std::env::var("ONEPUSH_WORKERS").ok().and_then(|v| v.parse().ok()).unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()).max(2) * 4);
     let httpx = Arc::new(http::Http { app, waiters: wtx, shutting_down: AtomicBool::new(false), demo });
     handle_signals(signals, httpx.clone(), server.clone(), workers, config_path, overrides);
+    systemd_ready(httpx.app.clone());
     match http::run_workers(httpx.clone(), server, workers) {
         Ok(()) => {
             // The workers stopped for a shutdown: the signal thread answers the

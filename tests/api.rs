@@ -920,3 +920,33 @@ fn a_dead_push_endpoint_is_counted_and_never_delays_the_rp() {
         w.s.get("/metrics", &[]).text.contains("onepush_wakeup_failures_total 1").then_some(())
     });
 }
+
+#[test]
+fn systemd_hears_ready_and_watchdog_pings() {
+    let s = Server::start("");
+    let (dir, config) = (s.dir.clone(), s.config.clone());
+    drop(s);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(&config, format!("listen = \"127.0.0.1:0\"\ndata_dir = \"{}\"\n", dir.join("data").display())).unwrap();
+    let sock_path = dir.join("notify.sock");
+    let sock = std::os::unix::net::UnixDatagram::bind(&sock_path).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_onepush"))
+        .args(["serve", "--config"])
+        .arg(&config)
+        .env("NOTIFY_SOCKET", &sock_path)
+        .env("WATCHDOG_USEC", "400000")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 256];
+    while !(seen.iter().any(|m: &String| m.contains("READY=1")) && seen.iter().any(|m| m.contains("WATCHDOG=1"))) {
+        let n = sock.recv(&mut buf).expect("a notification within 10 s");
+        seen.push(String::from_utf8_lossy(&buf[..n]).to_string());
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+}
