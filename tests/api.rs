@@ -950,3 +950,26 @@ fn systemd_hears_ready_and_watchdog_pings() {
     let _ = child.wait();
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn x_forwarded_for_counts_only_from_a_trusted_proxy() {
+    let provisioned_ip = |s: &Server| {
+        let key = onepush::client::DeviceKey::generate();
+        let r = request("POST", &s.url("/api/v1/device/provision"), &[("X-Forwarded-For", "198.51.100.7".into())], json_body(&key.provision_body(None, None)));
+        assert_eq!(r.status, 201);
+        let events = s.cli(&["audit", "export"], None).1;
+        let last: Value = serde_json::from_str(events.lines().rev().find(|l| l.contains("token_provisioned")).unwrap()).unwrap();
+        last["detail"]["ip"].as_str().unwrap().to_string()
+    };
+    let untrusted = Server::start("");
+    assert_eq!(provisioned_ip(&untrusted), "127.0.0.1", "X-Forwarded-For from an untrusted peer is ignored");
+    let trusted = Server::start("trusted_proxies = [\"127.0.0.1\"]");
+    assert_eq!(provisioned_ip(&trusted), "198.51.100.7");
+    // Behind a trusted front that says https, the admin cookie is Secure.
+    let (code, _, _) = trusted.cli(&["operator", "add", "alice", "--password-stdin"], Some("operator-pass-1"));
+    assert_eq!(code, 0);
+    let r = request("POST", &trusted.url("/api/v1/admin/session"), &[("X-Forwarded-Proto", "https".into())], json_body(&json!({"username": "alice", "password": "operator-pass-1"})));
+    assert!(r.header("set-cookie").unwrap().contains("Secure"));
+    let r = request("POST", &untrusted.url("/api/v1/admin/session"), &[("X-Forwarded-Proto", "https".into())], json_body(&json!({"username": "x", "password": "operator-pass-1"})));
+    assert_eq!(r.status, 401);
+}
