@@ -146,8 +146,6 @@ fn metric(base: &str, name: &str) -> f64 {
 
 /// Bucket upper bounds and cumulative counts of a histogram in /metrics.
 fn histogram(base: &str, name: &str) -> Vec<(f64, u64)> {
-    let text = call(&agent(), "GET", &format!("{base}/metrics"), &[], None).map(|_| ()).ok();
-    let _ = text;
     let body = ureq::get(format!("{base}/metrics")).call().ok().and_then(|r| r.into_body().read_to_string().ok()).unwrap_or_default();
     body.lines()
         .filter_map(|l| {
@@ -580,7 +578,6 @@ fn argon2_ratio(bin: &Path, dir: &Path, cores: usize, secs: u64) {
     let logins = n.load(Ordering::Relaxed) as f64 / t.elapsed().as_secs_f64();
     println!("  logins through onepush ({} client threads): {logins:.1}/s ({} errors)", cores * 4, bad.load(Ordering::Relaxed));
     println!("  ratio logins / Argon2 alone: {:.1}%", 100.0 * logins / alone);
-    let _ = Value::Null;
 }
 
 fn raise_fd_limit() {

@@ -275,6 +275,20 @@ pub struct App {
     provision_rate: Mutex<HashMap<IpAddr, (Ms, u32)>>,
 }
 
+/// A login or approval, checked and ready for its write job.
+struct GateRequest {
+    /// "login" or "approval": the audit type and the metrics label.
+    op: &'static str,
+    rp: String,
+    contract_no: String,
+    user_id: String,
+    kind: Kind,
+    creds: Credentials,
+    /// The lines of an approval; a login's are composed in `decide`.
+    display: Option<Vec<(String, String)>>,
+    client: ClientInfo,
+}
+
 /// How the password check went, decided before the job is queued.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Credentials {
@@ -480,30 +494,8 @@ impl App {
             Ok(p) => p,
             Err(e) => return done(Err(e)),
         };
-        let app = self.clone();
-        let (contract_no, user_id) = (input.contract_no, input.user_id);
-        let actor = format!("rp:{rp}");
-        self.submit(
-            Durability::Durable,
-            move |tx, events| {
-                let (answer, reason) = app.decide(tx, events, &rp, &contract_no, &user_id, Kind::Login, creds, None, &client, now)?;
-                let mut detail = json!({"result": answer_result(&answer), "reason": reason, "client": client_json(&client)});
-                if let GateAnswer::Challenge { challenge_id, .. } = &answer {
-                    detail["challenge_id"] = json!(challenge_id);
-                }
-                tx.audit(NewEvent::new("login", actor.clone()).user(&contract_no, &user_id).detail(detail))?;
-                Ok(answer)
-            },
-            {
-                let app = self.clone();
-                move |r: Result<GateAnswer>| {
-                    if let Ok(a) = &r {
-                        app.count_decision("login", a);
-                    }
-                    done(r)
-                }
-            },
-        );
+        let req = GateRequest { op: "login", rp, contract_no: input.contract_no, user_id: input.user_id, kind: Kind::Login, creds, display: None, client };
+        self.submit_gate(req, now, done);
     }
 
     /// POST /api/v1/approvals (SPEC R2.2).
@@ -556,29 +548,46 @@ impl App {
             Ok(p) => p,
             Err(e) => return done(Err(e)),
         };
+        let req = GateRequest {
+            op: "approval",
+            rp,
+            contract_no: input.contract_no,
+            user_id: input.user_id,
+            kind,
+            creds,
+            display: Some(input.display),
+            client,
+        };
+        self.submit_gate(req, now, done);
+    }
+
+    /// The write job of a login or approval: `decide`, its audit entry
+    /// (with the lines for an approval), and the count in `/metrics`.
+    fn submit_gate(self: &Arc<Self>, req: GateRequest, now: Ms, done: impl FnOnce(Result<GateAnswer>) + Send + 'static) {
         let app = self.clone();
-        let (contract_no, user_id, display) = (input.contract_no, input.user_id, input.display);
-        let actor = format!("rp:{rp}");
+        let actor = format!("rp:{}", req.rp);
+        let op = req.op;
         self.submit(
             Durability::Durable,
             move |tx, events| {
-                let (answer, reason) =
-                    app.decide(tx, events, &rp, &contract_no, &user_id, kind, creds, Some(&display), &client, now)?;
-                let mut detail = json!({
-                    "kind": kind.as_str(), "result": answer_result(&answer), "reason": reason,
-                    "display": display, "client": client_json(&client),
-                });
+                let r = &req;
+                let (answer, reason) = app.decide(tx, events, &r.rp, &r.contract_no, &r.user_id, r.kind, r.creds, r.display.as_deref(), &r.client, now)?;
+                let mut detail = json!({"result": answer_result(&answer), "reason": reason, "client": client_json(&r.client)});
+                if let Some(lines) = &r.display {
+                    detail["kind"] = json!(r.kind.as_str());
+                    detail["display"] = json!(lines);
+                }
                 if let GateAnswer::Challenge { challenge_id, .. } = &answer {
                     detail["challenge_id"] = json!(challenge_id);
                 }
-                tx.audit(NewEvent::new("approval", actor.clone()).user(&contract_no, &user_id).detail(detail))?;
+                tx.audit(NewEvent::new(r.op, actor.clone()).user(&r.contract_no, &r.user_id).detail(detail))?;
                 Ok(answer)
             },
             {
                 let app = self.clone();
                 move |r: Result<GateAnswer>| {
                     if let Ok(a) = &r {
-                        app.count_decision("approval", a);
+                        app.count_decision(op, a);
                     }
                     done(r)
                 }
