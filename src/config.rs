@@ -26,6 +26,7 @@ pub struct RawConfig {
     pub sweep_interval: Option<String>,
     pub grace_period: Option<String>,
     pub provision_ttl: Option<String>,
+    pub challenge_retention: Option<String>,
     pub token_prefix: Option<String>,
     pub otp_window: Option<u64>,
     pub otp_max_failures: Option<u32>,
@@ -62,6 +63,8 @@ pub struct Config {
     pub sweep_interval: Ms,
     pub grace_period: Ms,
     pub provision_ttl: Ms,
+    /// Closed challenges older than this are deleted (their decisions stay in the audit log).
+    pub challenge_retention: Ms,
     pub token_prefix: String,
     pub otp_window: u64,
     pub otp_max_failures: u32,
@@ -211,6 +214,10 @@ impl Config {
             sweep_interval: positive("sweep_interval", duration("sweep_interval", &raw.sweep_interval, "1s")?)?,
             grace_period: duration("grace_period", &raw.grace_period, "30days")?,
             provision_ttl: positive("provision_ttl", duration("provision_ttl", &raw.provision_ttl, "7days")?)?,
+            challenge_retention: positive(
+                "challenge_retention",
+                duration("challenge_retention", &raw.challenge_retention, "90days")?,
+            )?,
             token_prefix,
             otp_window,
             otp_max_failures: count("otp_max_failures", raw.otp_max_failures, 5)?,
@@ -333,7 +340,7 @@ mod packaged_default {
             "listen", "data_dir", "trusted_proxies", "challenge_ttl", "max_wait", "sweep_interval", "grace_period",
             "provision_ttl", "token_prefix", "otp_window", "otp_max_failures", "password_max_failures",
             "require_registration", "number_challenge", "max_pending_per_user", "max_challenges_per_window",
-            "challenge_window", "argon2_memory_kib", "argon2_iterations", "secret_key_file",
+            "challenge_window", "argon2_memory_kib", "argon2_iterations", "secret_key_file", "challenge_retention",
         ] {
             assert!(uncommented.contains(&format!("{key} = ")), "packaging/onepush.toml lacks {key}");
         }

@@ -1236,6 +1236,22 @@ impl App {
                 tx.audit(NewEvent::new("token_expired", "system").detail(json!({"token_id": t.token_id})))?;
                 events.push(Event::TokenRevoked(t.token_id.clone()));
             }
+            // Retention: closed challenges past challenge_retention go, a bounded
+            // number per tick; their decisions stay in the audit log.
+            let cutoff = now.saturating_sub(app.cfg().challenge_retention);
+            let mut purged = 0u64;
+            for id in tx.challenges_created_before(cutoff, 1_000)? {
+                match tx.challenge(&id)? {
+                    Some(c) if !c.is_pending() => {
+                        tx.delete_challenge(&c)?;
+                        purged += 1;
+                    }
+                    _ => {}
+                }
+            }
+            if purged > 0 {
+                tx.audit(NewEvent::new("challenges_purged", "system").detail(json!({"count": purged, "created_before": rfc3339(cutoff)})))?;
+            }
             Ok(closed)
         })?;
         for c in &closed {

@@ -513,6 +513,19 @@ impl WriteTx {
         self.due(PROVISION_EXPIRY, now, limit)
     }
 
+    /// Ids of challenges created at or before `before` (oldest first).
+    pub fn challenges_created_before(&self, before: Ms, limit: usize) -> Result<Vec<String>> {
+        self.due(CHALLENGES_BY_TIME, before, limit)
+    }
+
+    /// Deletes a closed challenge and its time-index entry.
+    pub fn delete_challenge(&mut self, c: &Challenge) -> Result<()> {
+        self.dirty = true;
+        self.txn.open_table(CHALLENGES)?.remove(c.id.as_str())?;
+        self.txn.open_table(CHALLENGES_BY_TIME)?.remove((c.created_at, c.id.as_str()))?;
+        Ok(())
+    }
+
     /// The ids in a (time, id) index up to `now`.
     fn due(&self, index: redb::TableDefinition<(u64, &str), ()>, now: Ms, limit: usize) -> Result<Vec<String>> {
         let t = self.txn.open_table(index)?;

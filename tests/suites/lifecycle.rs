@@ -414,3 +414,18 @@ fn a_backup_taken_under_load_restores_with_users_tokens_and_keys() {
     let id = r.json["challenge_id"].as_str().unwrap_or_else(|| panic!("{}", r.text)).to_string();
     assert_eq!(moved.answer(&moved.fetch(&id), "approve").json["status"], "approved");
 }
+
+#[test]
+fn closed_challenges_go_after_challenge_retention_and_the_audit_keeps_them() {
+    let w = World::new("challenge_retention = \"2s\"\nsweep_interval = \"200ms\"");
+    let phone = w.registered(C, "jweb", "taro");
+    let id = w.login_challenge(C, "taro");
+    assert_eq!(phone.answer(&phone.fetch(&id), "approve").json["status"], "approved");
+    assert_eq!(w.challenge(&id, 0).status, 200);
+    eventually("the challenge to be purged", 10, || (w.challenge(&id, 0).status == 404).then_some(()));
+    let audit = w.s.get(&format!("/api/v1/admin/audit?contract_no={C}&user_id=taro&type=challenge_closed"), &w.admin()).json;
+    assert_eq!(audit["events"][0]["detail"]["challenge_id"], id.as_str());
+    assert_eq!(audit["events"][0]["detail"]["status"], "approved");
+    assert!(w.s.get("/api/v1/admin/audit?type=challenges_purged", &w.admin()).json["events"][0]["detail"]["count"].as_u64().unwrap() >= 1);
+    assert_eq!(w.s.cli(&["audit", "verify"], None).0, 0);
+}
