@@ -1094,44 +1094,31 @@ impl App {
         let mut token = tx.token(token_id)?;
         let contract = tx.contract(contract_no)?;
         let user = tx.user(contract_no, user_id)?;
-        let (failure, mut user, contract) = match (contract, user, creds) {
-            (Some(c), Some(u), Credentials::Right) if !u.password_locked => (None, u, c),
-            (_, Some(u), Credentials::Locked) | (_, Some(u), Credentials::Right) if u.password_locked => {
-                (Some(Error::PasswordLocked), u, Contract::placeholder())
-            }
+        let failed = |tx: &mut WriteTx, events: &mut Vec<Event>, token: Option<&mut Token>, e: Error| {
+            self.registration_failed(tx, events, &actor, contract_no, user_id, token_id, token, e, now)
+        };
+        let (mut user, contract) = match (contract, user, creds) {
+            (Some(c), Some(u), Credentials::Right) if !u.password_locked => (u, c),
+            (_, Some(u), _) if u.password_locked => return failed(tx, events, token.as_mut(), Error::PasswordLocked),
             (_, Some(mut u), Credentials::Wrong) => {
                 let locked = u.password_failed(self.cfg().password_max_failures);
                 tx.put_user(&u)?;
                 if locked {
                     tx.audit(NewEvent::new("password_locked", "system").user(contract_no, user_id))?;
                 }
-                (Some(Error::BadCredentials), u, Contract::placeholder())
+                return failed(tx, events, token.as_mut(), Error::BadCredentials);
             }
-            _ => {
-                // Unknown contract or user: count on the token only.
-                self.count_token_failure(tx, events, token.as_mut(), now)?;
-                tx.audit(
-                    NewEvent::new("registration_failed", actor)
-                        .user(contract_no, user_id)
-                        .detail(json!({"token_id": token_id, "code": "bad_credentials"})),
-                )?;
-                return Ok(Err(Error::BadCredentials));
-            }
+            // Unknown contract or user: counted on the token only.
+            _ => return failed(tx, events, token.as_mut(), Error::BadCredentials),
         };
-        let outcome = match failure {
-            Some(e) => Err(e),
-            None => {
-                user.password_ok();
-                self.try_bind(&contract, &mut user, token.as_mut(), otp1, otp2, now)
-            }
-        };
-        match outcome {
+        user.password_ok();
+        match self.try_bind(&contract, &mut user, token.as_mut(), otp1, otp2, now) {
             Ok(()) => {
                 let token = token.ok_or_else(|| Error::Internal("bound a missing token".into()))?;
                 tx.put_token(&token)?;
                 tx.put_user(&user)?;
                 tx.audit(
-                    NewEvent::new("registered", actor)
+                    NewEvent::new("registered", actor.clone())
                         .user(contract_no, user_id)
                         .detail(json!({"token_id": token_id, "otp_step": token.last_otp_step})),
                 )?;
@@ -1142,23 +1129,42 @@ impl App {
                 }))
             }
             Err(e) => {
-                let counts = matches!(e, Error::TokenOrOtpMismatch | Error::BadCredentials);
-                if counts {
-                    self.count_token_failure(tx, events, token.as_mut(), now)?;
-                }
                 if matches!(e, Error::TokenOrOtpMismatch) {
                     user.registration_failures = user.registration_failures.saturating_add(1);
                     user.last_registration_failure = Some(now);
-                    tx.put_user(&user)?;
                 }
-                tx.audit(
-                    NewEvent::new("registration_failed", actor)
-                        .user(contract_no, user_id)
-                        .detail(json!({"token_id": token_id, "code": e.code()})),
-                )?;
-                Ok(Err(e))
+                // Keeps the password-failure reset and the registration counters.
+                tx.put_user(&user)?;
+                failed(tx, events, token.as_mut(), e)
             }
         }
+    }
+
+    /// A failed registration: counted on the token when it names one and the
+    /// failure is the caller's (wrong password, unknown or mismatching token
+    /// or codes), audited, and returned as the inner error so the job commits.
+    #[allow(clippy::too_many_arguments)]
+    fn registration_failed(
+        &self,
+        tx: &mut WriteTx,
+        events: &mut Vec<Event>,
+        actor: &str,
+        contract_no: &str,
+        user_id: &str,
+        token_id: &str,
+        token: Option<&mut Token>,
+        e: Error,
+        now: Ms,
+    ) -> Result<Result<RegistrationOutput>> {
+        if matches!(e, Error::TokenOrOtpMismatch | Error::BadCredentials) {
+            self.count_token_failure(tx, events, token, now)?;
+        }
+        tx.audit(
+            NewEvent::new("registration_failed", actor.to_string())
+                .user(contract_no, user_id)
+                .detail(json!({"token_id": token_id, "code": e.code()})),
+        )?;
+        Ok(Err(e))
     }
 
     /// The rules after a right password: contract, stop, one phone per user,
@@ -1486,21 +1492,6 @@ impl App {
             }
         }
         Ok(crate::audit::verify(all))
-    }
-}
-
-impl Contract {
-    /// Stands in where a failed registration has no contract to check.
-    fn placeholder() -> Contract {
-        Contract {
-            contract_no: String::new(),
-            name: String::new(),
-            edition: String::new(),
-            status: ContractStatus::Cancelled,
-            service_admin: None,
-            created_at: 0,
-            cancelled_at: None,
-        }
     }
 }
 
