@@ -952,11 +952,6 @@ impl App {
         }
     }
 
-    /// True if the token has pending challenges (a cheap read before parking).
-    pub fn has_pending(&self, token_id: &str) -> Result<bool> {
-        Ok(!self.store.read()?.pending_ids(token_id)?.is_empty())
-    }
-
     /// POST /api/v1/device/challenges/{id}/response (SPEC R2.4, R2.5).
     pub fn answer(self: &Arc<Self>, caller: &Token, id: String, input: AnswerInput, now: Ms, done: impl FnOnce(Result<Status>) + Send + 'static) {
         let prepared = (|| {

@@ -106,9 +106,9 @@ impl Waiters {
                 Ok(c) => ex.json(200, &rp_view(&c)),
                 Err(e) => ex.error(&e),
             },
-            Msg::ParkDevice { token_id, ex, deadline } => match self.app.has_pending(&token_id) {
-                Ok(true) => deliver(&self.app, &token_id, ex),
-                Ok(false) => self.park(Side::Device, token_id, ex, deadline, None),
+            Msg::ParkDevice { token_id, ex, deadline } => match self.app.deliver(&token_id, now_ms()) {
+                Ok(list) if !list.is_empty() => ex.json(200, &device_list(list.iter().map(device_view).collect())),
+                Ok(_) => self.park(Side::Device, token_id, ex, deadline, None),
                 Err(e) => ex.error(&e),
             },
             Msg::Event(Event::Closed(c, committed)) => {
