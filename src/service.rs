@@ -45,6 +45,9 @@ pub const REGISTRATION_LOCKOUT: Ms = 900 * SECOND;
 /// Admin sessions: 8 h absolute, 30 min idle.
 pub const SESSION_MAX: Ms = 8 * 3600 * SECOND;
 pub const SESSION_IDLE: Ms = 1800 * SECOND;
+/// Operator sign-in and bootstrap attempts per client address per window.
+pub const SIGNIN_RATE_LIMIT: u32 = 20;
+pub const SIGNIN_RATE_WINDOW: Ms = 600 * SECOND;
 
 /// What parked waiters must hear, sent after the commit that caused it.
 #[derive(Debug, Clone)]
@@ -273,6 +276,8 @@ pub struct App {
     /// challenge id → first fetch by the phone, for pending challenges.
     delivered: Arc<Mutex<HashMap<String, Ms>>>,
     provision_rate: Mutex<HashMap<IpAddr, (Ms, u32)>>,
+    /// Operator sign-in attempts per client address.
+    signin_rate: Mutex<HashMap<IpAddr, (Ms, u32)>>,
 }
 
 /// A login or approval, checked and ready for its write job.
@@ -317,6 +322,7 @@ impl App {
             keys: Mutex::new(HashMap::new()),
             rp_cache: Mutex::new((0, HashMap::new())),
             provision_rate: Mutex::new(HashMap::new()),
+            signin_rate: Mutex::new(HashMap::new()),
         })
     }
 
@@ -894,19 +900,7 @@ impl App {
     }
 
     fn rate_limit_provision(&self, ip: IpAddr, now: Ms) -> Result<()> {
-        let mut m = self.provision_rate.lock().expect("rate lock poisoned");
-        if m.len() > 100_000 {
-            m.retain(|_, (start, _)| now < *start + PROVISION_RATE_WINDOW);
-        }
-        let e = m.entry(ip).or_insert((now, 0));
-        if now >= e.0 + PROVISION_RATE_WINDOW {
-            *e = (now, 0);
-        }
-        if e.1 >= PROVISION_RATE_LIMIT {
-            return Err(Error::RateLimited { retry_after_secs: (e.0 + PROVISION_RATE_WINDOW - now).div_ceil(SECOND) });
-        }
-        e.1 += 1;
-        Ok(())
+        rate_limit(&self.provision_rate, ip, PROVISION_RATE_LIMIT, PROVISION_RATE_WINDOW, now)
     }
 
     /// Checks the signed headers of a device request (API.md "Signed device
@@ -1283,7 +1277,8 @@ impl App {
 
     /// POST /api/v1/admin/bootstrap: the first operator, with the one-time code.
     /// Returns a session for the new operator.
-    pub fn bootstrap(&self, code: &str, username: &str, password: &Password, now: Ms) -> Result<String> {
+    pub fn bootstrap(&self, code: &str, username: &str, password: &Password, ip: IpAddr, now: Ms) -> Result<String> {
+        rate_limit(&self.signin_rate, ip, SIGNIN_RATE_LIMIT, SIGNIN_RATE_WINDOW, now)?;
         {
             let mut slot = self.bootstrap.lock().expect("bootstrap lock poisoned");
             let ok = slot.as_deref().is_some_and(|c| bool::from(subtle::ConstantTimeEq::ct_eq(c.as_bytes(), code.trim().to_uppercase().as_bytes())));
@@ -1299,11 +1294,12 @@ impl App {
             *slot = None;
         }
         self.set_operator("bootstrap", username, password, true, now)?;
-        self.admin_login(username, password, now)
+        self.admin_login(username, password, ip, now)
     }
 
     /// POST /api/v1/admin/session: returns the session cookie value.
-    pub fn admin_login(&self, username: &str, password: &Password, now: Ms) -> Result<String> {
+    pub fn admin_login(&self, username: &str, password: &Password, ip: IpAddr, now: Ms) -> Result<String> {
+        rate_limit(&self.signin_rate, ip, SIGNIN_RATE_LIMIT, SIGNIN_RATE_WINDOW, now)?;
         let op = if username.is_empty() || username.len() > 64 { None } else { self.store.read()?.operator(username)? };
         let ok = self.passwords.verify(op.as_ref().map(|o| o.password_hash.as_str()), password.expose());
         let actor = format!("operator:{}", if op.is_some() { username } else { "?" });
@@ -1488,6 +1484,23 @@ impl App {
         }
         Ok(crate::audit::verify(all))
     }
+}
+
+/// A fixed-window count per client address: `limit` per `window`.
+fn rate_limit(map: &Mutex<HashMap<IpAddr, (Ms, u32)>>, ip: IpAddr, limit: u32, window: Ms, now: Ms) -> Result<()> {
+    let mut m = map.lock().expect("rate lock poisoned");
+    if m.len() > 100_000 {
+        m.retain(|_, (start, _)| now < *start + window);
+    }
+    let e = m.entry(ip).or_insert((now, 0));
+    if now >= e.0 + window {
+        *e = (now, 0);
+    }
+    if e.1 >= limit {
+        return Err(Error::RateLimited { retry_after_secs: (e.0 + window - now).div_ceil(SECOND) });
+    }
+    e.1 += 1;
+    Ok(())
 }
 
 fn answer_result(a: &GateAnswer) -> &'static str {

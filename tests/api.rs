@@ -973,3 +973,15 @@ fn x_forwarded_for_counts_only_from_a_trusted_proxy() {
     let r = request("POST", &untrusted.url("/api/v1/admin/session"), &[("X-Forwarded-Proto", "https".into())], json_body(&json!({"username": "x", "password": "operator-pass-1"})));
     assert_eq!(r.status, 401);
 }
+
+#[test]
+fn operator_sign_in_attempts_are_rate_limited_per_address() {
+    let s = Server::start("");
+    let mut last = None;
+    for _ in 0..21 {
+        last = Some(s.post("/api/v1/admin/session", &[], &json!({"username": "mallory", "password": "guess-pass-1"})));
+    }
+    let r = last.unwrap();
+    assert_eq!((r.status, r.code()), (429, "rate_limited"), "{}", r.text);
+    assert!(r.header("retry-after").is_some());
+}

@@ -335,7 +335,8 @@ fn admin_login(http: &Arc<Http>, mut ex: Exchange) {
         Ok(i) => i,
         Err(e) => return ex.error(&e),
     };
-    match http.app.admin_login(&input.username, &input.password, now_ms()) {
+    let ip = client_ip(ex.request(), &http.app.cfg().trusted_proxies);
+    match http.app.admin_login(&input.username, &input.password, ip, now_ms()) {
         Ok(token) => {
             set_session_cookie(http, &mut ex, &token);
             ex.json(200, &json!({"username": input.username}))
@@ -357,7 +358,8 @@ fn admin_bootstrap(http: &Arc<Http>, mut ex: Exchange) {
         Ok(i) => i,
         Err(e) => return ex.error(&e),
     };
-    match http.app.bootstrap(&input.code, &input.username, &input.password, now_ms()) {
+    let ip = client_ip(ex.request(), &http.app.cfg().trusted_proxies);
+    match http.app.bootstrap(&input.code, &input.username, &input.password, ip, now_ms()) {
         Ok(token) => {
             set_session_cookie(http, &mut ex, &token);
             ex.json(201, &json!({"username": input.username}))
