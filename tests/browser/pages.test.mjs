@@ -1,7 +1,7 @@
 // Browser tests of the pages, against the real binary, in headless Chromium.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { startServer, launch, shot, provisionedApp, register, twoOtps } from "./harness.mjs";
+import { startServer, launch, shot, provisionedApp, register, twoOtps, goto } from "./harness.mjs";
 
 const C1 = "1000000001";
 
@@ -17,7 +17,7 @@ async function withWorld(extraConfig, fn) {
 }
 
 async function demoLogin(page, base, user, password) {
-  await page.goto(base + "/demo");
+  await goto(page, base + "/demo");
   await page.fill("#contract_no", C1);
   await page.fill("#user_id", user);
   await page.fill("#password", password);
@@ -35,7 +35,7 @@ test("1. /app provisions and /register registers with its two OTPs", async () =>
     await shot(reg.page, "1-register-done");
     // A wrong check digit is flagged as it is typed, in the field.
     const p = await (await browser.newContext()).newPage();
-    await p.goto(base + "/register");
+    await goto(p, base + "/register");
     await p.fill("#contract_no", C1); await p.fill("#user_id", "hanako"); await p.fill("#password", "wrong-pass-1");
     await p.click("#step1 button[type=submit]");
     await p.fill("#token_id", "ONEP12345675");
@@ -104,7 +104,7 @@ test("5. an operator signs in with the bootstrap code, suspends the user, and /d
     const app = await provisionedApp(browser, base);
     await register(browser, base, app, C1, "taro", "demo-pass-1");
     const admin = await (await browser.newContext()).newPage();
-    await admin.goto(base + "/admin");
+    await goto(admin, base + "/admin");
     await admin.click("#signin summary");
     await admin.fill("#bt-code", code);
     await admin.fill("#bt-user", "alice");
@@ -142,7 +142,7 @@ test("5. an operator signs in with the bootstrap code, suspends the user, and /d
 test("6. the outage switch shows its notice on / and /notices", async () => {
   await withWorld("", async ({ base, code }, browser) => {
     const admin = await (await browser.newContext()).newPage();
-    await admin.goto(base + "/admin");
+    await goto(admin, base + "/admin");
     await admin.click("#signin summary");
     await admin.fill("#bt-code", code); await admin.fill("#bt-user", "alice"); await admin.fill("#bt-pass", "operator-pass-1");
     await admin.click("#boot-form button[type=submit]");
@@ -161,7 +161,7 @@ test("6. the outage switch shows its notice on / and /notices", async () => {
     await shot(admin, "6-admin-outage");
     const visitor = await (await browser.newContext()).newPage();
     for (const path of ["/", "/notices"]) {
-      await visitor.goto(base + path);
+      await goto(visitor, base + path);
       await visitor.waitForSelector("#suspended:not(.hidden)");
       await visitor.waitForFunction(() => document.getElementById("notices").textContent.includes("障害のお知らせ"));
       await shot(visitor, "6-outage" + path.replace("/", "-"));
@@ -175,7 +175,7 @@ test("7. the language switch turns every visible string to English, and is remem
     const page = await ctx.newPage();
     const japanese = /[\u3040-\u30ff\u4e00-\u9fff]/;
     for (const path of ["/", "/register", "/app", "/admin", "/demo", "/notices"]) {
-      await page.goto(base + path);
+      await goto(page, base + path);
       await page.waitForFunction(() => document.getElementById("lang-switch").textContent.length > 0);
       if (path === "/") {
         assert.match(await page.innerText("body"), japanese, "Japanese is the default");
@@ -189,7 +189,7 @@ test("7. the language switch turns every visible string to English, and is remem
       await shot(page, "7-english" + (path === "/" ? "-home" : path.replace("/", "-")));
     }
     // The operator console, signed in, tab by tab.
-    await page.goto(base + "/admin");
+    await goto(page, base + "/admin");
     await page.click("#signin summary");
     await page.fill("#bt-code", code); await page.fill("#bt-user", "alice"); await page.fill("#bt-pass", "operator-pass-1");
     await page.click("#boot-form button[type=submit]");
