@@ -1012,3 +1012,48 @@ fn over_http_an_unknown_user_answers_as_slowly_as_a_wrong_password() {
         assert!((0.5..2.0).contains(&ratio), "{what} {v:?} vs wrong password {:?}", wrong[4]);
     }
 }
+
+#[test]
+fn garbage_on_the_wire_never_takes_the_server_down() {
+    use std::io::{Read, Write};
+    let w = World::new("");
+    let addr = w.s.base.trim_start_matches("http://").to_string();
+    let mut rng_state = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next = move || {
+        rng_state ^= rng_state << 13;
+        rng_state ^= rng_state >> 7;
+        rng_state ^= rng_state << 17;
+        rng_state
+    };
+    let shapes: Vec<Vec<u8>> = vec![
+        b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: -5\r\n\r\n".to_vec(),
+        b"POST /api/v1/login HTTP/1.1\r\nContent-Type: application/json\r\nContent-Length: 99999999999999999999\r\n\r\n{".to_vec(),
+        b"POST /api/v1/login HTTP/1.1\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n".to_vec(),
+        b"POST /api/v1/registrations HTTP/1.1\r\nContent-Type: application/json\r\nContent-Length: 10\r\n\r\n\xff\xfe\x00\x01\x02".to_vec(),
+        b"GET /api/v1/challenges/%00%ff?wait=99999999999999999999999 HTTP/1.1\r\n\r\n".to_vec(),
+        b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03".to_vec(),
+        b"GET /../../etc/passwd HTTP/1.1\r\n\r\n".to_vec(),
+        b"POST /api/v1/device/challenges/x/response HTTP/1.1\r\nX-Onepush-Token: \xe3\x81\r\nContent-Length: 2\r\n\r\n{}".to_vec(),
+    ];
+    for i in 0..200 {
+        let mut payload = shapes[i % shapes.len()].clone();
+        if i >= shapes.len() {
+            for _ in 0..(next() % 64) {
+                let at = (next() as usize) % payload.len();
+                payload[at] = next() as u8;
+            }
+        }
+        if let Ok(mut c) = std::net::TcpStream::connect(&addr) {
+            let _ = c.set_read_timeout(Some(Duration::from_millis(300)));
+            let _ = c.write_all(&payload);
+            let _ = c.shutdown(std::net::Shutdown::Write);
+            let mut sink = Vec::new();
+            let _ = c.read_to_end(&mut sink);
+        }
+    }
+    assert_eq!(w.s.get("/healthz", &[]).status, 200);
+    assert_eq!(w.login(C, "nobody", PASSWORD).json["reason"], "bad_credentials");
+    assert_eq!(w.s.cli(&["audit", "verify"], None).0, 0);
+    let log = w.s.log();
+    assert!(!log.contains("panicked") && !log.contains("dropped unanswered"), "{log}");
+}
