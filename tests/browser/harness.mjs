@@ -60,7 +60,7 @@ export async function goto(page, url) {
     await page.goto(url, { timeout: 15000 });
   } catch (e) {
     console.error(`retrying navigation to ${url}: ${e.message.split("\n")[0]}`);
-    await page.goto(url, { timeout: 15000 });
+    await page.goto(url, { timeout: 45000 });
   }
 }
 

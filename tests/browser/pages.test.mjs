@@ -1,9 +1,26 @@
 // Browser tests of the pages, against the real binary, in headless Chromium.
-import { test } from "node:test";
+import { test, before } from "node:test";
 import assert from "node:assert/strict";
 import { startServer, launch, shot, provisionedApp, register, twoOtps, goto } from "./harness.mjs";
 
 const C1 = "1000000001";
+
+// A first Chromium start in a fresh machine can stall a page for seconds
+// (seen twice in CI: one script request reached the server 16 s late).
+// Pay that once here, untimed, so that it does not land inside a test.
+before(async () => {
+  const server = await startServer();
+  const browser = await launch();
+  try {
+    const page = await (await browser.newContext()).newPage();
+    for (const path of ["/register", "/app", "/admin", "/demo"]) {
+      await page.goto(server.base + path, { timeout: 120000 });
+    }
+  } finally {
+    await browser.close();
+    server.proc.kill("SIGKILL");
+  }
+});
 
 async function withWorld(extraConfig, fn) {
   const server = await startServer(extraConfig);
