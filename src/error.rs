@@ -67,10 +67,6 @@ impl Error {
         Error::BadRequest(format!("{field}: {why}"))
     }
 
-    /// True for errors that mean the store or the machine failed, not the request.
-    pub fn is_internal(&self) -> bool {
-        matches!(self, Error::Internal(_))
-    }
 }
 
 impl fmt::Display for Error {

@@ -49,11 +49,6 @@ impl TokenId {
         TokenId(format!("{prefix}{payload}{check}"))
     }
 
-    /// For ids read back from the store, which were validated when stored.
-    pub fn from_stored(s: String) -> TokenId {
-        TokenId(s)
-    }
-
     pub fn as_str(&self) -> &str {
         &self.0
     }

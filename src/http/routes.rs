@@ -10,13 +10,13 @@ use tiny_http::Method;
 
 use super::request::{self, bearer, client_ip, cookie, header, json_body, query_param, read_body, wait_param};
 use super::response::Exchange;
-use super::waiters::{device_list, Msg};
+use super::waiters::{self, device_list, Msg};
 use super::{assets, Http, DEMO_RP};
 use crate::domain::ids::Password;
 use crate::domain::{now_ms, parse_rfc3339, rfc3339};
 use crate::operations::{notice_view, AuditQuery};
 use crate::error::Error;
-use crate::service::{contract_view, device_view, rp_view, user_view, DeviceRequest};
+use crate::service::{contract_view, rp_view, user_view, DeviceRequest};
 use crate::store::Reader;
 
 /// Every endpoint: method and path pattern (`{x}` is one segment).
@@ -288,13 +288,13 @@ fn device_challenges(http: &Arc<Http>, ex: Exchange) {
         Ok(w) => w,
         Err(e) => return ex.error(&e),
     };
-    match http.app.deliver(&token.token_id, now_ms()) {
-        Ok(list) if !list.is_empty() || wait == 0 => ex.json(200, &device_list(list.iter().map(device_view).collect())),
-        Ok(_) => {
+    match waiters::deliver(&http.app, &token.token_id, ex) {
+        None => {}
+        Some(ex) if wait == 0 => ex.json(200, &device_list(vec![])),
+        Some(ex) => {
             let deadline = Instant::now() + Duration::from_millis(wait);
             let _ = http.waiters.send(Msg::ParkDevice { token_id: token.token_id, ex, deadline });
         }
-        Err(e) => ex.error(&e),
     }
 }
 

@@ -63,11 +63,19 @@ pub fn spawn(app: Arc<App>, rx: Receiver<Msg>) -> std::thread::JoinHandle<()> {
         .expect("spawning the waiter thread")
 }
 
-/// Sends a device its pending challenges, marking them delivered.
-pub fn deliver(app: &Arc<App>, token_id: &str, ex: Exchange) {
+/// Answers a device poll with its pending challenges (marking them
+/// delivered); gives the exchange back when there are none.
+pub fn deliver(app: &App, token_id: &str, ex: Exchange) -> Option<Exchange> {
     match app.deliver(token_id, now_ms()) {
-        Ok(list) => ex.json(200, &device_list(list.iter().map(device_view).collect())),
-        Err(e) => ex.error(&e),
+        Ok(list) if list.is_empty() => Some(ex),
+        Ok(list) => {
+            ex.json(200, &device_list(list.iter().map(device_view).collect()));
+            None
+        }
+        Err(e) => {
+            ex.error(&e);
+            None
+        }
     }
 }
 
@@ -106,11 +114,11 @@ impl Waiters {
                 Ok(c) => ex.json(200, &rp_view(&c)),
                 Err(e) => ex.error(&e),
             },
-            Msg::ParkDevice { token_id, ex, deadline } => match self.app.deliver(&token_id, now_ms()) {
-                Ok(list) if !list.is_empty() => ex.json(200, &device_list(list.iter().map(device_view).collect())),
-                Ok(_) => self.park(Side::Device, token_id, ex, deadline, None),
-                Err(e) => ex.error(&e),
-            },
+            Msg::ParkDevice { token_id, ex, deadline } => {
+                if let Some(ex) = deliver(&self.app, &token_id, ex) {
+                    self.park(Side::Device, token_id, ex, deadline, None);
+                }
+            }
             Msg::Event(Event::Closed(c, committed)) => {
                 for p in self.take(Side::Rp, &c.id) {
                     p.ex.json(200, &rp_view(&c));
@@ -119,7 +127,9 @@ impl Waiters {
             }
             Msg::Event(Event::Pending(token_id)) => {
                 for p in self.take(Side::Device, &token_id) {
-                    deliver(&self.app, &token_id, p.ex);
+                    if let Some(ex) = deliver(&self.app, &token_id, p.ex) {
+                        ex.json(200, &device_list(vec![])); // cancelled meanwhile
+                    }
                 }
             }
             Msg::Event(Event::TokenRevoked(token_id)) => {

@@ -397,11 +397,6 @@ impl WriteTx {
         WriteTx { txn, dirty: false, now, audit_head }
     }
 
-    /// The time the batch started; use cases take their own `now`, this is for audit stamps.
-    pub fn batch_time(&self) -> Ms {
-        self.now
-    }
-
     fn put_bytes(&mut self, table: redb::TableDefinition<&str, &[u8]>, key: &str, value: &[u8]) -> Result<()> {
         self.dirty = true;
         self.txn.open_table(table)?.insert(key, value)?;
@@ -456,13 +451,6 @@ impl WriteTx {
         } else {
             idx.remove(key)?;
         }
-        Ok(())
-    }
-
-    pub fn delete_token(&mut self, t: &Token) -> Result<()> {
-        self.dirty = true;
-        self.txn.open_table(TOKENS)?.remove(t.token_id.as_str())?;
-        self.txn.open_table(PROVISION_EXPIRY)?.remove((t.provision_expires_at, t.token_id.as_str()))?;
         Ok(())
     }
 
