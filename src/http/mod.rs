@@ -73,41 +73,65 @@ fn lower_priority_once() {
     });
 }
 
+/// Every thread onepush starts has a name; tiny_http's accept thread and its
+/// connection threads have none. A panic on one of those means tiny_http is
+/// broken in a way it does not report: out of descriptors, its accept thread
+/// panics in `try_clone().unwrap()` after `accept` succeeded, and
+/// `incoming_requests()` then blocks forever instead of ending. Such a panic is
+/// fatal, like the end of the accept loop.
+fn watch_tiny_http_threads(fatal_tx: std::sync::mpsc::Sender<Option<String>>) {
+    let fatal_tx = std::sync::Mutex::new(fatal_tx);
+    let previous = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        previous(info);
+        if std::thread::current().name().is_none() {
+            let at = info.location().map(|l| format!(" at {}:{}", l.file(), l.line())).unwrap_or_default();
+            if let Ok(tx) = fatal_tx.lock() {
+                let _ = tx.send(Some(format!("an HTTP server thread panicked{at}")));
+            }
+        }
+    }));
+}
+
 /// Runs `workers` threads that take requests from tiny_http. Returns when
 /// the server stops; `Err` means tiny_http's accept loop died (for example
 /// out of file descriptors) and the process must exit non-zero.
+///
+/// Each worker reports `None` when it stops for a shutdown; `Ok` comes once
+/// all have, and main then waits for the signal thread.
 pub fn run_workers(http: Arc<Http>, server: Arc<tiny_http::Server>, workers: usize) -> Result<(), String> {
-    let (fatal_tx, fatal_rx) = std::sync::mpsc::channel::<String>();
-    let mut handles = Vec::new();
+    let (fatal_tx, fatal_rx) = std::sync::mpsc::channel::<Option<String>>();
     for i in 0..workers {
         let (http, server, fatal_tx) = (http.clone(), server.clone(), fatal_tx.clone());
-        handles.push(
-            std::thread::Builder::new()
-                .name(format!("http-{i}"))
-                .spawn(move || loop {
-                    lower_priority_once();
-                    match server.recv() {
-                        Ok(req) => {
-                            let http2 = http.clone();
-                            let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || routes::handle(&http2, req)));
-                            if r.is_err() {
-                                log::error!("a handler panicked; the request was answered 500");
-                            }
-                        }
-                        Err(e) => {
-                            if !http.shutting_down.load(Ordering::SeqCst) {
-                                let _ = fatal_tx.send(format!("the HTTP accept loop stopped: {e}"));
-                            }
-                            return;
+        std::thread::Builder::new()
+            .name(format!("http-{i}"))
+            .spawn(move || loop {
+                lower_priority_once();
+                match server.recv() {
+                    Ok(req) => {
+                        let http2 = http.clone();
+                        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || routes::handle(&http2, req)));
+                        if r.is_err() {
+                            log::error!("a handler panicked; the request was answered 500");
                         }
                     }
-                })
-                .expect("spawning an HTTP worker"),
-        );
+                    Err(e) => {
+                        let fatal = (!http.shutting_down.load(Ordering::SeqCst)).then(|| format!("the HTTP accept loop stopped: {e}"));
+                        let _ = fatal_tx.send(fatal);
+                        return;
+                    }
+                }
+            })
+            .expect("spawning an HTTP worker");
     }
-    drop(fatal_tx);
-    match fatal_rx.recv() {
-        Ok(why) => Err(why),
-        Err(_) => Ok(()),
+    watch_tiny_http_threads(fatal_tx);
+    let mut stopped = 0;
+    while stopped < workers {
+        match fatal_rx.recv() {
+            Ok(Some(why)) => return Err(why),
+            Ok(None) => stopped += 1,
+            Err(_) => break,
+        }
     }
+    Ok(())
 }
