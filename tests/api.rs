@@ -1038,6 +1038,35 @@ fn over_http_an_unknown_user_answers_as_slowly_as_a_wrong_password() {
 }
 
 #[test]
+fn a_burst_of_new_connections_is_never_queued_behind_one_idle_thread() {
+    // tiny_http 0.12.0 handed a burst of connections that arrived while one
+    // pool thread waited to that one thread and left the rest queued until
+    // some other connection ended (vendor/PATCHES.md). Idle keep-alive
+    // connections hold their threads, as a browser's do.
+    use std::io::{Read, Write};
+    let s = Server::start("");
+    let addr = s.base.trim_start_matches("http://").to_string();
+    let mut idle: Vec<std::net::TcpStream> = Vec::new();
+    for round in 0..60 {
+        if !idle.is_empty() {
+            drop(idle.remove(0)); // frees one pool thread
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let mut burst: Vec<std::net::TcpStream> = (0..3).map(|_| std::net::TcpStream::connect(&addr).unwrap()).collect();
+        for c in &mut burst {
+            c.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        }
+        for (i, c) in burst.iter_mut().enumerate() {
+            c.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+            let mut buf = [0u8; 1024];
+            let n = c.read(&mut buf).unwrap_or(0);
+            assert!(n > 0 && buf.starts_with(b"HTTP/1.1 200"), "round {round}: connection {i} of the burst got no answer in 3 s");
+        }
+        idle.extend(burst);
+    }
+}
+
+#[test]
 fn garbage_on_the_wire_never_takes_the_server_down() {
     use std::io::{Read, Write};
     let w = World::new("");

@@ -51,9 +51,12 @@ export async function launch() {
 }
 
 /**
- * page.goto, tried twice: a navigation seen to hang once in CI (not
- * reproduced since) is retried rather than failing the run; the server log
- * in the artifacts shows what the server did meanwhile.
+ * page.goto, tried twice, and a retry is printed. The hangs once seen here
+ * (a script request answered only when the browser closed) came from
+ * tiny_http's thread pool queueing a burst of new connections behind one
+ * idle thread; that is fixed (vendor/PATCHES.md) and tested in tests/api.rs.
+ * The retry stays as a guard; the server log in the artifacts shows what the
+ * server did meanwhile.
  */
 export async function goto(page, url) {
   try {
