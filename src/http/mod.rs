@@ -93,6 +93,20 @@ fn watch_tiny_http_threads(fatal_tx: std::sync::mpsc::Sender<Option<String>>) {
     }));
 }
 
+/// Sent by a worker as it stops, however it stops: `None` for a shutdown,
+/// the reason otherwise.
+struct WorkerStopped {
+    tx: std::sync::mpsc::Sender<Option<String>>,
+    why: Option<String>,
+}
+
+impl Drop for WorkerStopped {
+    fn drop(&mut self) {
+        let why = if std::thread::panicking() { Some("an HTTP worker panicked outside a handler".to_string()) } else { self.why.take() };
+        let _ = self.tx.send(why);
+    }
+}
+
 /// Runs `workers` threads that take requests from tiny_http. Returns when
 /// the server stops; `Err` means tiny_http's accept loop died (for example
 /// out of file descriptors) and the process must exit non-zero.
@@ -102,23 +116,27 @@ fn watch_tiny_http_threads(fatal_tx: std::sync::mpsc::Sender<Option<String>>) {
 pub fn run_workers(http: Arc<Http>, server: Arc<tiny_http::Server>, workers: usize) -> Result<(), String> {
     let (fatal_tx, fatal_rx) = std::sync::mpsc::channel::<Option<String>>();
     for i in 0..workers {
-        let (http, server, fatal_tx) = (http.clone(), server.clone(), fatal_tx.clone());
+        let (http, server) = (http.clone(), server.clone());
+        let report = WorkerStopped { tx: fatal_tx.clone(), why: None };
         std::thread::Builder::new()
             .name(format!("http-{i}"))
-            .spawn(move || loop {
-                lower_priority_once();
-                match server.recv() {
-                    Ok(req) => {
-                        let http2 = http.clone();
-                        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || routes::handle(&http2, req)));
-                        if r.is_err() {
-                            log::error!("a handler panicked; the request was answered 500");
+            .spawn(move || {
+                // Moved whole, so that it drops on this thread as it ends.
+                let mut report = report;
+                loop {
+                    lower_priority_once();
+                    match server.recv() {
+                        Ok(req) => {
+                            let http2 = http.clone();
+                            let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || routes::handle(&http2, req)));
+                            if r.is_err() {
+                                log::error!("a handler panicked; the request was answered 500");
+                            }
                         }
-                    }
-                    Err(e) => {
-                        let fatal = (!http.shutting_down.load(Ordering::SeqCst)).then(|| format!("the HTTP accept loop stopped: {e}"));
-                        let _ = fatal_tx.send(fatal);
-                        return;
+                        Err(e) => {
+                            report.why = (!http.shutting_down.load(Ordering::SeqCst)).then(|| format!("the HTTP accept loop stopped: {e}"));
+                            return;
+                        }
                     }
                 }
             })
