@@ -44,6 +44,11 @@ pub fn get(name: &str) -> Option<&'static Asset> {
     ASSETS.iter().find(|a| a.name == name)
 }
 
+/// The file a page path serves.
+pub fn page(path: &str) -> Option<&'static Asset> {
+    PAGES.iter().find(|(p, _)| *p == path).and_then(|(_, file)| get(file))
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

@@ -79,17 +79,11 @@ pub fn handle(http: &Arc<Http>, req: tiny_http::Request) {
             let text = http.app.metrics.render(http.app.store.stats().file_bytes, &http.app.writer.stats);
             ex.send(200, "text/plain; version=0.0.4", text.into_bytes())
         }
-        (Get, ["api", "openapi.json"]) => ex.send(200, "application/json", OPENAPI.as_bytes().to_vec()),
-        (Get, ["static", name]) => match assets::get(name) {
-            Some(a) => ex.send(200, a.content_type, a.body.to_vec()),
-            None => ex.error(&Error::NotFound(format!("no file {name}"))),
-        },
-        (Get, [page]) if assets::PAGES.iter().any(|(p, _)| p == page) && (*page != "demo" || http.demo) => {
-            let file = assets::PAGES.iter().find(|(p, _)| p == page).map(|(_, f)| *f).unwrap_or("index.html");
-            match assets::get(file) {
-                Some(a) => ex.send(200, a.content_type, a.body.to_vec()),
-                None => ex.error(&Error::NotFound(format!("no page {page}"))),
-            }
+        (Get, ["api", "openapi.json"]) => static_file(ex, "openapi.json"),
+        (Get, ["static", name]) => static_file(ex, name),
+        (Get, [name]) if (*name != "demo" || http.demo) && assets::page(name).is_some() => {
+            let a = assets::page(name).expect("the guard found it");
+            ex.send(200, a.content_type, a.body)
         }
         // The demo bank's server side: the RP API as the RP "demo", no key.
         (Post, ["demo", "api", "login"]) if http.demo => login_as(http, ex, DEMO_RP.to_string()),
@@ -145,7 +139,14 @@ fn matches_pattern(pattern: &str, segs: &[&str]) -> bool {
     p.len() == segs.len() && p.iter().zip(segs).all(|(a, b)| a.starts_with('{') || a == b)
 }
 
-pub const OPENAPI: &str = include_str!("../../static/openapi.json");
+
+/// A file built into the binary (`static/`), sent without a copy.
+fn static_file(ex: Exchange, name: &str) {
+    match assets::get(name) {
+        Some(a) => ex.send(200, a.content_type, a.body),
+        None => ex.error(&Error::NotFound(format!("no file {name}"))),
+    }
+}
 
 fn healthz(http: &Arc<Http>, ex: Exchange) {
     match http.app.store.read().and_then(|r| r.system()) {
@@ -600,7 +601,7 @@ mod tests {
     /// Every route is in the OpenAPI document, with its method.
     #[test]
     fn openapi_covers_every_route() {
-        let doc: serde_json::Value = serde_json::from_str(OPENAPI).unwrap();
+        let doc: serde_json::Value = serde_json::from_slice(assets::get("openapi.json").expect("embedded").body).unwrap();
         for (method, path) in ROUTES {
             let op = &doc["paths"][path][method.to_lowercase()];
             assert!(op.is_object(), "{method} {path} is missing from static/openapi.json");
