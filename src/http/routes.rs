@@ -337,10 +337,16 @@ fn admin_login(http: &Arc<Http>, mut ex: Exchange) {
         Err(e) => return ex.error(&e),
     };
     let ip = client_ip(ex.request(), &http.app.cfg().trusted_proxies);
-    match http.app.admin_login(&input.username, &input.password, ip, now_ms()) {
+    let r = http.app.admin_login(&input.username, &input.password, ip, now_ms());
+    signed_in(http, ex, 200, &input.username, r);
+}
+
+/// Answers a sign-in (or the first operator's creation) with its cookie.
+fn signed_in(http: &Arc<Http>, mut ex: Exchange, status: u16, username: &str, token: crate::error::Result<String>) {
+    match token {
         Ok(token) => {
             set_session_cookie(http, &mut ex, &token);
-            ex.json(200, &json!({"username": input.username}))
+            ex.json(status, &json!({"username": username}))
         }
         Err(e) => ex.error(&e),
     }
@@ -360,13 +366,8 @@ fn admin_bootstrap(http: &Arc<Http>, mut ex: Exchange) {
         Err(e) => return ex.error(&e),
     };
     let ip = client_ip(ex.request(), &http.app.cfg().trusted_proxies);
-    match http.app.bootstrap(&input.code, &input.username, &input.password, ip, now_ms()) {
-        Ok(token) => {
-            set_session_cookie(http, &mut ex, &token);
-            ex.json(201, &json!({"username": input.username}))
-        }
-        Err(e) => ex.error(&e),
-    }
+    let r = http.app.bootstrap(&input.code, &input.username, &input.password, ip, now_ms());
+    signed_in(http, ex, 201, &input.username, r);
 }
 
 fn set_session_cookie(http: &Http, ex: &mut Exchange, token: &str) {
