@@ -561,6 +561,38 @@ fn public_endpoints() {
     assert_eq!(r.header("x-frame-options"), Some("DENY"));
 }
 
+/// The value of an unlabelled series in `/metrics` text.
+fn metric(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series).and_then(|v| v.strip_prefix(' ')))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("{series} is not in /metrics:\n{text}"))
+}
+
+#[test]
+fn metrics_show_latencies_sweeper_lag_and_store_size() {
+    let w = World::new("challenge_ttl = \"2s\"");
+    let phone = w.registered(C, "jweb", "taro");
+    // A decision that wakes a parked RP waiter.
+    let id = w.login_challenge(C, "taro");
+    let (url, rp) = (w.s.url(&format!("/api/v1/challenges/{id}?wait=10")), w.rp());
+    let waiter = std::thread::spawn(move || request("GET", &url, &rp, None));
+    eventually("the RP waiter parked", 10, || (metric(&w.s.get("/metrics", &[]).text, "onepush_parked_requests{side=\"rp\"}") == 1.0).then_some(()));
+    assert_eq!(phone.answer(&phone.fetch(&id), "approve").status, 200);
+    assert_eq!(waiter.join().unwrap().json["status"], "approved");
+    // One the sweeper closes, with the RP parked on it too.
+    let late = w.login_challenge(C, "taro");
+    assert_eq!(w.challenge(&late, 10).json["status"], "undelivered");
+    let m = w.s.get("/metrics", &[]).text;
+    assert!(metric(&m, "onepush_store_bytes") > 0.0);
+    assert_eq!(metric(&m, "onepush_decision_latency_seconds_count"), 1.0, "challenge created to answered");
+    assert_eq!(metric(&m, "onepush_wake_latency_seconds_count"), 2.0, "the approval and the sweeper's close, each to its parked RP waiter");
+    assert_eq!(metric(&m, "onepush_sweeper_lag_seconds_count"), 1.0, "expires_at to closed");
+    assert!(metric(&m, "onepush_sweeper_lag_seconds_sum") < 1.0);
+    assert!(metric(&m, "onepush_store_commits_total") > 0.0);
+    assert!(metric(&m, "onepush_store_commit_seconds_count") >= metric(&m, "onepush_store_commits_total"));
+}
+
 #[test]
 fn cli_config_check_and_exit_codes() {
     let dir = std::env::temp_dir().join(format!("onepush-cfg-{}", std::process::id()));
