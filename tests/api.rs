@@ -583,7 +583,11 @@ fn metrics_show_latencies_sweeper_lag_and_store_size() {
     // One the sweeper closes, with the RP parked on it too.
     let late = w.login_challenge(C, "taro");
     assert_eq!(w.challenge(&late, 10).json["status"], "undelivered");
-    let m = w.s.get("/metrics", &[]).text;
+    // The sweeper counts its lag after the commit that woke the RP.
+    let m = eventually("the sweep counted", 10, || {
+        let m = w.s.get("/metrics", &[]).text;
+        (metric(&m, "onepush_sweeper_lag_seconds_count") > 0.0 && metric(&m, "onepush_wake_latency_seconds_count") > 1.0).then_some(m)
+    });
     assert!(metric(&m, "onepush_store_bytes") > 0.0);
     assert_eq!(metric(&m, "onepush_decision_latency_seconds_count"), 1.0, "challenge created to answered");
     assert_eq!(metric(&m, "onepush_wake_latency_seconds_count"), 2.0, "the approval and the sweeper's close, each to its parked RP waiter");
