@@ -2,38 +2,59 @@ use ascii::AsciiString;
 
 use std::io::Error as IoError;
 use std::io::Result as IoResult;
-use std::io::{BufReader, BufWriter, ErrorKind, Read};
+use std::io::{BufReader, BufWriter, ErrorKind, Read, Write};
 
 use std::net::SocketAddr;
 use std::str::FromStr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use crate::common::{HTTPVersion, Method};
+use crate::limits::{self, Framing, Limits, Rejection};
+use crate::util::timed_reader::{Clock, TimedReader};
 use crate::util::RefinedTcpStream;
 use crate::util::{SequentialReader, SequentialReaderBuilder, SequentialWriterBuilder};
 use crate::Request;
+
+/// After an answer that closes the connection, what the client is still
+/// sending is read and dropped for at most this long and this much, so that
+/// closing with unread data does not reset the connection before the client
+/// has read the answer (nginx's `lingering_close`).
+const LINGER_TIME: Duration = Duration::from_secs(2);
+const LINGER_BYTES: usize = 256 << 10;
 
 /// A ClientConnection is an object that will store a socket to a client
 /// and return Request objects.
 pub struct ClientConnection {
     // address of the client
-    remote_addr: IoResult<Option<SocketAddr>>,
+    remote_addr: Option<SocketAddr>,
 
     // sequence of Readers to the stream, so that the data is not read in
     //  the wrong order
-    source: SequentialReaderBuilder<BufReader<RefinedTcpStream>>,
+    source: SequentialReaderBuilder<BufReader<TimedReader>>,
 
     // sequence of Writers to the stream, to avoid writing response #2 before
     //  response #1
     sink: SequentialWriterBuilder<BufWriter<RefinedTcpStream>>,
 
     // Reader to read the next header from
-    next_header_source: SequentialReader<BufReader<RefinedTcpStream>>,
+    next_header_source: SequentialReader<BufReader<TimedReader>>,
 
     // set to true if we know that the previous request is the last one
     no_more_requests: bool,
 
     // true if the connection goes through SSL
     secure: bool,
+
+    limits: Arc<Limits>,
+
+    // the read deadline and the requests being answered
+    clock: Arc<Clock>,
+
+    // no request has started yet: the header timeout runs from accept
+    first: bool,
+
+    accepted: Instant,
 }
 
 /// Error that can happen when reading a request.
@@ -44,6 +65,10 @@ enum ReadError {
     /// the client sent an unrecognized `Expect` header
     ExpectationFailed(HTTPVersion),
     ReadIoError(IoError),
+    /// no byte of a next request came in time: close without an answer
+    Idle,
+    /// a limit was passed: answer and close
+    Rejected(Rejection),
 }
 
 impl ClientConnection {
@@ -51,11 +76,17 @@ impl ClientConnection {
     pub fn new(
         write_socket: RefinedTcpStream,
         mut read_socket: RefinedTcpStream,
+        limits: Arc<Limits>,
     ) -> ClientConnection {
-        let remote_addr = read_socket.peer_addr();
+        // A client that has already gone may have no address: not a reason to panic.
+        let remote_addr = read_socket.peer_addr().ok().flatten();
         let secure = read_socket.secure();
+        let clock = Clock::new();
 
-        let mut source = SequentialReaderBuilder::new(BufReader::with_capacity(1024, read_socket));
+        let mut source = SequentialReaderBuilder::new(BufReader::with_capacity(
+            1024,
+            TimedReader::new(read_socket, clock.clone()),
+        ));
         let first_header = source.next().unwrap();
 
         ClientConnection {
@@ -65,6 +96,10 @@ impl ClientConnection {
             next_header_source: first_header,
             no_more_requests: false,
             secure,
+            limits,
+            clock,
+            first: true,
+            accepted: Instant::now(),
         }
     }
 
@@ -73,68 +108,128 @@ impl ClientConnection {
         self.secure
     }
 
-    /// Reads the next line from self.next_header_source.
-    ///
-    /// Reads until `CRLF` is reached. The next read will start
-    ///  at the first byte of the new line.
-    fn read_next_line(&mut self) -> IoResult<AsciiString> {
-        let mut buf = Vec::new();
+    /// Waits for the first byte of the next request: on a new connection for
+    /// the header timeout, later for the keep-alive timeout counted from the
+    /// last answer (a request still being answered keeps it open).
+    fn wait_for_request(&mut self) -> Result<u8, ReadError> {
+        loop {
+            let deadline = if self.first {
+                self.limits.header_timeout.map(|t| self.accepted + t)
+            } else if self.clock.in_flight() > 0 {
+                self.limits.keepalive_timeout.map(|t| Instant::now() + t)
+            } else {
+                self.limits.keepalive_timeout.map(|t| self.clock.idle_since() + t)
+            };
+            self.clock.set_deadline(deadline);
+            let mut byte = [0u8];
+            match self.next_header_source.read(&mut byte) {
+                Ok(0) => return Err(ReadError::ReadIoError(ErrorKind::UnexpectedEof.into())),
+                Ok(_) => {
+                    self.first = false;
+                    return Ok(byte[0]);
+                }
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                Err(e) if e.kind() == ErrorKind::TimedOut => {
+                    let idle_until = self.limits.keepalive_timeout.map(|t| self.clock.idle_since() + t);
+                    let busy = self.clock.in_flight() > 0;
+                    if self.first || (!busy && idle_until.map_or(false, |d| d <= Instant::now())) {
+                        return Err(ReadError::Idle);
+                    }
+                }
+                Err(e) => return Err(ReadError::ReadIoError(e)),
+            }
+        }
+    }
+
+    /// Reads one line of at most `max` bytes (without its CRLF); `first` is
+    /// its first byte, already read.
+    fn read_next_line(&mut self, max: usize, first: Option<u8>) -> Result<AsciiString, ReadError> {
+        let mut buf = Vec::with_capacity(64);
         let mut prev_byte_was_cr = false;
+        let mut pending = first;
 
         loop {
-            let byte = self.next_header_source.by_ref().bytes().next();
-
-            let byte = match byte {
-                Some(b) => b?,
-                None => return Err(IoError::new(ErrorKind::ConnectionAborted, "Unexpected EOF")),
+            let byte = match pending.take() {
+                Some(b) => b,
+                None => {
+                    let mut byte = [0u8];
+                    match self.next_header_source.read(&mut byte) {
+                        Ok(0) => {
+                            return Err(ReadError::ReadIoError(IoError::new(
+                                ErrorKind::ConnectionAborted,
+                                "Unexpected EOF",
+                            )))
+                        }
+                        Ok(_) => byte[0],
+                        Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                        Err(e) => return Err(ReadError::ReadIoError(e)),
+                    }
+                }
             };
 
             if byte == b'\n' && prev_byte_was_cr {
                 buf.pop(); // removing the '\r'
-                return AsciiString::from_ascii(buf)
-                    .map_err(|_| IoError::new(ErrorKind::InvalidInput, "Header is not in ASCII"));
+                return AsciiString::from_ascii(buf).map_err(|_| {
+                    ReadError::ReadIoError(IoError::new(ErrorKind::InvalidInput, "Header is not in ASCII"))
+                });
             }
 
             prev_byte_was_cr = byte == b'\r';
 
             buf.push(byte);
+            // a trailing CR may still be the line's end
+            if buf.len() - usize::from(prev_byte_was_cr) > max {
+                return Err(ReadError::Rejected(Rejection::HeadersTooLarge));
+            }
         }
     }
 
     /// Reads a request from the stream.
-    /// Blocks until the header has been read.
-    fn read(&mut self) -> Result<Request, ReadError> {
+    /// Blocks until the header has been read, and the body if it is buffered.
+    /// The flag says that the body is streamed: the connection closes after.
+    fn read(&mut self) -> Result<(Request, bool), ReadError> {
+        let first_byte = self.wait_for_request()?;
+        let limits = self.limits.clone();
+        self.clock
+            .set_deadline(limits.header_timeout.map(|t| Instant::now() + t));
+
         let (method, path, version, headers) = {
             // reading the request line
-            let (method, path, version) = {
-                let line = self.read_next_line().map_err(ReadError::ReadIoError)?;
-
-                parse_request_line(
-                    line.as_str().trim(), // TODO: remove this conversion
-                )?
-            };
+            let line = self.read_next_line(limits.max_request_line, Some(first_byte))?;
+            let mut total = line.len() + 2;
+            let (method, path, version) = parse_request_line(line.as_str().trim())?;
 
             // getting all headers
-            let headers = {
-                let mut headers = Vec::new();
-                loop {
-                    let line = self.read_next_line().map_err(ReadError::ReadIoError)?;
-
-                    if line.is_empty() {
-                        break;
-                    };
-                    headers.push(match FromStr::from_str(line.as_str().trim()) {
-                        // TODO: remove this conversion
-                        Ok(h) => h,
-                        _ => return Err(ReadError::WrongHeader(version)),
-                    });
+            let mut headers = Vec::new();
+            loop {
+                let line = self.read_next_line(limits.max_header_line, None)?;
+                if line.is_empty() {
+                    break;
+                };
+                total += line.len() + 2;
+                if headers.len() >= limits.max_headers || total > limits.max_header_bytes {
+                    return Err(ReadError::Rejected(Rejection::HeadersTooLarge));
                 }
-
-                headers
-            };
+                headers.push(match FromStr::from_str(line.as_str().trim()) {
+                    Ok(h) => h,
+                    _ => return Err(ReadError::WrongHeader(version)),
+                });
+            }
 
             (method, path, version, headers)
         };
+
+        // the body's length, strictly, and the route's limit, before any of it is read
+        let framing = limits::framing(&headers)
+            .map_err(|why| ReadError::Rejected(Rejection::BadFraming(why)))?;
+        let limit = (limits.body_limit)(&method, &path);
+        if let Framing::Length(n) = framing {
+            if n > limit {
+                return Err(ReadError::Rejected(Rejection::BodyTooLarge(limit)));
+            }
+        }
+        self.clock
+            .set_deadline(limits.body_timeout.map(|t| Instant::now() + t));
 
         // building the writer for the request
         let writer = self.sink.next().unwrap();
@@ -144,28 +239,64 @@ impl ClientConnection {
         std::mem::swap(&mut self.next_header_source, &mut data_source);
 
         // building the next reader
-        let request = crate::request::new_request(
+        let rules = crate::request::BodyRules {
+            framing,
+            limit,
+            buffer: limits.buffer_body,
+            allow_upgrade: limits.allow_upgrade,
+            in_flight: Some(self.clock.request_started()),
+        };
+        crate::request::new_request(
             self.secure,
             method,
             path,
             version.clone(),
             headers,
-            *self.remote_addr.as_ref().unwrap(),
+            self.remote_addr,
             data_source,
             writer,
+            rules,
         )
         .map_err(|e| {
             use crate::request;
             match e {
-                request::RequestCreationError::CreationIoError(e) => ReadError::ReadIoError(e),
+                request::RequestCreationError::CreationIoError(e) => match e.kind() {
+                    ErrorKind::TimedOut => ReadError::Rejected(Rejection::RequestTimeout),
+                    ErrorKind::InvalidInput | ErrorKind::InvalidData => {
+                        ReadError::Rejected(Rejection::BadFraming("malformed chunked body"))
+                    }
+                    _ => ReadError::ReadIoError(e),
+                },
+                request::RequestCreationError::Rejected(r) => ReadError::Rejected(r),
                 request::RequestCreationError::ExpectationFailed => {
                     ReadError::ExpectationFailed(version)
                 }
             }
-        })?;
+        })
+    }
 
-        // return the request
-        Ok(request)
+    /// Answers a rejected request, then lingers: the connection closes after.
+    fn reject(&mut self, why: Rejection) {
+        let mut writer = self.sink.next().unwrap();
+        let mut response = (self.limits.rejection)(why);
+        response.say_connection_close();
+        if response
+            .raw_print(writer.by_ref(), HTTPVersion(1, 1), &[], false, None)
+            .is_ok()
+        {
+            writer.flush().ok();
+        }
+        drop(writer);
+        self.sink.shutdown_write();
+        self.clock.set_deadline(Some(Instant::now() + LINGER_TIME));
+        let mut buf = [0u8; 4096];
+        let mut left = LINGER_BYTES;
+        while left > 0 {
+            match self.next_header_source.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => left = left.saturating_sub(n),
+            }
+        }
     }
 }
 
@@ -184,33 +315,21 @@ impl Iterator for ClientConnection {
         }
 
         loop {
-            let rq = match self.read() {
-                Err(ReadError::WrongRequestLine) => {
-                    let writer = self.sink.next().unwrap();
-                    let response = Response::new_empty(StatusCode(400));
-                    response
-                        .raw_print(writer, HTTPVersion(1, 1), &[], false, None)
-                        .ok();
-                    return None; // we don't know where the next request would start,
-                                 // se we have to close
-                }
-
-                Err(ReadError::WrongHeader(ver)) => {
-                    let writer = self.sink.next().unwrap();
-                    let response = Response::new_empty(StatusCode(400));
-                    response.raw_print(writer, ver, &[], false, None).ok();
-                    return None; // we don't know where the next request would start,
-                                 // se we have to close
+            let (rq, streamed) = match self.read() {
+                // we don't know where the next request would start, so we have to close
+                Err(ReadError::WrongRequestLine) | Err(ReadError::WrongHeader(_)) => {
+                    self.reject(Rejection::BadRequest);
+                    return None;
                 }
 
                 Err(ReadError::ReadIoError(ref err)) if err.kind() == ErrorKind::TimedOut => {
-                    // request timeout
-                    let writer = self.sink.next().unwrap();
-                    let response = Response::new_empty(StatusCode(408));
-                    response
-                        .raw_print(writer, HTTPVersion(1, 1), &[], false, None)
-                        .ok();
-                    return None; // closing the connection
+                    self.reject(Rejection::RequestTimeout);
+                    return None;
+                }
+
+                Err(ReadError::Rejected(why)) => {
+                    self.reject(why);
+                    return None;
                 }
 
                 Err(ReadError::ExpectationFailed(ver)) => {
@@ -220,10 +339,16 @@ impl Iterator for ClientConnection {
                     return None; // TODO: should be recoverable, but needs handling in case of body
                 }
 
-                Err(ReadError::ReadIoError(_)) => return None,
+                Err(ReadError::Idle) | Err(ReadError::ReadIoError(_)) => return None,
 
                 Ok(rq) => rq,
             };
+
+            // a body too large to buffer was left to the handler: where the
+            // next request starts depends on how much of it is read
+            if streamed {
+                self.no_more_requests = true;
+            }
 
             // checking HTTP version
             if *rq.http_version() > (1, 1) {
@@ -235,6 +360,9 @@ impl Iterator for ClientConnection {
                 response
                     .raw_print(writer, HTTPVersion(1, 1), &[], false, None)
                     .ok();
+                if self.no_more_requests {
+                    return None;
+                }
                 continue;
             }
 

@@ -111,6 +111,7 @@ use connection::Connection;
 use util::MessagesQueue;
 
 pub use common::{HTTPVersion, Header, HeaderField, Method, StatusCode};
+pub use limits::{Limits, Rejection, RejectionResponse};
 pub use connection::{ConfigListenAddr, ListenAddr, Listener};
 pub use request::{ReadWrite, Request};
 pub use response::{Response, ResponseBox};
@@ -119,6 +120,7 @@ pub use test::TestRequest;
 mod client;
 mod common;
 mod connection;
+mod limits;
 mod request;
 mod response;
 mod ssl;
@@ -140,6 +142,9 @@ pub struct Server {
 
     // result of TcpListener::local_addr()
     listening_addr: ListenAddr,
+
+    // connections open now (onepush patch "limits")
+    open_connections: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 enum Message {
@@ -243,7 +248,20 @@ impl Server {
         listener: L,
         ssl_config: Option<SslConfig>,
     ) -> Result<Server, Box<dyn Error + Send + Sync + 'static>> {
+        Self::from_listener_with_limits(listener, ssl_config, Limits::default())
+    }
+
+    /// Like `from_listener`, with the limits on what one client may make the
+    /// server hold (onepush patch "limits").
+    pub fn from_listener_with_limits<L: Into<Listener>>(
+        listener: L,
+        ssl_config: Option<SslConfig>,
+        limits: Limits,
+    ) -> Result<Server, Box<dyn Error + Send + Sync + 'static>> {
         let listener = listener.into();
+        let limits = Arc::new(limits);
+        let open_connections = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let inside_open = open_connections.clone();
         // building the "close" variable
         let close_trigger = Arc::new(AtomicBool::new(false));
 
@@ -294,7 +312,14 @@ impl Server {
                 let new_client = match server.accept() {
                     Ok((sock, _)) => {
                         use util::RefinedTcpStream;
-                        let (read_closable, write_closable) = match ssl {
+                        let slot = match limits::ConnectionSlot::take(&inside_open, limits.max_connections) {
+                            Some(slot) => slot,
+                            None => {
+                                refuse_overloaded(sock, &limits);
+                                continue;
+                            }
+                        };
+                        let (mut read_closable, mut write_closable) = match ssl {
                             None => RefinedTcpStream::new(sock),
                             #[cfg(any(feature = "ssl-openssl", feature = "ssl-rustls"))]
                             Some(ref ssl) => {
@@ -311,7 +336,9 @@ impl Server {
                             Some(ref _ssl) => unreachable!(),
                         };
 
-                        Ok(ClientConnection::new(write_closable, read_closable))
+                        read_closable.hold(slot.clone());
+                        write_closable.hold(slot);
+                        Ok(ClientConnection::new(write_closable, read_closable, limits.clone()))
                     }
                     Err(e) => Err(e),
                 };
@@ -353,6 +380,7 @@ impl Server {
             messages,
             close: close_trigger,
             listening_addr: local_addr,
+            open_connections,
         })
     }
 
@@ -371,9 +399,10 @@ impl Server {
     }
 
     /// Returns the number of clients currently connected to the server.
+    /// Connections open now, from accept until their socket is closed
+    /// (requests still held by the application count).
     pub fn num_connections(&self) -> usize {
-        unimplemented!()
-        //self.requests_receiver.lock().len()
+        self.open_connections.load(Relaxed)
     }
 
     /// Blocks until an HTTP request has been submitted and returns it.
@@ -408,6 +437,29 @@ impl Server {
     /// This method allows graceful shutdown of server.
     pub fn unblock(&self) {
         self.messages.unblock();
+    }
+}
+
+/// Past `max_connections`: answers 503 without reading the request, then
+/// closes. Nothing here may block the accept loop.
+fn refuse_overloaded(mut sock: Connection, limits: &Limits) {
+    use std::io::{Read, Write};
+    let mut bytes = Vec::new();
+    let mut response = (limits.rejection)(Rejection::Overloaded);
+    response.say_connection_close();
+    if response.raw_print(&mut bytes, HTTPVersion(1, 1), &[], false, None).is_err() || sock.set_nonblocking(true).is_err() {
+        return;
+    }
+    let _ = sock.write(&bytes);
+    let _ = sock.shutdown(Shutdown::Write);
+    // what already arrived is dropped, so that closing does not reset the
+    // connection before the client reads the answer
+    let mut buf = [0u8; 4096];
+    for _ in 0..16 {
+        match sock.read(&mut buf) {
+            Ok(n) if n > 0 => continue,
+            _ => break,
+        }
     }
 }
 

@@ -7,6 +7,8 @@ use std::str::FromStr;
 
 use std::sync::mpsc::Sender;
 
+use crate::limits::Framing;
+use crate::util::timed_reader::InFlight;
 use crate::util::{EqualReader, FusedReader};
 use crate::{HTTPVersion, Header, Method, Response, StatusCode};
 use chunked_transfer::Decoder;
@@ -74,6 +76,12 @@ pub struct Request {
 
     // If Some, a message must be sent after responding
     notify_when_responded: Option<Sender<()>>,
+
+    // Dropped after the answer: the connection is idle again.
+    _in_flight: Option<InFlight>,
+
+    // The connection closes after this request: the answer says so.
+    closes_connection: bool,
 }
 
 struct NotifyOnDrop<R> {
@@ -108,12 +116,27 @@ pub enum RequestCreationError {
 
     /// Error while reading data from the socket during the creation of the `Request`.
     CreationIoError(IoError),
+
+    /// The body passed a limit while it was read (onepush patch "limits").
+    Rejected(crate::limits::Rejection),
 }
 
 impl From<IoError> for RequestCreationError {
     fn from(err: IoError) -> RequestCreationError {
         RequestCreationError::CreationIoError(err)
     }
+}
+
+/// How to read a request's body (onepush patch "limits").
+pub(crate) struct BodyRules {
+    pub framing: Framing,
+    /// The most the body may hold.
+    pub limit: usize,
+    /// Bodies up to this are read here, before the request is handed out.
+    pub buffer: usize,
+    pub allow_upgrade: bool,
+    /// Keeps the connection from counting as idle while the request is answered.
+    pub in_flight: Option<InFlight>,
 }
 
 /// Builds a new request.
@@ -125,39 +148,25 @@ impl From<IoError> for RequestCreationError {
 /// It is the responsibility of the `Request` to read only the data of the request and not further.
 ///
 /// The `Write` object will be used by the `Request` to write the response.
+///
+/// A body up to `rules.buffer` is read whole here; the flag returned says
+/// that a larger one was left to stream from `source_data`.
 #[allow(clippy::too_many_arguments)]
-pub fn new_request<R, W>(
+pub(crate) fn new_request<R, W>(
     secure: bool,
     method: Method,
     path: String,
     version: HTTPVersion,
     headers: Vec<Header>,
     remote_addr: Option<SocketAddr>,
-    mut source_data: R,
-    writer: W,
-) -> Result<Request, RequestCreationError>
+    source_data: R,
+    mut writer: W,
+    rules: BodyRules,
+) -> Result<(Request, bool), RequestCreationError>
 where
     R: Read + Send + 'static,
     W: Write + Send + 'static,
 {
-    // finding the transfer-encoding header
-    let transfer_encoding = headers
-        .iter()
-        .find(|h: &&Header| h.field.equiv("Transfer-Encoding"))
-        .map(|h| h.value.clone());
-
-    // finding the content-length header
-    let content_length = if transfer_encoding.is_some() {
-        // if transfer-encoding is specified, the Content-Length
-        // header must be ignored (RFC2616 #4.4)
-        None
-    } else {
-        headers
-            .iter()
-            .find(|h: &&Header| h.field.equiv("Content-Length"))
-            .and_then(|h| FromStr::from_str(h.value.as_str()).ok())
-    };
-
     // true if the client sent a `Expect: 100-continue` header
     let expects_continue = {
         match headers
@@ -172,7 +181,7 @@ where
     };
 
     // true if the client sent a `Connection: upgrade` header
-    let connection_upgrade = {
+    let connection_upgrade = rules.allow_upgrade && {
         match headers
             .iter()
             .find(|h: &&Header| h.field.equiv("Connection"))
@@ -183,62 +192,102 @@ where
         }
     };
 
+    // sends `100 Continue` before a body is read here
+    let mut send_continue = |writer: &mut W| -> Result<(), IoError> {
+        if expects_continue {
+            Response::new_empty(StatusCode(100)).raw_print(writer.by_ref(), version.clone(), &headers, true, None)?;
+            writer.flush()?;
+        }
+        Ok(())
+    };
+
     // we wrap `source_data` around a reading whose nature depends on the transfer-encoding and
     // content-length headers
+    let mut streamed = false;
+    let mut must_send_continue = false;
     let reader = if connection_upgrade {
         // if we have a `Connection: upgrade`, always keeping the whole reader
         Box::new(source_data) as Box<dyn Read + Send + 'static>
-    } else if let Some(content_length) = content_length {
-        if content_length == 0 {
-            Box::new(io::empty()) as Box<dyn Read + Send + 'static>
-        } else if content_length <= 1024 && !expects_continue {
-            // if the content-length is small enough, we just read everything into a buffer
+    } else {
+        match rules.framing {
+            Framing::None | Framing::Length(0) => Box::new(io::empty()) as Box<dyn Read + Send + 'static>,
+            Framing::Length(content_length) if content_length <= rules.buffer => {
+                // small enough: read it all now, so that a slow client holds
+                // only its connection's thread
+                send_continue(&mut writer)?;
+                let mut buffer = vec![0; content_length];
+                let mut source_data = source_data;
+                let mut offset = 0;
 
-            let mut buffer = vec![0; content_length];
-            let mut offset = 0;
+                while offset != content_length {
+                    let read = source_data.read(&mut buffer[offset..])?;
+                    if read == 0 {
+                        // the socket returned EOF, but we were before the expected content-length
+                        // aborting
+                        let info = "Connection has been closed before we received enough data";
+                        let err = IoError::new(ErrorKind::ConnectionAborted, info);
+                        return Err(RequestCreationError::CreationIoError(err));
+                    }
 
-            while offset != content_length {
-                let read = source_data.read(&mut buffer[offset..])?;
-                if read == 0 {
-                    // the socket returned EOF, but we were before the expected content-length
-                    // aborting
-                    let info = "Connection has been closed before we received enough data";
-                    let err = IoError::new(ErrorKind::ConnectionAborted, info);
-                    return Err(RequestCreationError::CreationIoError(err));
+                    offset += read;
                 }
 
-                offset += read;
+                Box::new(Cursor::new(buffer)) as Box<dyn Read + Send + 'static>
             }
-
-            Box::new(Cursor::new(buffer)) as Box<dyn Read + Send + 'static>
-        } else {
-            let (data_reader, _) = EqualReader::new(source_data, content_length); // TODO:
-            Box::new(FusedReader::new(data_reader)) as Box<dyn Read + Send + 'static>
+            Framing::Length(content_length) => {
+                // The connection closes after this request, so what the
+                // handler leaves unread is not drained (EqualReader would
+                // drain it, holding the handler's thread).
+                streamed = true;
+                must_send_continue = expects_continue;
+                Box::new(source_data.take(content_length as u64)) as Box<dyn Read + Send + 'static>
+            }
+            Framing::Chunked => {
+                send_continue(&mut writer)?;
+                let mut decoder = Decoder::new(source_data);
+                let mut buffer = Vec::new();
+                decoder
+                    .by_ref()
+                    .take(rules.buffer as u64 + 1)
+                    .read_to_end(&mut buffer)?;
+                if buffer.len() <= rules.buffer {
+                    Box::new(Cursor::new(buffer)) as Box<dyn Read + Send + 'static>
+                } else if buffer.len() > rules.limit {
+                    return Err(RequestCreationError::Rejected(
+                        crate::limits::Rejection::BodyTooLarge(rules.limit),
+                    ));
+                } else {
+                    streamed = true;
+                    Box::new(FusedReader::new(Cursor::new(buffer).chain(decoder)))
+                        as Box<dyn Read + Send + 'static>
+                }
+            }
         }
-    } else if transfer_encoding.is_some() {
-        // if a transfer-encoding was specified, then "chunked" is ALWAYS applied
-        // over the message (RFC2616 #3.6)
-        Box::new(FusedReader::new(Decoder::new(source_data))) as Box<dyn Read + Send + 'static>
-    } else {
-        // if we have neither a Content-Length nor a Transfer-Encoding,
-        // assuming that we have no data
-        // TODO: could also be multipart/byteranges
-        Box::new(io::empty()) as Box<dyn Read + Send + 'static>
     };
 
-    Ok(Request {
-        data_reader: Some(reader),
-        response_writer: Some(Box::new(writer) as Box<dyn Write + Send + 'static>),
-        remote_addr,
-        secure,
-        method,
-        path,
-        http_version: version,
-        headers,
-        body_length: content_length,
-        must_send_continue: expects_continue,
-        notify_when_responded: None,
-    })
+    let body_length = match rules.framing {
+        Framing::Length(n) => Some(n),
+        _ => None,
+    };
+
+    Ok((
+        Request {
+            data_reader: Some(reader),
+            response_writer: Some(Box::new(writer) as Box<dyn Write + Send + 'static>),
+            remote_addr,
+            secure,
+            method,
+            path,
+            http_version: version,
+            headers,
+            body_length,
+            must_send_continue,
+            notify_when_responded: None,
+            _in_flight: rules.in_flight,
+            closes_connection: streamed,
+        },
+        streamed,
+    ))
 }
 
 impl Request {
@@ -440,10 +489,13 @@ impl Request {
         res
     }
 
-    fn respond_impl<R>(&mut self, response: Response<R>) -> Result<(), IoError>
+    fn respond_impl<R>(&mut self, mut response: Response<R>) -> Result<(), IoError>
     where
         R: Read,
     {
+        if self.closes_connection {
+            response.say_connection_close();
+        }
         let mut writer = self.extract_writer_impl();
 
         let do_not_send_body = self.method == Method::Head;

@@ -248,6 +248,14 @@ where
 
     /// Adds a header to the list.
     /// Does all the checks.
+    /// Says `Connection: close`, which `add_header` refuses: the server
+    /// closes the connection after this response (onepush patch "limits").
+    pub(crate) fn say_connection_close(&mut self) {
+        if !self.headers.iter().any(|h| h.field.equiv("Connection")) {
+            self.headers.push(Header::from_bytes(&b"Connection"[..], &b"close"[..]).unwrap());
+        }
+    }
+
     pub fn add_header<H>(&mut self, header: H)
     where
         H: Into<Header>,

@@ -64,6 +64,14 @@ impl From<TestRequest> for Request {
                 value: AsciiString::from_ascii(mock.body.len().to_string()).unwrap(),
             });
         }
+        let framing = crate::limits::framing(&mock.headers).unwrap_or(crate::limits::Framing::None);
+        let rules = crate::request::BodyRules {
+            framing,
+            limit: usize::MAX,
+            buffer: usize::MAX,
+            allow_upgrade: true,
+            in_flight: None,
+        };
         new_request(
             mock.secure,
             mock.method,
@@ -73,8 +81,10 @@ impl From<TestRequest> for Request {
             Some(mock.remote_addr),
             mock.body.as_bytes(),
             std::io::sink(),
+            rules,
         )
         .unwrap()
+        .0
     }
 }
 

@@ -65,11 +65,14 @@ where
 {
     fn drop(&mut self) {
         let mut remaining_to_read = self.size;
+        // A fixed buffer: the remaining size is the client's declared length,
+        // and allocating it aborted the process for `Content-Length: 99999999999999`.
+        let mut buf = [0u8; 4096];
 
         while remaining_to_read > 0 {
-            let mut buf = vec![0; remaining_to_read];
+            let buf = &mut buf[..remaining_to_read.min(4096)];
 
-            match self.reader.read(&mut buf) {
+            match self.reader.read(buf) {
                 Err(e) => {
                     self.last_read_signal.send(Err(e)).ok();
                     break;

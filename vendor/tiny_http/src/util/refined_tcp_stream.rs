@@ -45,6 +45,16 @@ impl Stream {
         }
     }
 
+    fn set_read_timeout(&mut self, timeout: Option<std::time::Duration>) -> IoResult<()> {
+        match self {
+            Stream::Http(tcp_stream) => tcp_stream.set_read_timeout(timeout),
+            // The TLS streams do not expose their socket here: no read
+            // timeouts, as before (see Limits).
+            #[cfg(any(feature = "ssl-openssl", feature = "ssl-rustls"))]
+            Stream::Https(_) => Ok(()),
+        }
+    }
+
     fn shutdown(&mut self, how: Shutdown) -> IoResult<()> {
         match self {
             Stream::Http(tcp_stream) => tcp_stream.shutdown(how),
@@ -86,6 +96,8 @@ pub struct RefinedTcpStream {
     stream: Stream,
     close_read: bool,
     close_write: bool,
+    /// Held by both halves: the connection counts as open until both are gone.
+    slot: Option<std::sync::Arc<crate::limits::ConnectionSlot>>,
 }
 
 impl RefinedTcpStream {
@@ -101,12 +113,14 @@ impl RefinedTcpStream {
             stream: read,
             close_read: true,
             close_write: false,
+            slot: None,
         };
 
         let write = RefinedTcpStream {
             stream: write,
             close_read: false,
             close_write: true,
+            slot: None,
         };
 
         (read, write)
@@ -120,6 +134,19 @@ impl RefinedTcpStream {
 
     pub(crate) fn peer_addr(&mut self) -> IoResult<Option<SocketAddr>> {
         self.stream.peer_addr()
+    }
+
+    pub(crate) fn set_read_timeout(&mut self, timeout: Option<std::time::Duration>) -> IoResult<()> {
+        self.stream.set_read_timeout(timeout)
+    }
+
+    pub(crate) fn shutdown_write(&mut self) {
+        self.stream.shutdown(Shutdown::Write).ok();
+    }
+
+    /// Counts this half against `slot` until it is dropped.
+    pub(crate) fn hold(&mut self, slot: std::sync::Arc<crate::limits::ConnectionSlot>) {
+        self.slot = Some(slot);
     }
 }
 

@@ -73,6 +73,17 @@ impl<W: Write + Send> SequentialWriterBuilder<W> {
     }
 }
 
+impl SequentialWriterBuilder<std::io::BufWriter<crate::util::RefinedTcpStream>> {
+    /// Flushes and shuts the connection's sending side (a FIN): nothing more
+    /// will be written.
+    pub fn shutdown_write(&self) {
+        if let Ok(mut writer) = self.writer.lock() {
+            writer.flush().ok();
+            writer.get_mut().shutdown_write();
+        }
+    }
+}
+
 impl<R: Read + Send> Iterator for SequentialReaderBuilder<R> {
     type Item = SequentialReader<R>;
 
