@@ -39,6 +39,10 @@ pub struct RawConfig {
     pub argon2_memory_kib: Option<u32>,
     pub argon2_iterations: Option<u32>,
     pub secret_key_file: Option<PathBuf>,
+    pub header_timeout: Option<String>,
+    pub body_timeout: Option<String>,
+    pub keepalive_timeout: Option<String>,
+    pub max_connections: Option<usize>,
     #[serde(default)]
     pub editions: BTreeMap<String, RawEdition>,
 }
@@ -79,6 +83,21 @@ pub struct Config {
     /// The key that seals OTP secrets; default `<data_dir>/secret.key`.
     pub secret_key_file: PathBuf,
     pub editions: BTreeMap<String, EditionPolicy>,
+    /// The HTTP edge (API.md, "HTTP edge limits"); fixed at start.
+    pub edge: EdgeLimits,
+}
+
+/// The HTTP edge's timeouts and connection cap (API.md, Conventions).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EdgeLimits {
+    /// From a request's first byte to the end of its headers.
+    pub header_timeout: Ms,
+    /// From the end of the headers to the end of the body.
+    pub body_timeout: Ms,
+    /// An idle keep-alive connection is closed after this.
+    pub keepalive_timeout: Ms,
+    /// Open connections, parked long-polls included; past it 503 at accept.
+    pub max_connections: usize,
 }
 
 /// A config problem, naming the key.
@@ -230,6 +249,18 @@ impl Config {
             argon2_memory_kib,
             argon2_iterations,
             editions,
+            edge: EdgeLimits {
+                header_timeout: positive("header_timeout", duration("header_timeout", &raw.header_timeout, "10s")?)?,
+                body_timeout: positive("body_timeout", duration("body_timeout", &raw.body_timeout, "10s")?)?,
+                keepalive_timeout: positive(
+                    "keepalive_timeout",
+                    duration("keepalive_timeout", &raw.keepalive_timeout, "75s")?,
+                )?,
+                max_connections: match raw.max_connections.unwrap_or(20_000) {
+                    0 => return Err(ConfigError("max_connections: must be at least 1".into())),
+                    n => n,
+                },
+            },
         })
     }
 
@@ -260,6 +291,7 @@ mod tests {
         assert_eq!((c.argon2_memory_kib, c.argon2_iterations), (19_456, 2));
         assert_eq!(c.editions["jweb"], EditionPolicy::jweb());
         assert_eq!(c.editions["fx"], EditionPolicy::fx());
+        assert_eq!(c.edge, EdgeLimits { header_timeout: 10_000, body_timeout: 10_000, keepalive_timeout: 75_000, max_connections: 20_000 });
     }
 
     #[test]
@@ -285,6 +317,10 @@ mod tests {
             challenge_window = "5min"
             argon2_memory_kib = 1024
             argon2_iterations = 1
+            header_timeout = "5s"
+            body_timeout = "3s"
+            keepalive_timeout = "30s"
+            max_connections = 500
             [editions.fx]
             push_on_transaction = true
             transaction_password_for = ["transaction"]
@@ -296,6 +332,7 @@ mod tests {
         assert_eq!(c.challenge_ttl, 90_000);
         assert_eq!(c.sweep_interval, 500);
         assert_eq!(c.token_prefix, "BANK");
+        assert_eq!(c.edge, EdgeLimits { header_timeout: 5_000, body_timeout: 3_000, keepalive_timeout: 30_000, max_connections: 500 });
         assert!(c.editions["fx"].push_on_transaction);
         assert_eq!(c.editions["fx"].deregister_roles, vec![Role::ServiceAdmin]);
         assert_eq!(c.trusted_proxies.len(), 2);
@@ -341,6 +378,7 @@ mod packaged_default {
             "provision_ttl", "token_prefix", "otp_window", "otp_max_failures", "password_max_failures",
             "require_registration", "number_challenge", "max_pending_per_user", "max_challenges_per_window",
             "challenge_window", "argon2_memory_kib", "argon2_iterations", "secret_key_file", "challenge_retention",
+            "header_timeout", "body_timeout", "keepalive_timeout", "max_connections",
         ] {
             assert!(uncommented.contains(&format!("{key} = ")), "packaging/onepush.toml lacks {key}");
         }
@@ -349,5 +387,6 @@ mod packaged_default {
         assert_eq!((c.challenge_ttl, c.grace_period, c.argon2_memory_kib), (d.challenge_ttl, d.grace_period, d.argon2_memory_kib));
         assert_eq!(c.data_dir, PathBuf::from("/var/lib/onepush"), "the package keeps data in the state directory");
         assert_eq!(c.editions, d.editions);
+        assert_eq!(c.edge, d.edge);
     }
 }

@@ -28,6 +28,14 @@ pub enum Error {
     InvalidTransition(String),
     BodyTooLarge(usize),
     UnsupportedMediaType,
+    /// A known path with another method; `allow` lists the methods it has.
+    MethodNotAllowed { allow: String },
+    /// The request line, a header line or all headers together are too large.
+    HeadersTooLarge,
+    /// The headers or the body did not arrive within their timeout.
+    RequestTimeout,
+    /// `max_connections` are open.
+    Overloaded,
     TokenOrOtpMismatch,
     RateLimited { retry_after_secs: u64 },
     /// Something broke inside (store, I/O). The detail is logged, never sent.
@@ -57,6 +65,10 @@ impl Error {
             Error::InvalidTransition(_) => "invalid_transition",
             Error::BodyTooLarge(_) => "body_too_large",
             Error::UnsupportedMediaType => "unsupported_media_type",
+            Error::MethodNotAllowed { .. } => "method_not_allowed",
+            Error::HeadersTooLarge => "headers_too_large",
+            Error::RequestTimeout => "request_timeout",
+            Error::Overloaded => "overloaded",
             Error::TokenOrOtpMismatch => "token_or_otp_mismatch",
             Error::RateLimited { .. } => "rate_limited",
             Error::Internal(_) => "internal",
@@ -87,6 +99,12 @@ impl fmt::Display for Error {
             Error::TokenAlreadyBound => f.write_str("this token is already registered to a user"),
             Error::BodyTooLarge(limit) => write!(f, "request body is larger than {limit} bytes"),
             Error::UnsupportedMediaType => f.write_str("Content-Type must be application/json"),
+            Error::MethodNotAllowed { allow } => write!(f, "this path accepts only {allow}"),
+            Error::HeadersTooLarge => f.write_str(
+                "request line or headers too large (at most 8 KiB a line, 100 headers, 64 KiB in all)",
+            ),
+            Error::RequestTimeout => f.write_str("the request was not received in time"),
+            Error::Overloaded => f.write_str("too many open connections; retry shortly"),
             Error::TokenOrOtpMismatch => {
                 f.write_str("token ID or one-time passwords do not match; enter two consecutive codes")
             }

@@ -303,6 +303,24 @@ fn block_signals() -> libc::sigset_t {
     }
 }
 
+/// Each connection takes two descriptors: say so at start when the cap on
+/// connections cannot be reached before the process runs out of them (the
+/// packaged unit sets LimitNOFILE=65536 for the default 20,000).
+fn warn_if_descriptors_short(max_connections: usize) {
+    let mut r = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit writes into a live rlimit.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) } != 0 {
+        return;
+    }
+    let needed = (max_connections as u64).saturating_mul(2).saturating_add(64);
+    if r.rlim_cur < needed {
+        log::warn!(
+            "max_connections = {max_connections} needs about {needed} file descriptors, the limit is {}: raise LimitNOFILE (ulimit -n) or lower max_connections",
+            r.rlim_cur
+        );
+    }
+}
+
 /// SIGHUP reloads what can change while serving; SIGTERM/SIGINT answer every
 /// parked request, let the writer finish, and exit 0.
 fn handle_signals(
@@ -387,13 +405,19 @@ fn serve(cfg: Config, demo: bool, config_path: Option<PathBuf>, overrides: Overr
         }
     };
     let addr = listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
-    let server = match tiny_http::Server::from_listener(listener, None) {
+    warn_if_descriptors_short(cfg.edge.max_connections);
+    let limits = http::limits(&cfg.edge, app.metrics.clone());
+    let server = match tiny_http::Server::from_listener_with_limits(listener, None, limits) {
         Ok(s) => Arc::new(s),
         Err(e) => {
             eprintln!("onepush: {e}");
             return ExitCode::from(1);
         }
     };
+    {
+        let server = Arc::downgrade(&server);
+        let _ = app.metrics.open_connections.set(Box::new(move || server.upgrade().map_or(0, |s| s.num_connections())));
+    }
     let _waiters = http::waiters::spawn(app.clone(), wrx);
     let (_stop_sweeper, stop_rx) = std::sync::mpsc::channel::<()>();
     let _sweeper = sweeper::spawn(app.clone(), stop_rx);

@@ -43,6 +43,9 @@ impl Histogram {
     }
 }
 
+/// The codes of the answers the HTTP edge sends itself.
+const EDGE_CODES: [&str; 5] = ["headers_too_large", "request_timeout", "bad_request", "body_too_large", "overloaded"];
+
 #[derive(Default)]
 pub struct Metrics {
     challenges_created: [AtomicU64; 3],
@@ -50,6 +53,10 @@ pub struct Metrics {
     logins: Mutex<BTreeMap<(&'static str, &'static str, &'static str), u64>>,
     pub http_requests: AtomicU64,
     pub http_errors_5xx: AtomicU64,
+    /// Requests the HTTP edge answered itself, by `EDGE_CODES`.
+    edge_rejections: [AtomicU64; 5],
+    /// Reads the HTTP server's open connections, once it runs.
+    pub open_connections: std::sync::OnceLock<Box<dyn Fn() -> usize + Send + Sync>>,
     pub parked_rp: AtomicI64,
     pub parked_device: AtomicI64,
     pub registrations: AtomicU64,
@@ -89,6 +96,13 @@ impl Metrics {
     pub fn decision(&self, operation: &'static str, result: &'static str, reason: &'static str) {
         let mut m = self.logins.lock().expect("metrics lock poisoned");
         *m.entry((operation, result, reason)).or_insert(0) += 1;
+    }
+
+    /// Counts a request refused at the HTTP edge, by its error code.
+    pub fn edge_rejected(&self, code: &str) {
+        if let Some(i) = EDGE_CODES.iter().position(|c| *c == code) {
+            self.edge_rejections[i].fetch_add(1, Relaxed);
+        }
     }
 
     pub fn render(&self, store_bytes: u64, writer: &crate::store::WriterStats) -> String {
@@ -138,6 +152,14 @@ impl Metrics {
             let ty = if name.ends_with("_total") { "counter" } else { "gauge" };
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {ty}\n{name} {v}");
         }
+        let _ = writeln!(out, "# HELP onepush_http_edge_rejections_total Requests the HTTP edge answered itself (a limit passed), by code.");
+        let _ = writeln!(out, "# TYPE onepush_http_edge_rejections_total counter");
+        for (code, v) in EDGE_CODES.iter().zip(&self.edge_rejections) {
+            let _ = writeln!(out, "onepush_http_edge_rejections_total{{code=\"{code}\"}} {}", v.load(Relaxed));
+        }
+        let open = self.open_connections.get().map_or(0, |f| f());
+        let _ = writeln!(out, "# HELP onepush_http_open_connections Open HTTP connections, parked long-polls included (max_connections caps them).");
+        let _ = writeln!(out, "# TYPE onepush_http_open_connections gauge\nonepush_http_open_connections {open}");
         let _ = writeln!(out, "# HELP onepush_parked_requests Long-polls parked, waiting for a change.");
         let _ = writeln!(out, "# TYPE onepush_parked_requests gauge");
         let _ = writeln!(out, "onepush_parked_requests{{side=\"rp\"}} {}", self.parked_rp.load(Relaxed));

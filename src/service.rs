@@ -406,6 +406,10 @@ impl App {
             kept.push("secret_key_file");
             next.secret_key_file = old.secret_key_file.clone();
         }
+        if next.edge != old.edge {
+            kept.push("header_timeout/body_timeout/keepalive_timeout/max_connections");
+            next.edge = old.edge;
+        }
         *guard = Arc::new(next);
         kept
     }

@@ -491,7 +491,8 @@ fn bad_input_gets_clear_errors_and_never_breaks_the_server() {
     let r = w.s.get("/api/v1/challenges/x?wait=abc", &w.rp());
     assert!(r.json["error"]["message"].as_str().unwrap().starts_with("wait"));
     assert_eq!(w.s.get("/nope", &[]).status, 404);
-    assert_eq!(request("PUT", &w.s.url("/api/v1/login"), &[], None).status, 404);
+    let r = request("PUT", &w.s.url("/api/v1/login"), &[], None);
+    assert_eq!((r.status, r.code(), r.header("Allow")), (405, "method_not_allowed", Some("POST")), "{}", r.text);
 
     // Nothing half-written, and the server still answers a normal login.
     assert_eq!(w.login(C, "taro", PASSWORD).json["result"], "challenge");

@@ -57,6 +57,25 @@ pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     Ok(listener)
 }
 
+/// The HTTP edge's limits (API.md, "HTTP edge limits"), enforced by the
+/// vendored tiny_http before a request reaches a worker.
+pub fn limits(edge: &crate::config::EdgeLimits, metrics: Arc<crate::metrics::Metrics>) -> tiny_http::Limits {
+    use std::time::Duration;
+    tiny_http::Limits {
+        header_timeout: Some(Duration::from_millis(edge.header_timeout)),
+        body_timeout: Some(Duration::from_millis(edge.body_timeout)),
+        keepalive_timeout: Some(Duration::from_millis(edge.keepalive_timeout)),
+        max_connections: edge.max_connections,
+        // Every JSON body is read by the connection's thread; only a CSV
+        // import over 64 KiB streams to a worker (after its session check).
+        buffer_body: request::BODY_LIMIT,
+        allow_upgrade: false,
+        body_limit: Arc::new(|_, url| request::body_limit(url)),
+        rejection: Arc::new(move |why| response::edge_rejection(why, &metrics)),
+        ..tiny_http::Limits::default()
+    }
+}
+
 /// Request workers run at a lower priority than the writer and the waiter
 /// thread: when the cores are busy with Argon2, the threads that finish
 /// decisions and wake parked waiters still get them first.

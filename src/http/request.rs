@@ -11,6 +11,20 @@ use crate::error::{Error, Result};
 
 /// API.md: bodies up to 64 KiB.
 pub const BODY_LIMIT: usize = 64 * 1024;
+/// API.md: a CSV import up to 5 MiB.
+pub const CSV_LIMIT: usize = 5 * 1024 * 1024;
+/// The one route that takes a CSV body.
+pub const CSV_PATH: &str = "/api/v1/admin/import";
+
+/// The largest body a request to `url` may declare; checked by the HTTP edge
+/// before any of the body is read.
+pub fn body_limit(url: &str) -> usize {
+    if url.split('?').next() == Some(CSV_PATH) {
+        CSV_LIMIT
+    } else {
+        BODY_LIMIT
+    }
+}
 
 pub fn header<'a>(req: &'a Request, name: &str) -> Option<&'a str> {
     req.headers().iter().find(|h| h.field.as_str().as_str().eq_ignore_ascii_case(name)).map(|h| h.value.as_str())
@@ -24,10 +38,10 @@ pub fn read_body(req: &mut Request, limit: usize) -> Result<Vec<u8>> {
         return Err(Error::BodyTooLarge(limit));
     }
     let mut buf = Vec::with_capacity(req.body_length().unwrap_or(0).min(limit));
-    req.as_reader()
-        .take(limit as u64 + 1)
-        .read_to_end(&mut buf)
-        .map_err(|_| Error::BadRequest("body: could not be read".into()))?;
+    req.as_reader().take(limit as u64 + 1).read_to_end(&mut buf).map_err(|e| match e.kind() {
+        std::io::ErrorKind::TimedOut => Error::RequestTimeout,
+        _ => Error::BadRequest("body: could not be read".into()),
+    })?;
     if buf.len() > limit {
         return Err(Error::BodyTooLarge(limit));
     }

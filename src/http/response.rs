@@ -29,12 +29,39 @@ pub fn status_of(e: &Error) -> u16 {
         | Error::AlreadyRegistered
         | Error::TokenAlreadyBound
         | Error::InvalidTransition(_) => 409,
+        Error::MethodNotAllowed { .. } => 405,
+        Error::RequestTimeout => 408,
         Error::BodyTooLarge(_) => 413,
         Error::UnsupportedMediaType => 415,
+        Error::HeadersTooLarge => 431,
+        Error::Overloaded => 503,
         Error::TokenOrOtpMismatch => 422,
         Error::RateLimited { .. } => 429,
         Error::Internal(_) => 500,
     }
+}
+
+/// The answer tiny_http sends for a request it refused at the edge (API.md,
+/// "HTTP edge limits"): the same JSON error body as every other error.
+/// Counted by reason in the metrics.
+pub fn edge_rejection(why: tiny_http::Rejection, metrics: &Metrics) -> tiny_http::RejectionResponse {
+    use tiny_http::Rejection as R;
+    let e = match why {
+        R::HeadersTooLarge => Error::HeadersTooLarge,
+        R::RequestTimeout => Error::RequestTimeout,
+        R::BadRequest => Error::BadRequest("request: malformed request line or header".into()),
+        R::BadFraming(what) => Error::BadRequest(format!("request: {what}")),
+        R::BodyTooLarge(limit) => Error::BodyTooLarge(limit),
+        R::Overloaded => Error::Overloaded,
+    };
+    metrics.edge_rejected(e.code());
+    let status = status_of(&e);
+    let body = json!({"error": {"code": e.code(), "message": e.to_string()}}).to_string();
+    Response::from_data(body.into_bytes())
+        .with_status_code(status)
+        .with_header(header("Content-Type", "application/json"))
+        .with_header(header("Cache-Control", "no-store"))
+        .with_header(header("X-Content-Type-Options", "nosniff"))
 }
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
@@ -81,6 +108,9 @@ impl Exchange {
         }
         if let Error::RateLimited { retry_after_secs } = e {
             self.add_header("Retry-After", &retry_after_secs.to_string());
+        }
+        if let Error::MethodNotAllowed { allow } = e {
+            self.add_header("Allow", allow);
         }
         self.json(status, &json!({"error": {"code": e.code(), "message": e.to_string()}}));
     }
@@ -169,6 +199,10 @@ mod tests {
             (Error::InvalidTransition("x".into()), 409, "invalid_transition"),
             (Error::BodyTooLarge(65536), 413, "body_too_large"),
             (Error::UnsupportedMediaType, 415, "unsupported_media_type"),
+            (Error::MethodNotAllowed { allow: "GET, HEAD".into() }, 405, "method_not_allowed"),
+            (Error::RequestTimeout, 408, "request_timeout"),
+            (Error::HeadersTooLarge, 431, "headers_too_large"),
+            (Error::Overloaded, 503, "overloaded"),
             (Error::TokenOrOtpMismatch, 422, "token_or_otp_mismatch"),
             (Error::RateLimited { retry_after_secs: 3 }, 429, "rate_limited"),
             (Error::Internal("disk on fire".into()), 500, "internal"),

@@ -61,7 +61,11 @@ const SESSION_COOKIE: &str = "onepush_session";
 
 pub fn handle(http: &Arc<Http>, req: tiny_http::Request) {
     let ex = Exchange::new(req, http.app.metrics.clone());
-    let method = ex.request().method().clone();
+    // HEAD is answered as GET; tiny_http leaves the body out.
+    let method = match ex.request().method() {
+        Method::Head => Method::Get,
+        m => m.clone(),
+    };
     let path = request::path(ex.request()).to_string();
     let segs: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     // Bodies on state-changing requests must be JSON (API.md, and CSRF).
@@ -123,15 +127,46 @@ pub fn handle(http: &Arc<Http>, req: tiny_http::Request) {
         (Post, ["api", "v1", "admin", "import"]) => admin_import(http, ex),
         (Post, ["api", "v1", "users", c, u, "deregister"]) => customer_deregister(http, ex, c, u),
         (Get, ["api", "v1", "notices"]) => public_notices(http, ex),
-        _ => {
-            let known_path = ROUTES.iter().any(|(_, p)| matches_pattern(p, &segs));
-            if known_path {
-                ex.error(&Error::NotFound(format!("{method} is not supported on {path}")))
-            } else {
-                ex.error(&Error::NotFound(format!("no endpoint {path}")))
-            }
-        }
+        _ => match allowed_methods(http, &segs) {
+            Some(allow) => ex.error(&Error::MethodNotAllowed { allow }),
+            None => ex.error(&Error::NotFound(format!("no endpoint {path}"))),
+        },
     }
+}
+
+/// The demo bank's RP endpoints (`serve --demo`), for `Allow`.
+const DEMO_ROUTES: &[(&str, &str)] = &[
+    ("POST", "/demo/api/login"),
+    ("POST", "/demo/api/approvals"),
+    ("GET", "/demo/api/challenges/{id}"),
+    ("DELETE", "/demo/api/challenges/{id}"),
+    ("GET", "/demo/api/users/{c}/{u}"),
+    ("POST", "/demo/api/users/{c}/{u}/deregister"),
+];
+
+/// The methods a known path answers, as an `Allow` value (HEAD wherever GET
+/// is); `None` for a path that is not known.
+fn allowed_methods(http: &Http, segs: &[&str]) -> Option<String> {
+    let page = match segs {
+        [name] => (*name != "demo" || http.demo) && assets::page(name).is_some(),
+        ["static", name] | ["api", name] => assets::get(name).is_some() && (segs[0] == "static" || *name == "openapi.json"),
+        _ => false,
+    };
+    let demo = if http.demo { DEMO_ROUTES } else { &[] };
+    let mut methods: Vec<&str> = ROUTES.iter().chain(demo).filter(|(_, p)| matches_pattern(p, segs)).map(|(m, _)| *m).collect();
+    if page {
+        methods.push("GET");
+    }
+    if methods.is_empty() {
+        return None;
+    }
+    if methods.contains(&"GET") {
+        methods.push("HEAD");
+    }
+    let order = ["GET", "HEAD", "POST", "PUT", "DELETE"];
+    methods.sort_by_key(|m| order.iter().position(|o| o == m));
+    methods.dedup();
+    Some(methods.join(", "))
 }
 
 fn matches_pattern(pattern: &str, segs: &[&str]) -> bool {
@@ -541,15 +576,13 @@ fn admin_stats(http: &Arc<Http>, ex: Exchange) {
 }
 
 /// API.md: CSV import bodies up to 5 MiB.
-const CSV_LIMIT: usize = 5 * 1024 * 1024;
-
 fn admin_import(http: &Arc<Http>, ex: Exchange) {
     let Some((op, mut ex)) = operator(http, ex) else { return };
     let ct = header(ex.request(), "Content-Type").unwrap_or("").split(';').next().unwrap_or("").trim().to_ascii_lowercase();
     if ct != "text/csv" {
         return ex.error(&Error::UnsupportedMediaType);
     }
-    let r = read_body(ex.request_mut(), CSV_LIMIT)
+    let r = read_body(ex.request_mut(), request::CSV_LIMIT)
         .and_then(|b| String::from_utf8(b).map_err(|_| Error::bad_field("body", "must be UTF-8 text")))
         .and_then(|text| http.app.import_csv(&format!("operator:{op}"), &text, now_ms()));
     match r {
