@@ -42,6 +42,7 @@ pub struct RawConfig {
     pub header_timeout: Option<String>,
     pub body_timeout: Option<String>,
     pub keepalive_timeout: Option<String>,
+    pub send_timeout: Option<String>,
     pub max_connections: Option<usize>,
     #[serde(default)]
     pub editions: BTreeMap<String, RawEdition>,
@@ -96,6 +97,9 @@ pub struct EdgeLimits {
     pub body_timeout: Ms,
     /// An idle keep-alive connection is closed after this.
     pub keepalive_timeout: Ms,
+    /// A client that reads none of a response for this long is disconnected
+    /// (an extension of API.md's table).
+    pub send_timeout: Ms,
     /// Open connections, parked long-polls included; past it 503 at accept.
     pub max_connections: usize,
 }
@@ -256,6 +260,7 @@ impl Config {
                     "keepalive_timeout",
                     duration("keepalive_timeout", &raw.keepalive_timeout, "75s")?,
                 )?,
+                send_timeout: positive("send_timeout", duration("send_timeout", &raw.send_timeout, "10s")?)?,
                 max_connections: match raw.max_connections.unwrap_or(20_000) {
                     0 => return Err(ConfigError("max_connections: must be at least 1".into())),
                     n => n,
@@ -291,7 +296,7 @@ mod tests {
         assert_eq!((c.argon2_memory_kib, c.argon2_iterations), (19_456, 2));
         assert_eq!(c.editions["jweb"], EditionPolicy::jweb());
         assert_eq!(c.editions["fx"], EditionPolicy::fx());
-        assert_eq!(c.edge, EdgeLimits { header_timeout: 10_000, body_timeout: 10_000, keepalive_timeout: 75_000, max_connections: 20_000 });
+        assert_eq!(c.edge, EdgeLimits { header_timeout: 10_000, body_timeout: 10_000, keepalive_timeout: 75_000, send_timeout: 10_000, max_connections: 20_000 });
     }
 
     #[test]
@@ -320,6 +325,7 @@ mod tests {
             header_timeout = "5s"
             body_timeout = "3s"
             keepalive_timeout = "30s"
+            send_timeout = "4s"
             max_connections = 500
             [editions.fx]
             push_on_transaction = true
@@ -332,7 +338,7 @@ mod tests {
         assert_eq!(c.challenge_ttl, 90_000);
         assert_eq!(c.sweep_interval, 500);
         assert_eq!(c.token_prefix, "BANK");
-        assert_eq!(c.edge, EdgeLimits { header_timeout: 5_000, body_timeout: 3_000, keepalive_timeout: 30_000, max_connections: 500 });
+        assert_eq!(c.edge, EdgeLimits { header_timeout: 5_000, body_timeout: 3_000, keepalive_timeout: 30_000, send_timeout: 4_000, max_connections: 500 });
         assert!(c.editions["fx"].push_on_transaction);
         assert_eq!(c.editions["fx"].deregister_roles, vec![Role::ServiceAdmin]);
         assert_eq!(c.trusted_proxies.len(), 2);
@@ -378,7 +384,7 @@ mod packaged_default {
             "provision_ttl", "token_prefix", "otp_window", "otp_max_failures", "password_max_failures",
             "require_registration", "number_challenge", "max_pending_per_user", "max_challenges_per_window",
             "challenge_window", "argon2_memory_kib", "argon2_iterations", "secret_key_file", "challenge_retention",
-            "header_timeout", "body_timeout", "keepalive_timeout", "max_connections",
+            "header_timeout", "body_timeout", "keepalive_timeout", "send_timeout", "max_connections",
         ] {
             assert!(uncommented.contains(&format!("{key} = ")), "packaging/onepush.toml lacks {key}");
         }

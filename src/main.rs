@@ -303,14 +303,23 @@ fn block_signals() -> libc::sigset_t {
     }
 }
 
-/// Each connection takes two descriptors: say so at start when the cap on
+/// Each connection takes two descriptors: raise the soft limit to the hard
+/// one, and say so at start when the cap on
 /// connections cannot be reached before the process runs out of them (the
 /// packaged unit sets LimitNOFILE=65536 for the default 20,000).
-fn warn_if_descriptors_short(max_connections: usize) {
+fn raise_descriptor_limit(max_connections: usize) {
     let mut r = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
     // SAFETY: getrlimit writes into a live rlimit.
     if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) } != 0 {
         return;
+    }
+    // The soft limit is often 1,024 outside systemd: take what the hard one allows.
+    if r.rlim_cur < r.rlim_max {
+        let raised = libc::rlimit { rlim_cur: r.rlim_max, rlim_max: r.rlim_max };
+        // SAFETY: setrlimit reads a live rlimit; raising the soft limit up to the hard one needs no privilege.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
+            r = raised;
+        }
     }
     let needed = (max_connections as u64).saturating_mul(2).saturating_add(64);
     if r.rlim_cur < needed {
@@ -405,7 +414,7 @@ fn serve(cfg: Config, demo: bool, config_path: Option<PathBuf>, overrides: Overr
         }
     };
     let addr = listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
-    warn_if_descriptors_short(cfg.edge.max_connections);
+    raise_descriptor_limit(cfg.edge.max_connections);
     let limits = http::limits(&cfg.edge, app.metrics.clone());
     let server = match tiny_http::Server::from_listener_with_limits(listener, None, limits) {
         Ok(s) => Arc::new(s),

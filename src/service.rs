@@ -407,7 +407,7 @@ impl App {
             next.secret_key_file = old.secret_key_file.clone();
         }
         if next.edge != old.edge {
-            kept.push("header_timeout/body_timeout/keepalive_timeout/max_connections");
+            kept.push("header_timeout/body_timeout/keepalive_timeout/send_timeout/max_connections");
             next.edge = old.edge;
         }
         *guard = Arc::new(next);

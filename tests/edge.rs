@@ -490,3 +490,126 @@ fn malformed_requests_are_400_and_the_server_stays_up() {
     }
     assert_up(&s);
 }
+
+#[test]
+fn http_2_request_lines_get_505_and_free_their_connection() {
+    let s = Server::start("");
+    for req in [&b"GET / HTTP/2.0\r\n\r\n"[..], b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", b"GET / HTTP/3.0\r\nHost: x\r\n\r\n"] {
+        let (a, mut r) = exchange(&s, req);
+        let a = a.unwrap_or_else(|| panic!("no answer to {req:?}"));
+        assert_eq!(a.status, 505, "{req:?}: {}", a.body);
+        assert_eq!(a.header("Connection"), Some("close"));
+        assert!(closed_within(&mut r, Duration::from_secs(3)), "{req:?}");
+    }
+    // Each connection was counted out again (they used to deadlock, holding a slot for ever).
+    eventually("connections counted out", 5, || (metric(&s, "onepush_http_open_connections ") <= 1.0).then_some(()));
+    assert_up(&s);
+}
+
+#[test]
+fn clients_that_do_not_read_hold_no_worker_and_are_cut_off() {
+    let w = World::new("send_timeout = \"2s\"\n");
+    let workers = std::thread::available_parallelism().map_or(2, |n| n.get()).max(2) * 4;
+    // Each asks for a large file many times over, pipelined, with a tiny
+    // receive buffer, and never reads.
+    let mut sleepers = Vec::new();
+    for _ in 0..workers * 2 {
+        let c = connect(&w.s);
+        let small: libc::c_int = 2048;
+        // SAFETY: setsockopt on a socket we own, with a pointer to a live c_int and its size.
+        unsafe {
+            use std::os::fd::AsRawFd;
+            libc::setsockopt(c.as_raw_fd(), libc::SOL_SOCKET, libc::SO_RCVBUF, (&small as *const libc::c_int).cast(), std::mem::size_of::<libc::c_int>() as libc::socklen_t);
+        }
+        let mut c = c;
+        // 64 copies of 64 KiB: more than the kernel's buffers hold.
+        let many: Vec<u8> = (0..64).flat_map(|_| get("/api/openapi.json")).collect();
+        c.write_all(&many).unwrap();
+        sleepers.push(c);
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    // Workers, the writer thread and the waiters still answer everyone else.
+    for _ in 0..5 {
+        assert_up(&w.s);
+    }
+    let t = Instant::now();
+    let _phone = w.registered("1000000001", "jweb", "taro");
+    let id = w.login_challenge("1000000001", "taro");
+    assert_eq!(w.challenge(&id, 0).status, 200);
+    assert!(t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
+    // After send_timeout the clients that do not read are disconnected: their
+    // connections are counted out (the harness's own pool keeps a few).
+    eventually("slow readers cut off", 15, || (metric(&w.s, "onepush_http_open_connections ") <= 4.0).then_some(()));
+    // (The clients' sockets are dropped unread: reading out what the
+    // kernel still holds would wait on TCP's zero-window probes.)
+    drop(sleepers);
+}
+
+#[test]
+fn chunk_size_lines_and_header_lines_are_strict() {
+    let s = Server::start("");
+    let before = rss_mb(&s);
+    // An endless chunk-size line: cut off at 4 KiB, not buffered.
+    let mut c = connect(&s);
+    c.write_all(b"POST /api/v1/login HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n").unwrap();
+    let ones = vec![b'1'; 1 << 20];
+    let mut sent = 0;
+    for _ in 0..64 {
+        match c.write(&ones) {
+            Ok(n) => sent += n,
+            Err(_) => break,
+        }
+    }
+    assert!(sent < 32 << 20, "the server kept reading a chunk-size line: {sent} bytes");
+    assert!(rss_mb(&s) < before + 20);
+    for (what, req) in [
+        ("obs-fold", "GET /healthz HTTP/1.1\r\nX-A: a\r\n Transfer-Encoding: chunked\r\n\r\n"),
+        ("a space in a name", "GET /healthz HTTP/1.1\r\nContent Length: 5\r\n\r\n"),
+        ("a NUL in a value", "GET /healthz HTTP/1.1\r\nX-A: a\0b\r\n\r\n"),
+        ("a bare CR in a value", "GET /healthz HTTP/1.1\r\nX-A: a\rb\r\n\r\n"),
+        ("a NUL after a name", "POST /api/v1/login HTTP/1.1\r\nContent-Length\0: 5\r\n\r\n{}{}{"),
+        ("chunked on HTTP/1.0", "POST /api/v1/login HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n"),
+        ("four words in the request line", "GET /healthz HTTP/1.1 x\r\n\r\n"),
+    ] {
+        let (a, mut r) = exchange(&s, req.as_bytes());
+        let a = a.unwrap_or_else(|| panic!("no answer for {what}"));
+        assert_eq!((a.status, a.code().as_str()), (400, "bad_request"), "{what}: {}", a.body);
+        assert!(closed_within(&mut r, Duration::from_secs(3)), "{what}");
+    }
+    // An Expect other than 100-continue: 417, then close.
+    let (a, _) = exchange(&s, b"POST /api/v1/login HTTP/1.1\r\nExpect: something\r\nContent-Length: 2\r\n\r\n{}");
+    assert_eq!(a.unwrap().status, 417);
+    // 100-continue: the server asks for the body, then answers.
+    let mut c = connect(&s);
+    c.write_all(b"POST /api/v1/login HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\n").unwrap();
+    let mut r = BufReader::new(c.try_clone().unwrap());
+    let mut line = String::new();
+    r.read_line(&mut line).unwrap();
+    assert!(line.starts_with("HTTP/1.1 100"), "{line}");
+    loop {
+        line.clear();
+        r.read_line(&mut line).unwrap();
+        if line.trim_end().is_empty() {
+            break;
+        }
+    }
+    c.write_all(b"{}").unwrap();
+    assert_eq!(read_answer(&mut r, false).unwrap().status, 401);
+    assert_up(&s);
+}
+
+#[test]
+fn pipelined_requests_are_answered_in_order_one_at_a_time() {
+    let s = Server::start("");
+    let mut c = connect(&s);
+    let mut reqs = Vec::new();
+    for path in ["/healthz", "/api/v1/status", "/nowhere", "/healthz"] {
+        reqs.extend(get(path));
+    }
+    c.write_all(&reqs).unwrap();
+    let mut r = BufReader::new(c);
+    let statuses: Vec<u16> = (0..4).map(|_| read_answer(&mut r, false).unwrap().status).collect();
+    assert_eq!(statuses, [200, 200, 404, 200]);
+    let a = read_answer(&mut r, false);
+    assert!(a.is_none() || a.is_some_and(|a| a.status == 200));
+}

@@ -150,7 +150,7 @@ fn wire_input() -> impl Strategy<Value = Vec<u8>> {
 /// An in-process tiny_http with onepush's edge limits (short timeouts) and
 /// two workers that read each body through onepush's reader and answer.
 fn edge_server() -> (Arc<tiny_http::Server>, String) {
-    let edge = onepush::config::EdgeLimits { header_timeout: 300, body_timeout: 300, keepalive_timeout: 300, max_connections: 512 };
+    let edge = onepush::config::EdgeLimits { header_timeout: 300, body_timeout: 300, keepalive_timeout: 300, send_timeout: 1000, max_connections: 512 };
     let limits = onepush::http::limits(&edge, Arc::new(onepush::metrics::Metrics::default()));
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap().to_string();

@@ -65,6 +65,7 @@ pub fn limits(edge: &crate::config::EdgeLimits, metrics: Arc<crate::metrics::Met
         header_timeout: Some(Duration::from_millis(edge.header_timeout)),
         body_timeout: Some(Duration::from_millis(edge.body_timeout)),
         keepalive_timeout: Some(Duration::from_millis(edge.keepalive_timeout)),
+        send_timeout: Some(Duration::from_millis(edge.send_timeout)),
         max_connections: edge.max_connections,
         // Every JSON body is read by the connection's thread; only a CSV
         // import over 64 KiB streams to a worker (after its session check).

@@ -53,9 +53,12 @@ pub fn edge_rejection(why: tiny_http::Rejection, metrics: &Metrics) -> tiny_http
         R::BadFraming(what) => Error::BadRequest(format!("request: {what}")),
         R::BodyTooLarge(limit) => Error::BodyTooLarge(limit),
         R::Overloaded => Error::Overloaded,
+        R::VersionNotSupported => Error::BadRequest("request: only HTTP/1.0 and HTTP/1.1 are served".into()),
+        R::ExpectationFailed => Error::BadRequest("Expect: only 100-continue is supported".into()),
     };
     metrics.edge_rejected(e.code());
-    let status = status_of(&e);
+    // The status is the edge's (505 and 417 carry bad_request); the body is ours.
+    let status = why.status().0;
     let body = json!({"error": {"code": e.code(), "message": e.to_string()}}).to_string();
     Response::from_data(body.into_bytes())
         .with_status_code(status)

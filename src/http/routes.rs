@@ -320,6 +320,10 @@ fn device(http: &Http, mut ex: Exchange) -> Option<(crate::domain::account::Toke
 
 fn device_challenges(http: &Arc<Http>, ex: Exchange) {
     let Some((token, _, ex)) = device(http, ex) else { return };
+    // HEAD has no body to carry challenges: it never delivers or parks.
+    if *ex.request().method() == Method::Head {
+        return ex.json(200, &device_list(vec![]));
+    }
     let wait = match wait_param(ex.request(), http.app.cfg().max_wait) {
         Ok(w) => w,
         Err(e) => return ex.error(&e),

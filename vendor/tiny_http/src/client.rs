@@ -11,8 +11,9 @@ use std::time::{Duration, Instant};
 
 use crate::common::{HTTPVersion, Method};
 use crate::limits::{self, Framing, Limits, Rejection};
+use crate::request::ResponseWriter;
 use crate::util::timed_reader::{Clock, TimedReader};
-use crate::util::RefinedTcpStream;
+use crate::util::{RefinedTcpStream, TaskPool};
 use crate::util::{SequentialReader, SequentialReaderBuilder, SequentialWriterBuilder};
 use crate::Request;
 
@@ -48,6 +49,9 @@ pub struct ClientConnection {
 
     limits: Arc<Limits>,
 
+    // finish the responses that the socket does not take at once
+    senders: Arc<TaskPool>,
+
     // the read deadline and the requests being answered
     clock: Arc<Clock>,
 
@@ -77,6 +81,7 @@ impl ClientConnection {
         write_socket: RefinedTcpStream,
         mut read_socket: RefinedTcpStream,
         limits: Arc<Limits>,
+        senders: Arc<TaskPool>,
     ) -> ClientConnection {
         // A client that has already gone may have no address: not a reason to panic.
         let remote_addr = read_socket.peer_addr().ok().flatten();
@@ -97,6 +102,7 @@ impl ClientConnection {
             no_more_requests: false,
             secure,
             limits,
+            senders,
             clock,
             first: true,
             accepted: Instant::now(),
@@ -113,10 +119,9 @@ impl ClientConnection {
     /// last answer (a request still being answered keeps it open).
     fn wait_for_request(&mut self) -> Result<u8, ReadError> {
         loop {
+            // (the previous request has been answered: see `next`)
             let deadline = if self.first {
                 self.limits.header_timeout.map(|t| self.accepted + t)
-            } else if self.clock.in_flight() > 0 {
-                self.limits.keepalive_timeout.map(|t| Instant::now() + t)
             } else {
                 self.limits.keepalive_timeout.map(|t| self.clock.idle_since() + t)
             };
@@ -129,13 +134,7 @@ impl ClientConnection {
                     return Ok(byte[0]);
                 }
                 Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-                Err(e) if e.kind() == ErrorKind::TimedOut => {
-                    let idle_until = self.limits.keepalive_timeout.map(|t| self.clock.idle_since() + t);
-                    let busy = self.clock.in_flight() > 0;
-                    if self.first || (!busy && idle_until.map_or(false, |d| d <= Instant::now())) {
-                        return Err(ReadError::Idle);
-                    }
-                }
+                Err(e) if e.kind() == ErrorKind::TimedOut => return Err(ReadError::Idle),
                 Err(e) => return Err(ReadError::ReadIoError(e)),
             }
         }
@@ -197,7 +196,10 @@ impl ClientConnection {
             // reading the request line
             let line = self.read_next_line(limits.max_request_line, Some(first_byte))?;
             let mut total = line.len() + 2;
-            let (method, path, version) = parse_request_line(line.as_str().trim())?;
+            let (method, path, version) = parse_request_line(line.as_str())?;
+            if version > (1, 1) {
+                return Err(ReadError::Rejected(Rejection::VersionNotSupported));
+            }
 
             // getting all headers
             let mut headers = Vec::new();
@@ -209,6 +211,9 @@ impl ClientConnection {
                 total += line.len() + 2;
                 if headers.len() >= limits.max_headers || total > limits.max_header_bytes {
                     return Err(ReadError::Rejected(Rejection::HeadersTooLarge));
+                }
+                if !well_formed_header(line.as_bytes()) {
+                    return Err(ReadError::WrongHeader(version));
                 }
                 headers.push(match FromStr::from_str(line.as_str().trim()) {
                     Ok(h) => h,
@@ -222,6 +227,10 @@ impl ClientConnection {
         // the body's length, strictly, and the route's limit, before any of it is read
         let framing = limits::framing(&headers)
             .map_err(|why| ReadError::Rejected(Rejection::BadFraming(why)))?;
+        if framing == Framing::Chunked && version == HTTPVersion(1, 0) {
+            // RFC 9112 §6.1: an HTTP/1.0 message with Transfer-Encoding has faulty framing
+            return Err(ReadError::Rejected(Rejection::BadFraming("Transfer-Encoding on HTTP/1.0")));
+        }
         let limit = (limits.body_limit)(&method, &path);
         if let Framing::Length(n) = framing {
             if n > limit {
@@ -232,7 +241,10 @@ impl ClientConnection {
             .set_deadline(limits.body_timeout.map(|t| Instant::now() + t));
 
         // building the writer for the request
-        let writer = self.sink.next().unwrap();
+        let writer = ResponseWriter::Socket {
+            writer: self.sink.next().unwrap(),
+            senders: self.senders.clone(),
+        };
 
         // follow-up for next potential request
         let mut data_source = self.source.next().unwrap();
@@ -246,7 +258,7 @@ impl ClientConnection {
             allow_upgrade: limits.allow_upgrade,
             in_flight: Some(self.clock.request_started()),
         };
-        crate::request::new_request(
+        let created = crate::request::new_request(
             self.secure,
             method,
             path,
@@ -272,7 +284,12 @@ impl ClientConnection {
                     ReadError::ExpectationFailed(version)
                 }
             }
-        })
+        })?;
+        if created.1 {
+            // a streamed body's deadline runs from when its handler starts reading it
+            self.clock.arm_on_next_read(limits.body_timeout);
+        }
+        Ok(created)
     }
 
     /// Answers a rejected request, then lingers: the connection closes after.
@@ -306,8 +323,6 @@ impl Iterator for ClientConnection {
     /// Blocks until the next Request is available.
     /// Returns None when no new Requests will come from the client.
     fn next(&mut self) -> Option<Request> {
-        use crate::{Response, StatusCode};
-
         // the client sent a "connection: close" header in this previous request
         //  or is using HTTP 1.0, meaning that no new request will come
         if self.no_more_requests {
@@ -315,6 +330,11 @@ impl Iterator for ClientConnection {
         }
 
         loop {
+            // One request at a time: the next one is read only after this
+            // one has been answered, so a connection never queues requests
+            // (or their bodies) and answers go out in order.
+            self.clock.wait_until_answered();
+
             let (rq, streamed) = match self.read() {
                 // we don't know where the next request would start, so we have to close
                 Err(ReadError::WrongRequestLine) | Err(ReadError::WrongHeader(_)) => {
@@ -332,11 +352,9 @@ impl Iterator for ClientConnection {
                     return None;
                 }
 
-                Err(ReadError::ExpectationFailed(ver)) => {
-                    let writer = self.sink.next().unwrap();
-                    let response = Response::new_empty(StatusCode(417));
-                    response.raw_print(writer, ver, &[], true, None).ok();
-                    return None; // TODO: should be recoverable, but needs handling in case of body
+                Err(ReadError::ExpectationFailed(_)) => {
+                    self.reject(Rejection::ExpectationFailed);
+                    return None;
                 }
 
                 Err(ReadError::Idle) | Err(ReadError::ReadIoError(_)) => return None,
@@ -348,22 +366,6 @@ impl Iterator for ClientConnection {
             // next request starts depends on how much of it is read
             if streamed {
                 self.no_more_requests = true;
-            }
-
-            // checking HTTP version
-            if *rq.http_version() > (1, 1) {
-                let writer = self.sink.next().unwrap();
-                let response = Response::from_string(
-                    "This server only supports HTTP versions 1.0 and 1.1".to_owned(),
-                )
-                .with_status_code(StatusCode(505));
-                response
-                    .raw_print(writer, HTTPVersion(1, 1), &[], false, None)
-                    .ok();
-                if self.no_more_requests {
-                    return None;
-                }
-                continue;
             }
 
             // updating the status of the connection
@@ -393,6 +395,21 @@ impl Iterator for ClientConnection {
     }
 }
 
+/// A token character (RFC 9110 §5.6.2).
+fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+/// A header line as RFC 9112 §5 has it: a token, a colon, and a value
+/// without control characters (HTAB allowed). A line folded onto the
+/// previous one (obs-fold), a name with spaces or a NUL in a value is
+/// refused rather than guessed at (onepush patch "limits").
+fn well_formed_header(line: &[u8]) -> bool {
+    let Some(colon) = line.iter().position(|b| *b == b':') else { return false };
+    let (name, value) = (&line[..colon], &line[colon + 1..]);
+    !name.is_empty() && name.iter().all(|b| is_tchar(*b)) && value.iter().all(|b| *b == b'\t' || (*b >= 0x20 && *b != 0x7f))
+}
+
 /// Parses a "HTTP/1.1" string.
 fn parse_http_version(version: &str) -> Result<HTTPVersion, ReadError> {
     let (major, minor) = match version {
@@ -412,9 +429,12 @@ fn parse_http_version(version: &str) -> Result<HTTPVersion, ReadError> {
 fn parse_request_line(line: &str) -> Result<(Method, String, HTTPVersion), ReadError> {
     let mut parts = line.split(' ');
 
-    let method = parts.next().and_then(|w| w.parse().ok());
-    let path = parts.next().map(ToOwned::to_owned);
+    let method = parts.next().filter(|m| !m.is_empty() && m.bytes().all(is_tchar)).and_then(|w| w.parse().ok());
+    let path = parts.next().filter(|p| !p.is_empty()).map(ToOwned::to_owned);
     let version = parts.next().and_then(|w| parse_http_version(w).ok());
+    if parts.next().is_some() {
+        return Err(ReadError::WrongRequestLine);
+    }
 
     method
         .and_then(|method| Some((method, path?, version?)))
@@ -433,5 +453,20 @@ mod test {
 
         assert!(super::parse_request_line("GET /hello").is_err());
         assert!(super::parse_request_line("qsd qsd qsd").is_err());
+        assert!(super::parse_request_line("GET /hello HTTP/1.1 extra").is_err());
+        assert!(super::parse_request_line("GET  /hello HTTP/1.1").is_err());
+        assert!(super::parse_request_line("G(T /hello HTTP/1.1").is_err());
+    }
+
+    #[test]
+    fn header_lines_are_strict() {
+        assert!(super::well_formed_header(b"Host: x"));
+        assert!(super::well_formed_header(b"X-A:\tb c"));
+        assert!(!super::well_formed_header(b" folded: x"));
+        assert!(!super::well_formed_header(b"Bad Name: x"));
+        assert!(!super::well_formed_header(b": x"));
+        assert!(!super::well_formed_header(b"X: a\0b"));
+        assert!(!super::well_formed_header(b"X: a\rb"));
+        assert!(!super::well_formed_header(b"no colon"));
     }
 }

@@ -103,6 +103,25 @@ impl Connection {
         }
     }
 
+    pub(crate) fn set_write_timeout(&self, timeout: Option<std::time::Duration>) -> std::io::Result<()> {
+        match self {
+            Self::Tcp(s) => s.set_write_timeout(timeout),
+            #[cfg(unix)]
+            Self::Unix(s) => s.set_write_timeout(timeout),
+        }
+    }
+
+    /// Sends what the socket takes now, without blocking (`WouldBlock` when
+    /// it takes nothing).
+    pub(crate) fn send_nonblocking(&self, buf: &[u8]) -> std::io::Result<usize> {
+        let flags = libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL;
+        match self {
+            Self::Tcp(s) => socket2::SockRef::from(s).send_with_flags(buf, flags),
+            #[cfg(unix)]
+            Self::Unix(s) => socket2::SockRef::from(s).send_with_flags(buf, flags),
+        }
+    }
+
     pub(crate) fn set_nonblocking(&self, nonblocking: bool) -> std::io::Result<()> {
         match self {
             Self::Tcp(s) => s.set_nonblocking(nonblocking),

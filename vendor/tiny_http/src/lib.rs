@@ -260,6 +260,7 @@ impl Server {
     ) -> Result<Server, Box<dyn Error + Send + Sync + 'static>> {
         let listener = listener.into();
         let limits = Arc::new(limits);
+        let senders = Arc::new(util::TaskPool::new());
         let open_connections = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let inside_open = open_connections.clone();
         // building the "close" variable
@@ -312,6 +313,7 @@ impl Server {
                 let new_client = match server.accept() {
                     Ok((sock, _)) => {
                         use util::RefinedTcpStream;
+                        let _ = sock.set_write_timeout(limits.send_timeout);
                         let slot = match limits::ConnectionSlot::take(&inside_open, limits.max_connections) {
                             Some(slot) => slot,
                             None => {
@@ -338,7 +340,7 @@ impl Server {
 
                         read_closable.hold(slot.clone());
                         write_closable.hold(slot);
-                        Ok(ClientConnection::new(write_closable, read_closable, limits.clone()))
+                        Ok(ClientConnection::new(write_closable, read_closable, limits.clone(), senders.clone()))
                     }
                     Err(e) => Err(e),
                 };

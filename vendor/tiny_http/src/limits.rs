@@ -32,6 +32,10 @@ pub enum Rejection {
     BodyTooLarge(usize),
     /// 503: `max_connections` are open; answered at accept.
     Overloaded,
+    /// 505: a request line naming HTTP/2 or later.
+    VersionNotSupported,
+    /// 417: an `Expect` other than `100-continue`.
+    ExpectationFailed,
 }
 
 impl Rejection {
@@ -42,6 +46,8 @@ impl Rejection {
             Rejection::BadRequest | Rejection::BadFraming(_) => 400,
             Rejection::BodyTooLarge(_) => 413,
             Rejection::Overloaded => 503,
+            Rejection::VersionNotSupported => 505,
+            Rejection::ExpectationFailed => 417,
         })
     }
 }
@@ -66,6 +72,10 @@ pub struct Limits {
     pub header_timeout: Option<Duration>,
     /// From the end of the headers to the end of the body.
     pub body_timeout: Option<Duration>,
+    /// How long one write of a response may wait for the client to read:
+    /// past it the connection is closed. (A response is first sent without
+    /// blocking; only its rest waits, on a sender thread.)
+    pub send_timeout: Option<Duration>,
     /// How long a keep-alive connection may wait for its next request's first
     /// byte after its last response. A request still being answered (a
     /// parked long-poll) does not make its connection idle.
@@ -97,6 +107,7 @@ impl Default for Limits {
             max_header_bytes: 64 * 1024,
             header_timeout: Some(Duration::from_secs(10)),
             body_timeout: Some(Duration::from_secs(10)),
+            send_timeout: Some(Duration::from_secs(10)),
             keepalive_timeout: Some(Duration::from_secs(75)),
             max_connections: 20_000,
             buffer_body: 64 * 1024,
@@ -116,6 +127,7 @@ impl std::fmt::Debug for Limits {
             .field("max_header_bytes", &self.max_header_bytes)
             .field("header_timeout", &self.header_timeout)
             .field("body_timeout", &self.body_timeout)
+            .field("send_timeout", &self.send_timeout)
             .field("keepalive_timeout", &self.keepalive_timeout)
             .field("max_connections", &self.max_connections)
             .field("buffer_body", &self.buffer_body)

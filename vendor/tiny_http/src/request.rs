@@ -8,10 +8,45 @@ use std::str::FromStr;
 use std::sync::mpsc::Sender;
 
 use crate::limits::Framing;
+use crate::util::chunked::ChunkedReader;
 use crate::util::timed_reader::InFlight;
-use crate::util::{EqualReader, FusedReader};
+use crate::util::{FusedReader, RefinedTcpStream, SequentialWriter, TaskPool};
+use std::io::BufWriter;
+use std::sync::Arc;
+
+/// Responses of known length up to this are sent from memory, first without
+/// blocking (onepush patch "limits").
+const MAX_BUFFERED_RESPONSE: usize = 16 << 20;
+
+/// Where a response goes (onepush patch "limits"): a connection's socket,
+/// or any writer (tests, `TestRequest`).
+pub(crate) enum ResponseWriter {
+    /// A response is first sent without blocking; what the socket does not
+    /// take at once is finished by a thread of `senders`, so the thread that
+    /// answers never waits for a client that does not read.
+    Socket {
+        writer: SequentialWriter<BufWriter<RefinedTcpStream>>,
+        senders: Arc<TaskPool>,
+    },
+    Other(Box<dyn Write + Send + 'static>),
+}
+
+impl Write for ResponseWriter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            ResponseWriter::Socket { writer, .. } => writer.write(buf),
+            ResponseWriter::Other(w) => w.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            ResponseWriter::Socket { writer, .. } => writer.flush(),
+            ResponseWriter::Other(w) => w.flush(),
+        }
+    }
+}
 use crate::{HTTPVersion, Header, Method, Response, StatusCode};
-use chunked_transfer::Decoder;
 
 /// Represents an HTTP request made by a client.
 ///
@@ -54,7 +89,7 @@ pub struct Request {
     data_reader: Option<Box<dyn Read + Send + 'static>>,
 
     // if this writer is empty, then the request has been answered
-    response_writer: Option<Box<dyn Write + Send + 'static>>,
+    response_writer: Option<ResponseWriter>,
 
     remote_addr: Option<SocketAddr>,
 
@@ -78,7 +113,7 @@ pub struct Request {
     notify_when_responded: Option<Sender<()>>,
 
     // Dropped after the answer: the connection is idle again.
-    _in_flight: Option<InFlight>,
+    in_flight: Option<InFlight>,
 
     // The connection closes after this request: the answer says so.
     closes_connection: bool,
@@ -152,7 +187,7 @@ pub(crate) struct BodyRules {
 /// A body up to `rules.buffer` is read whole here; the flag returned says
 /// that a larger one was left to stream from `source_data`.
 #[allow(clippy::too_many_arguments)]
-pub(crate) fn new_request<R, W>(
+pub(crate) fn new_request<R>(
     secure: bool,
     method: Method,
     path: String,
@@ -160,12 +195,11 @@ pub(crate) fn new_request<R, W>(
     headers: Vec<Header>,
     remote_addr: Option<SocketAddr>,
     source_data: R,
-    mut writer: W,
+    mut writer: ResponseWriter,
     rules: BodyRules,
 ) -> Result<(Request, bool), RequestCreationError>
 where
     R: Read + Send + 'static,
-    W: Write + Send + 'static,
 {
     // true if the client sent a `Expect: 100-continue` header
     let expects_continue = {
@@ -193,7 +227,7 @@ where
     };
 
     // sends `100 Continue` before a body is read here
-    let mut send_continue = |writer: &mut W| -> Result<(), IoError> {
+    let mut send_continue = |writer: &mut ResponseWriter| -> Result<(), IoError> {
         if expects_continue {
             Response::new_empty(StatusCode(100)).raw_print(writer.by_ref(), version.clone(), &headers, true, None)?;
             writer.flush()?;
@@ -215,21 +249,16 @@ where
                 // small enough: read it all now, so that a slow client holds
                 // only its connection's thread
                 send_continue(&mut writer)?;
-                let mut buffer = vec![0; content_length];
-                let mut source_data = source_data;
-                let mut offset = 0;
-
-                while offset != content_length {
-                    let read = source_data.read(&mut buffer[offset..])?;
-                    if read == 0 {
-                        // the socket returned EOF, but we were before the expected content-length
-                        // aborting
-                        let info = "Connection has been closed before we received enough data";
-                        let err = IoError::new(ErrorKind::ConnectionAborted, info);
-                        return Err(RequestCreationError::CreationIoError(err));
-                    }
-
-                    offset += read;
+                // grown as the bytes arrive, not allocated up front
+                let mut buffer = Vec::with_capacity(content_length.min(8192));
+                source_data
+                    .take(content_length as u64)
+                    .read_to_end(&mut buffer)?;
+                if buffer.len() != content_length {
+                    // the socket returned EOF, but we were before the expected content-length
+                    let info = "Connection has been closed before we received enough data";
+                    let err = IoError::new(ErrorKind::ConnectionAborted, info);
+                    return Err(RequestCreationError::CreationIoError(err));
                 }
 
                 Box::new(Cursor::new(buffer)) as Box<dyn Read + Send + 'static>
@@ -244,7 +273,7 @@ where
             }
             Framing::Chunked => {
                 send_continue(&mut writer)?;
-                let mut decoder = Decoder::new(source_data);
+                let mut decoder = ChunkedReader::new(source_data);
                 let mut buffer = Vec::new();
                 decoder
                     .by_ref()
@@ -273,7 +302,7 @@ where
     Ok((
         Request {
             data_reader: Some(reader),
-            response_writer: Some(Box::new(writer) as Box<dyn Write + Send + 'static>),
+            response_writer: Some(writer),
             remote_addr,
             secure,
             method,
@@ -283,7 +312,7 @@ where
             body_length,
             must_send_continue,
             notify_when_responded: None,
-            _in_flight: rules.in_flight,
+            in_flight: rules.in_flight,
             closes_connection: streamed,
         },
         streamed,
@@ -445,7 +474,7 @@ impl Request {
             };
             Box::new(writer) as Box<dyn Write + Send + 'static>
         } else {
-            writer
+            Box::new(writer)
         }
     }
 
@@ -453,7 +482,7 @@ impl Request {
     /// as the object returned by `into_writer` above.
     ///
     /// This may only be called once on a single request.
-    fn extract_writer_impl(&mut self) -> Box<dyn Write + Send + 'static> {
+    fn extract_writer_impl(&mut self) -> ResponseWriter {
         use std::mem;
 
         assert!(self.response_writer.is_some());
@@ -499,6 +528,31 @@ impl Request {
         let mut writer = self.extract_writer_impl();
 
         let do_not_send_body = self.method == Method::Head;
+
+        // To a socket, a response of known length is sent from memory: what
+        // the socket takes at once, then the rest by a sender thread.
+        let fits = response.data_length().map_or(false, |n| n <= MAX_BUFFERED_RESPONSE);
+        if let (ResponseWriter::Socket { .. }, true) = (&writer, fits) {
+            let mut bytes = Vec::with_capacity(response.data_length().unwrap_or(0) + 512);
+            response.raw_print(&mut bytes, self.http_version.clone(), &self.headers, do_not_send_body, None)?;
+            if let ResponseWriter::Socket { writer: mut socket, senders } = writer {
+                let sent = socket.send_now(&bytes);
+                if sent < bytes.len() {
+                    // the connection stays busy until the rest is sent
+                    let mut rest = Some((socket, bytes, sent, self.in_flight.take()));
+                    senders.spawn(Box::new(move || {
+                        if let Some((mut socket, bytes, sent, _in_flight)) = rest.take() {
+                            let written = socket.write_all(&bytes[sent..]).and_then(|_| socket.flush());
+                            if written.is_err() {
+                                // a client that does not read (send timeout) or is gone
+                                socket.shutdown_both();
+                            }
+                        }
+                    }));
+                }
+            }
+            return Ok(());
+        }
 
         Self::ignore_client_closing_errors(response.raw_print(
             writer.by_ref(),

@@ -80,7 +80,7 @@ impl From<TestRequest> for Request {
             mock.headers,
             Some(mock.remote_addr),
             mock.body.as_bytes(),
-            std::io::sink(),
+            crate::request::ResponseWriter::Other(Box::new(std::io::sink())),
             rules,
         )
         .unwrap()

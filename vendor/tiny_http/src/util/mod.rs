@@ -16,6 +16,7 @@ mod messages_queue;
 pub(crate) mod refined_tcp_stream;
 mod sequential;
 mod task_pool;
+pub(crate) mod chunked;
 pub(crate) mod timed_reader;
 
 /// Parses a the value of a header.

@@ -144,6 +144,20 @@ impl RefinedTcpStream {
         self.stream.shutdown(Shutdown::Write).ok();
     }
 
+    /// Ends the connection both ways: pending and later writes fail at once.
+    pub(crate) fn shutdown_both(&mut self) {
+        self.stream.shutdown(Shutdown::Both).ok();
+    }
+
+    /// Sends what the socket takes now, without blocking (TLS streams: nothing).
+    pub(crate) fn send_nonblocking(&self, buf: &[u8]) -> IoResult<usize> {
+        match &self.stream {
+            Stream::Http(connection) => connection.send_nonblocking(buf),
+            #[cfg(any(feature = "ssl-openssl", feature = "ssl-rustls"))]
+            Stream::Https(_) => Err(std::io::ErrorKind::WouldBlock.into()),
+        }
+    }
+
     /// Counts this half against `slot` until it is dropped.
     pub(crate) fn hold(&mut self, slot: std::sync::Arc<crate::limits::ConnectionSlot>) {
         self.slot = Some(slot);

@@ -73,6 +73,43 @@ impl<W: Write + Send> SequentialWriterBuilder<W> {
     }
 }
 
+impl SequentialWriter<std::io::BufWriter<crate::util::RefinedTcpStream>> {
+    /// Sends as much of `bytes` as the socket takes now, without blocking,
+    /// and returns how much that was: nothing while an earlier response on
+    /// the connection is still being written (onepush patch "limits").
+    pub fn send_now(&mut self, bytes: &[u8]) -> usize {
+        if let Some(trigger) = self.trigger.as_mut() {
+            match trigger.try_recv() {
+                Ok(()) | Err(std::sync::mpsc::TryRecvError::Disconnected) => self.trigger = None,
+                Err(std::sync::mpsc::TryRecvError::Empty) => return 0,
+            }
+        }
+        let Ok(writer) = self.writer.try_lock() else { return 0 };
+        if !writer.buffer().is_empty() {
+            return 0;
+        }
+        let stream = writer.get_ref();
+        let mut sent = 0;
+        while sent < bytes.len() {
+            match stream.send_nonblocking(&bytes[sent..]) {
+                Ok(0) => break,
+                Ok(n) => sent += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                // full, or an error that the blocking write will meet
+                Err(_) => break,
+            }
+        }
+        sent
+    }
+
+    /// Ends the connection both ways (after a write failed or timed out).
+    pub fn shutdown_both(&self) {
+        if let Ok(mut writer) = self.writer.lock() {
+            writer.get_mut().shutdown_both();
+        }
+    }
+}
+
 impl SequentialWriterBuilder<std::io::BufWriter<crate::util::RefinedTcpStream>> {
     /// Flushes and shuts the connection's sending side (a FIN): nothing more
     /// will be written.

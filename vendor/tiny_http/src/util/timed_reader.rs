@@ -6,30 +6,60 @@
 
 use std::io::{Error as IoError, ErrorKind, Read, Result as IoResult};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use crate::util::RefinedTcpStream;
 
 pub(crate) struct Clock {
     deadline: Mutex<Option<Instant>>,
+    /// A deadline that starts at the next read (a streamed body's, which
+    /// runs from when its handler starts reading it).
+    armed: Mutex<Option<Duration>>,
     /// Requests handed out and not yet answered.
     in_flight: AtomicUsize,
     /// When the connection last had nothing to answer.
     idle_since: Mutex<Instant>,
+    answered: Condvar,
 }
 
 impl Clock {
     pub(crate) fn new() -> Arc<Clock> {
-        Arc::new(Clock { deadline: Mutex::new(None), in_flight: AtomicUsize::new(0), idle_since: Mutex::new(Instant::now()) })
+        Arc::new(Clock {
+            deadline: Mutex::new(None),
+            armed: Mutex::new(None),
+            in_flight: AtomicUsize::new(0),
+            idle_since: Mutex::new(Instant::now()),
+            answered: Condvar::new(),
+        })
     }
 
     pub(crate) fn set_deadline(&self, deadline: Option<Instant>) {
+        *self.armed.lock().unwrap_or_else(PoisonError::into_inner) = None;
         *self.deadline.lock().unwrap_or_else(PoisonError::into_inner) = deadline;
     }
 
+    /// No deadline until the next read; from then, `timeout`.
+    pub(crate) fn arm_on_next_read(&self, timeout: Option<Duration>) {
+        *self.deadline.lock().unwrap_or_else(PoisonError::into_inner) = None;
+        *self.armed.lock().unwrap_or_else(PoisonError::into_inner) = timeout;
+    }
+
     fn deadline(&self) -> Option<Instant> {
+        let armed = self.armed.lock().unwrap_or_else(PoisonError::into_inner).take();
+        if let Some(t) = armed {
+            self.set_deadline(Some(Instant::now() + t));
+        }
         *self.deadline.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Blocks until every request handed out has been answered: a
+    /// connection reads its next request only then (one at a time).
+    pub(crate) fn wait_until_answered(&self) {
+        let mut idle = self.idle_since.lock().unwrap_or_else(PoisonError::into_inner);
+        while self.in_flight.load(Ordering::Acquire) > 0 {
+            idle = self.answered.wait(idle).unwrap_or_else(PoisonError::into_inner);
+        }
     }
 
     pub(crate) fn in_flight(&self) -> usize {
@@ -52,8 +82,11 @@ pub(crate) struct InFlight(Arc<Clock>);
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        *self.0.idle_since.lock().unwrap_or_else(PoisonError::into_inner) = Instant::now();
+        let mut idle = self.0.idle_since.lock().unwrap_or_else(PoisonError::into_inner);
+        *idle = Instant::now();
         self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
+        drop(idle);
+        self.0.answered.notify_all();
     }
 }
 
