@@ -613,3 +613,58 @@ fn pipelined_requests_are_answered_in_order_one_at_a_time() {
     let a = read_answer(&mut r, false);
     assert!(a.is_none() || a.is_some_and(|a| a.status == 200));
 }
+
+#[test]
+fn a_client_that_trickles_through_an_answer_is_cut_off_at_send_timeout() {
+    let s = Server::start("send_timeout = \"2s\"\n");
+    let base = metric(&s, "onepush_http_open_connections ");
+    let c = connect(&s);
+    let small: libc::c_int = 2048;
+    // SAFETY: setsockopt on a socket we own, with a pointer to a live c_int and its size.
+    unsafe {
+        use std::os::fd::AsRawFd;
+        libc::setsockopt(c.as_raw_fd(), libc::SOL_SOCKET, libc::SO_RCVBUF, (&small as *const libc::c_int).cast(), std::mem::size_of::<libc::c_int>() as libc::socklen_t);
+    }
+    let mut c = c;
+    // Enough answers to fill the kernel's buffers (on loopback a socket
+    // buffers over a megabyte), so that one answer has to wait.
+    let many: Vec<u8> = (0..64).flat_map(|_| get("/api/openapi.json")).collect();
+    c.write_all(&many).unwrap();
+    // Read a little every 200 ms: the server's sends make progress, but the
+    // answer that waits is not out in time.
+    let t = Instant::now();
+    let mut buf = [0u8; 512];
+    let mut counted_out = None;
+    while t.elapsed() < Duration::from_secs(8) {
+        let _ = c.read(&mut buf);
+        std::thread::sleep(Duration::from_millis(200));
+        if metric(&s, "onepush_http_open_connections ") <= base {
+            counted_out = Some(t.elapsed());
+            break;
+        }
+    }
+    let took = counted_out.expect("the trickling client was never cut off");
+    assert!(took >= Duration::from_millis(1500) && took < Duration::from_secs(5), "{took:?}");
+    assert_up(&s);
+}
+
+#[test]
+fn request_targets_and_header_bytes_are_checked_and_one_leading_empty_line_is_ignored() {
+    let s = Server::start("");
+    for (what, req) in [
+        ("a tab in the target (log injection)", &b"GET /x\tforged HTTP/1.1\r\n\r\n"[..]),
+        ("a bare LF in the target", b"GET /x\nforged HTTP/1.1\r\n\r\n"),
+        ("a byte past ASCII in a header", b"GET /healthz HTTP/1.1\r\nUser-Agent: caf\xc3\xa9\r\n\r\n"),
+        ("a bare LF in a chunk extension", b"POST /api/v1/login HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n2;\nxx\r\n{}\r\n0\r\n\r\n"),
+        ("a chunk-size line without digits", b"POST /api/v1/login HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n\r\n{}\r\n0\r\n\r\n"),
+    ] {
+        let (a, mut r) = exchange(&s, req);
+        let a = a.unwrap_or_else(|| panic!("no answer for {what}"));
+        assert_eq!((a.status, a.code().as_str()), (400, "bad_request"), "{what}: {}", a.body);
+        assert!(closed_within(&mut r, Duration::from_secs(3)), "{what}");
+    }
+    assert!(!s.log().contains("forged"), "a target with control characters reached the log");
+    let (a, _) = exchange(&s, b"\r\nGET /healthz HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_eq!(a.unwrap().status, 200);
+    assert_up(&s);
+}

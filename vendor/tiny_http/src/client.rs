@@ -13,7 +13,8 @@ use crate::common::{HTTPVersion, Method};
 use crate::limits::{self, Framing, Limits, Rejection};
 use crate::request::ResponseWriter;
 use crate::util::timed_reader::{Clock, TimedReader};
-use crate::util::{RefinedTcpStream, TaskPool};
+use crate::util::flusher::Flusher;
+use crate::util::RefinedTcpStream;
 use crate::util::{SequentialReader, SequentialReaderBuilder, SequentialWriterBuilder};
 use crate::Request;
 
@@ -49,8 +50,8 @@ pub struct ClientConnection {
 
     limits: Arc<Limits>,
 
-    // finish the responses that the socket does not take at once
-    senders: Arc<TaskPool>,
+    // finishes the responses that the socket does not take at once
+    flusher: Arc<Flusher>,
 
     // the read deadline and the requests being answered
     clock: Arc<Clock>,
@@ -81,7 +82,7 @@ impl ClientConnection {
         write_socket: RefinedTcpStream,
         mut read_socket: RefinedTcpStream,
         limits: Arc<Limits>,
-        senders: Arc<TaskPool>,
+        flusher: Arc<Flusher>,
     ) -> ClientConnection {
         // A client that has already gone may have no address: not a reason to panic.
         let remote_addr = read_socket.peer_addr().ok().flatten();
@@ -102,7 +103,7 @@ impl ClientConnection {
             no_more_requests: false,
             secure,
             limits,
-            senders,
+            flusher,
             clock,
             first: true,
             accepted: Instant::now(),
@@ -119,9 +120,12 @@ impl ClientConnection {
     /// last answer (a request still being answered keeps it open).
     fn wait_for_request(&mut self) -> Result<u8, ReadError> {
         loop {
-            // (the previous request has been answered: see `next`)
+            // A request still being answered (a parked long-poll) keeps the
+            // connection from being idle.
             let deadline = if self.first {
                 self.limits.header_timeout.map(|t| self.accepted + t)
+            } else if self.clock.in_flight() > 0 {
+                self.limits.keepalive_timeout.map(|t| Instant::now() + t)
             } else {
                 self.limits.keepalive_timeout.map(|t| self.clock.idle_since() + t)
             };
@@ -134,7 +138,13 @@ impl ClientConnection {
                     return Ok(byte[0]);
                 }
                 Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-                Err(e) if e.kind() == ErrorKind::TimedOut => return Err(ReadError::Idle),
+                Err(e) if e.kind() == ErrorKind::TimedOut => {
+                    let idle_until = self.limits.keepalive_timeout.map(|t| self.clock.idle_since() + t);
+                    let busy = self.clock.in_flight() > 0;
+                    if self.first || (!busy && idle_until.map_or(false, |d| d <= Instant::now())) {
+                        return Err(ReadError::Idle);
+                    }
+                }
                 Err(e) => return Err(ReadError::ReadIoError(e)),
             }
         }
@@ -168,9 +178,8 @@ impl ClientConnection {
 
             if byte == b'\n' && prev_byte_was_cr {
                 buf.pop(); // removing the '\r'
-                return AsciiString::from_ascii(buf).map_err(|_| {
-                    ReadError::ReadIoError(IoError::new(ErrorKind::InvalidInput, "Header is not in ASCII"))
-                });
+                // bytes past ASCII (obs-text) cannot be held: refused, not dropped silently
+                return AsciiString::from_ascii(buf).map_err(|_| ReadError::WrongRequestLine);
             }
 
             prev_byte_was_cr = byte == b'\r';
@@ -188,13 +197,27 @@ impl ClientConnection {
     /// The flag says that the body is streamed: the connection closes after.
     fn read(&mut self) -> Result<(Request, bool), ReadError> {
         let first_byte = self.wait_for_request()?;
+        // One request at a time: the rest of this one is read only after the
+        // one before has been answered, so a connection never queues
+        // requests (or their bodies) and answers go out in order. (Waiting
+        // after the first byte, not before it, keeps the common case, a
+        // client that waits for each answer, free of a wake-up.)
+        self.clock.wait_until_answered();
+        if self.clock.broken() {
+            // an answer could not be sent: what the client pipelined is not read
+            return Err(ReadError::Idle);
+        }
         let limits = self.limits.clone();
         self.clock
             .set_deadline(limits.header_timeout.map(|t| Instant::now() + t));
 
         let (method, path, version, headers) = {
             // reading the request line
-            let line = self.read_next_line(limits.max_request_line, Some(first_byte))?;
+            let mut line = self.read_next_line(limits.max_request_line, Some(first_byte))?;
+            if line.is_empty() {
+                // RFC 9112 §2.2: one empty line before a request line is ignored
+                line = self.read_next_line(limits.max_request_line, None)?;
+            }
             let mut total = line.len() + 2;
             let (method, path, version) = parse_request_line(line.as_str())?;
             if version > (1, 1) {
@@ -212,7 +235,7 @@ impl ClientConnection {
                 if headers.len() >= limits.max_headers || total > limits.max_header_bytes {
                     return Err(ReadError::Rejected(Rejection::HeadersTooLarge));
                 }
-                if !well_formed_header(line.as_bytes()) {
+                if !limits::well_formed_header(line.as_bytes()) {
                     return Err(ReadError::WrongHeader(version));
                 }
                 headers.push(match FromStr::from_str(line.as_str().trim()) {
@@ -243,7 +266,7 @@ impl ClientConnection {
         // building the writer for the request
         let writer = ResponseWriter::Socket {
             writer: self.sink.next().unwrap(),
-            senders: self.senders.clone(),
+            flusher: self.flusher.clone(),
         };
 
         // follow-up for next potential request
@@ -330,11 +353,6 @@ impl Iterator for ClientConnection {
         }
 
         loop {
-            // One request at a time: the next one is read only after this
-            // one has been answered, so a connection never queues requests
-            // (or their bodies) and answers go out in order.
-            self.clock.wait_until_answered();
-
             let (rq, streamed) = match self.read() {
                 // we don't know where the next request would start, so we have to close
                 Err(ReadError::WrongRequestLine) | Err(ReadError::WrongHeader(_)) => {
@@ -395,21 +413,6 @@ impl Iterator for ClientConnection {
     }
 }
 
-/// A token character (RFC 9110 §5.6.2).
-fn is_tchar(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
-}
-
-/// A header line as RFC 9112 §5 has it: a token, a colon, and a value
-/// without control characters (HTAB allowed). A line folded onto the
-/// previous one (obs-fold), a name with spaces or a NUL in a value is
-/// refused rather than guessed at (onepush patch "limits").
-fn well_formed_header(line: &[u8]) -> bool {
-    let Some(colon) = line.iter().position(|b| *b == b':') else { return false };
-    let (name, value) = (&line[..colon], &line[colon + 1..]);
-    !name.is_empty() && name.iter().all(|b| is_tchar(*b)) && value.iter().all(|b| *b == b'\t' || (*b >= 0x20 && *b != 0x7f))
-}
-
 /// Parses a "HTTP/1.1" string.
 fn parse_http_version(version: &str) -> Result<HTTPVersion, ReadError> {
     let (major, minor) = match version {
@@ -429,8 +432,9 @@ fn parse_http_version(version: &str) -> Result<HTTPVersion, ReadError> {
 fn parse_request_line(line: &str) -> Result<(Method, String, HTTPVersion), ReadError> {
     let mut parts = line.split(' ');
 
-    let method = parts.next().filter(|m| !m.is_empty() && m.bytes().all(is_tchar)).and_then(|w| w.parse().ok());
-    let path = parts.next().filter(|p| !p.is_empty()).map(ToOwned::to_owned);
+    let method = parts.next().filter(|m| !m.is_empty() && m.bytes().all(limits::is_tchar)).and_then(|w| w.parse().ok());
+    // a target of visible ASCII only: no control character reaches a log line
+    let path = parts.next().filter(|p| !p.is_empty() && p.bytes().all(|b| (0x21..=0x7e).contains(&b))).map(ToOwned::to_owned);
     let version = parts.next().and_then(|w| parse_http_version(w).ok());
     if parts.next().is_some() {
         return Err(ReadError::WrongRequestLine);
@@ -456,17 +460,20 @@ mod test {
         assert!(super::parse_request_line("GET /hello HTTP/1.1 extra").is_err());
         assert!(super::parse_request_line("GET  /hello HTTP/1.1").is_err());
         assert!(super::parse_request_line("G(T /hello HTTP/1.1").is_err());
+        assert!(super::parse_request_line("GET /a\tb HTTP/1.1").is_err());
+        assert!(super::parse_request_line("GET /a\nb HTTP/1.1").is_err());
+        assert!(super::parse_request_line("OPTIONS * HTTP/1.1").is_ok());
     }
 
     #[test]
     fn header_lines_are_strict() {
-        assert!(super::well_formed_header(b"Host: x"));
-        assert!(super::well_formed_header(b"X-A:\tb c"));
-        assert!(!super::well_formed_header(b" folded: x"));
-        assert!(!super::well_formed_header(b"Bad Name: x"));
-        assert!(!super::well_formed_header(b": x"));
-        assert!(!super::well_formed_header(b"X: a\0b"));
-        assert!(!super::well_formed_header(b"X: a\rb"));
-        assert!(!super::well_formed_header(b"no colon"));
+        assert!(crate::limits::well_formed_header(b"Host: x"));
+        assert!(crate::limits::well_formed_header(b"X-A:\tb c"));
+        assert!(!crate::limits::well_formed_header(b" folded: x"));
+        assert!(!crate::limits::well_formed_header(b"Bad Name: x"));
+        assert!(!crate::limits::well_formed_header(b": x"));
+        assert!(!crate::limits::well_formed_header(b"X: a\0b"));
+        assert!(!crate::limits::well_formed_header(b"X: a\rb"));
+        assert!(!crate::limits::well_formed_header(b"no colon"));
     }
 }

@@ -111,6 +111,15 @@ impl Connection {
         }
     }
 
+    pub(crate) fn raw_fd(&self) -> std::os::unix::io::RawFd {
+        use std::os::unix::io::AsRawFd;
+        match self {
+            Self::Tcp(s) => s.as_raw_fd(),
+            #[cfg(unix)]
+            Self::Unix(s) => s.as_raw_fd(),
+        }
+    }
+
     /// Sends what the socket takes now, without blocking (`WouldBlock` when
     /// it takes nothing).
     pub(crate) fn send_nonblocking(&self, buf: &[u8]) -> std::io::Result<usize> {

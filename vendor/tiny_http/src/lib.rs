@@ -260,7 +260,7 @@ impl Server {
     ) -> Result<Server, Box<dyn Error + Send + Sync + 'static>> {
         let listener = listener.into();
         let limits = Arc::new(limits);
-        let senders = Arc::new(util::TaskPool::new());
+        let flusher = Arc::new(util::flusher::Flusher::start(limits.send_timeout)?);
         let open_connections = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let inside_open = open_connections.clone();
         // building the "close" variable
@@ -340,7 +340,7 @@ impl Server {
 
                         read_closable.hold(slot.clone());
                         write_closable.hold(slot);
-                        Ok(ClientConnection::new(write_closable, read_closable, limits.clone(), senders.clone()))
+                        Ok(ClientConnection::new(write_closable, read_closable, limits.clone(), flusher.clone()))
                     }
                     Err(e) => Err(e),
                 };
@@ -349,7 +349,7 @@ impl Server {
                     Ok(client) => {
                         let messages = inside_messages.clone();
                         let mut client = Some(client);
-                        tasks_pool.spawn(Box::new(move || {
+                        let spawned = tasks_pool.spawn(Box::new(move || {
                             if let Some(client) = client.take() {
                                 // Synchronization is needed for HTTPS requests to avoid a deadlock
                                 if client.secure() {
@@ -365,6 +365,10 @@ impl Server {
                                 }
                             }
                         }));
+                        if let Err(e) = spawned {
+                            // out of threads: this connection is closed, the server goes on
+                            log::warn!("no thread for a new connection, closing it: {}", e);
+                        }
                     }
 
                     Err(e) => {

@@ -177,6 +177,21 @@ pub(crate) fn framing(headers: &[Header]) -> Result<Framing, &'static str> {
     }
 }
 
+/// A header line as RFC 9112 §5 has it: a token, a colon, and a value
+/// without control characters (HTAB allowed). A line folded onto the
+/// previous one (obs-fold), a name with spaces or a NUL in a value is
+/// refused rather than guessed at (onepush patch "limits").
+pub(crate) fn well_formed_header(line: &[u8]) -> bool {
+    let Some(colon) = line.iter().position(|b| *b == b':') else { return false };
+    let (name, value) = (&line[..colon], &line[colon + 1..]);
+    !name.is_empty() && name.iter().all(|b| is_tchar(*b)) && value.iter().all(|b| *b == b'\t' || (*b >= 0x20 && *b != 0x7f))
+}
+
+/// A token character (RFC 9110 §5.6.2).
+pub(crate) fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
 /// One open connection, counted in `open` until dropped.
 pub struct ConnectionSlot {
     open: Arc<AtomicUsize>,

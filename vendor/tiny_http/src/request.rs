@@ -10,7 +10,8 @@ use std::sync::mpsc::Sender;
 use crate::limits::Framing;
 use crate::util::chunked::ChunkedReader;
 use crate::util::timed_reader::InFlight;
-use crate::util::{FusedReader, RefinedTcpStream, SequentialWriter, TaskPool};
+use crate::util::flusher::{Flusher, Pending};
+use crate::util::{FusedReader, RefinedTcpStream, SequentialWriter};
 use std::io::BufWriter;
 use std::sync::Arc;
 
@@ -22,11 +23,11 @@ const MAX_BUFFERED_RESPONSE: usize = 16 << 20;
 /// or any writer (tests, `TestRequest`).
 pub(crate) enum ResponseWriter {
     /// A response is first sent without blocking; what the socket does not
-    /// take at once is finished by a thread of `senders`, so the thread that
-    /// answers never waits for a client that does not read.
+    /// take at once is finished by the `flusher`, so the thread that answers
+    /// never waits for a client that does not read.
     Socket {
         writer: SequentialWriter<BufWriter<RefinedTcpStream>>,
-        senders: Arc<TaskPool>,
+        flusher: Arc<Flusher>,
     },
     Other(Box<dyn Write + Send + 'static>),
 }
@@ -529,26 +530,31 @@ impl Request {
 
         let do_not_send_body = self.method == Method::Head;
 
-        // To a socket, a response of known length is sent from memory: what
-        // the socket takes at once, then the rest by a sender thread.
+        // To a plain socket, a response of known length is sent from memory:
+        // what the socket takes at once, then the rest by the flusher.
         let fits = response.data_length().map_or(false, |n| n <= MAX_BUFFERED_RESPONSE);
-        if let (ResponseWriter::Socket { .. }, true) = (&writer, fits) {
+        let plain = matches!(&writer, ResponseWriter::Socket { writer, .. } if writer.raw_fd().is_some());
+        if fits && plain {
             let mut bytes = Vec::with_capacity(response.data_length().unwrap_or(0) + 512);
             response.raw_print(&mut bytes, self.http_version.clone(), &self.headers, do_not_send_body, None)?;
-            if let ResponseWriter::Socket { writer: mut socket, senders } = writer {
-                let sent = socket.send_now(&bytes);
-                if sent < bytes.len() {
-                    // the connection stays busy until the rest is sent
-                    let mut rest = Some((socket, bytes, sent, self.in_flight.take()));
-                    senders.spawn(Box::new(move || {
-                        if let Some((mut socket, bytes, sent, _in_flight)) = rest.take() {
-                            let written = socket.write_all(&bytes[sent..]).and_then(|_| socket.flush());
-                            if written.is_err() {
-                                // a client that does not read (send timeout) or is gone
-                                socket.shutdown_both();
-                            }
+            if let ResponseWriter::Socket { writer: socket, flusher } = writer {
+                let mut pending = Pending { writer: socket, bytes, sent: 0, in_flight: None };
+                match pending.writer.try_send(&pending.bytes) {
+                    Ok(n) if n == pending.bytes.len() => {}
+                    Ok(n) => {
+                        // the connection stays busy until the rest is out
+                        pending.sent = n;
+                        pending.in_flight = self.in_flight.take();
+                        flusher.finish(pending);
+                    }
+                    Err(_) => {
+                        // the client is gone: read nothing more from it
+                        pending.in_flight = self.in_flight.take();
+                        pending.writer.shutdown_both();
+                        if let Some(in_flight) = &pending.in_flight {
+                            in_flight.connection_broken();
                         }
-                    }));
+                    }
                 }
             }
             return Ok(());

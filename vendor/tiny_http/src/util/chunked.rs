@@ -1,9 +1,11 @@
 //! A decoder for chunked request bodies with bounds (onepush patch
 //! "limits"). `chunked_transfer::Decoder` read a chunk-size line (and its
 //! extensions) without any bound, so one request could grow memory at line
-//! rate. Here a chunk-size line and each trailer line are at most
-//! `MAX_LINE` bytes, trailers at most `MAX_TRAILERS` lines, and the size
-//! itself is parsed by `httparse`. Malformed input is `InvalidData`.
+//! rate, and accepted lines that RFC 9112 §7.1 forbids (no digits, control
+//! characters in extensions), the stuff of parser differentials. Here a
+//! chunk-size line is 1-16 hex digits and optional extensions without
+//! control characters, at most `MAX_LINE` bytes; trailer lines are header
+//! lines, at most `MAX_TRAILERS`. Malformed input is `InvalidData`.
 
 use std::io::{Error as IoError, ErrorKind, Read, Result as IoResult};
 
@@ -52,6 +54,26 @@ impl<R: Read> ChunkedReader<R> {
     }
 }
 
+/// The size of a chunk-size line (CRLF included): `1*16HEXDIG [ BWS ";"
+/// extensions ]`, with no control character but HTAB.
+fn chunk_size(line: &[u8]) -> Option<u64> {
+    let line = line.strip_suffix(b"\r\n")?;
+    let digits = line.iter().take_while(|b| b.is_ascii_hexdigit()).count();
+    if digits == 0 || digits > 16 {
+        return None;
+    }
+    let rest = &line[digits..];
+    let after_bws = rest.iter().position(|b| *b != b' ' && *b != b'\t');
+    let extensions_ok = match after_bws {
+        None => rest.is_empty(),
+        Some(i) => rest[i] == b';',
+    };
+    if !extensions_ok || rest.iter().any(|b| (*b < 0x20 && *b != b'\t') || *b == 0x7f) {
+        return None;
+    }
+    u64::from_str_radix(std::str::from_utf8(&line[..digits]).ok()?, 16).ok()
+}
+
 impl<R: Read> Read for ChunkedReader<R> {
     fn read(&mut self, buf: &mut [u8]) -> IoResult<usize> {
         loop {
@@ -59,19 +81,23 @@ impl<R: Read> Read for ChunkedReader<R> {
                 State::Done => return Ok(0),
                 State::Size => {
                     let line = self.read_line()?;
-                    match httparse::parse_chunk_size(&line) {
-                        Ok(httparse::Status::Complete((_, 0))) => {
-                            // the last chunk: trailers up to an empty line, ignored
+                    match chunk_size(&line) {
+                        Some(0) => {
+                            // the last chunk: trailer fields up to an empty line, ignored
                             for _ in 0..=MAX_TRAILERS {
-                                if self.read_line()? == b"\r\n" {
+                                let line = self.read_line()?;
+                                if line == b"\r\n" {
                                     self.state = State::Done;
                                     return Ok(0);
+                                }
+                                if !crate::limits::well_formed_header(&line[..line.len() - 2]) {
+                                    return Err(invalid("malformed trailer line"));
                                 }
                             }
                             return Err(invalid("too many trailer lines"));
                         }
-                        Ok(httparse::Status::Complete((_, size))) => self.state = State::Data(size),
-                        _ => return Err(invalid("malformed chunk size")),
+                        Some(size) => self.state = State::Data(size),
+                        None => return Err(invalid("malformed chunk size")),
                     }
                 }
                 State::Data(left) => {
@@ -130,5 +156,14 @@ mod tests {
         }
         assert_eq!(bad(&many), ErrorKind::InvalidData);
         assert_eq!(bad(b"5\r\nab"), ErrorKind::UnexpectedEof);
+        // RFC 9112 §7.1: digits are required, extensions follow a ';', no control characters
+        assert_eq!(bad(b"\r\n"), ErrorKind::InvalidData);
+        assert_eq!(bad(b";x\r\n"), ErrorKind::InvalidData);
+        assert_eq!(bad(b"2 \r\nab\r\n0\r\n\r\n"), ErrorKind::InvalidData);
+        assert_eq!(bad(b"2;\nxx\r\nab\r\n0\r\n\r\n"), ErrorKind::InvalidData);
+        assert_eq!(bad(b"2;a\0\r\nab\r\n0\r\n\r\n"), ErrorKind::InvalidData);
+        assert_eq!(bad(b"+2\r\nab\r\n0\r\n\r\n"), ErrorKind::InvalidData);
+        assert_eq!(bad(b"0\r\nno colon\r\n\r\n"), ErrorKind::InvalidData);
+        assert_eq!(decode(b"2 ; a=b\r\nab\r\n0\r\n\r\n").unwrap(), b"ab");
     }
 }

@@ -17,6 +17,7 @@ pub(crate) mod refined_tcp_stream;
 mod sequential;
 mod task_pool;
 pub(crate) mod chunked;
+pub(crate) mod flusher;
 pub(crate) mod timed_reader;
 
 /// Parses a the value of a header.

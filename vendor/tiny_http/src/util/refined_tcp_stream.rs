@@ -149,6 +149,16 @@ impl RefinedTcpStream {
         self.stream.shutdown(Shutdown::Both).ok();
     }
 
+    /// The socket's descriptor, for waiting until it can take more (plain
+    /// connections only).
+    pub(crate) fn raw_fd(&self) -> Option<std::os::unix::io::RawFd> {
+        match &self.stream {
+            Stream::Http(connection) => Some(connection.raw_fd()),
+            #[cfg(any(feature = "ssl-openssl", feature = "ssl-rustls"))]
+            Stream::Https(_) => None,
+        }
+    }
+
     /// Sends what the socket takes now, without blocking (TLS streams: nothing).
     pub(crate) fn send_nonblocking(&self, buf: &[u8]) -> IoResult<usize> {
         match &self.stream {

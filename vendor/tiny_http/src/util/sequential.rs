@@ -76,30 +76,36 @@ impl<W: Write + Send> SequentialWriterBuilder<W> {
 impl SequentialWriter<std::io::BufWriter<crate::util::RefinedTcpStream>> {
     /// Sends as much of `bytes` as the socket takes now, without blocking,
     /// and returns how much that was: nothing while an earlier response on
-    /// the connection is still being written (onepush patch "limits").
-    pub fn send_now(&mut self, bytes: &[u8]) -> usize {
+    /// the connection is still being written, or when the socket is full;
+    /// an error when the connection is broken (onepush patch "limits").
+    pub fn try_send(&mut self, bytes: &[u8]) -> IoResult<usize> {
         if let Some(trigger) = self.trigger.as_mut() {
             match trigger.try_recv() {
                 Ok(()) | Err(std::sync::mpsc::TryRecvError::Disconnected) => self.trigger = None,
-                Err(std::sync::mpsc::TryRecvError::Empty) => return 0,
+                Err(std::sync::mpsc::TryRecvError::Empty) => return Ok(0),
             }
         }
-        let Ok(writer) = self.writer.try_lock() else { return 0 };
+        let Ok(writer) = self.writer.try_lock() else { return Ok(0) };
         if !writer.buffer().is_empty() {
-            return 0;
+            return Ok(0);
         }
         let stream = writer.get_ref();
         let mut sent = 0;
         while sent < bytes.len() {
             match stream.send_nonblocking(&bytes[sent..]) {
-                Ok(0) => break,
+                Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
                 Ok(n) => sent += n,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                // full, or an error that the blocking write will meet
-                Err(_) => break,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(e) => return Err(e),
             }
         }
-        sent
+        Ok(sent)
+    }
+
+    /// The socket's descriptor (plain connections only).
+    pub fn raw_fd(&self) -> Option<std::os::unix::io::RawFd> {
+        self.writer.lock().ok().and_then(|w| w.get_ref().raw_fd())
     }
 
     /// Ends the connection both ways (after a write failed or timed out).

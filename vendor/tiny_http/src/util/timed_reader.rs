@@ -21,6 +21,10 @@ pub(crate) struct Clock {
     /// When the connection last had nothing to answer.
     idle_since: Mutex<Instant>,
     answered: Condvar,
+    /// The connection's thread waits on `answered` (set under `idle_since`).
+    waiting: std::sync::atomic::AtomicBool,
+    /// An answer could not be sent: read no further request.
+    broken: std::sync::atomic::AtomicBool,
 }
 
 impl Clock {
@@ -31,6 +35,8 @@ impl Clock {
             in_flight: AtomicUsize::new(0),
             idle_since: Mutex::new(Instant::now()),
             answered: Condvar::new(),
+            waiting: std::sync::atomic::AtomicBool::new(false),
+            broken: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -53,13 +59,20 @@ impl Clock {
         *self.deadline.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// True once an answer on this connection could not be sent.
+    pub(crate) fn broken(&self) -> bool {
+        self.broken.load(Ordering::Acquire)
+    }
+
     /// Blocks until every request handed out has been answered: a
     /// connection reads its next request only then (one at a time).
     pub(crate) fn wait_until_answered(&self) {
         let mut idle = self.idle_since.lock().unwrap_or_else(PoisonError::into_inner);
         while self.in_flight.load(Ordering::Acquire) > 0 {
+            self.waiting.store(true, Ordering::Release);
             idle = self.answered.wait(idle).unwrap_or_else(PoisonError::into_inner);
         }
+        self.waiting.store(false, Ordering::Release);
     }
 
     pub(crate) fn in_flight(&self) -> usize {
@@ -80,13 +93,23 @@ impl Clock {
 /// A request being answered; see `Clock::request_started`.
 pub(crate) struct InFlight(Arc<Clock>);
 
+impl InFlight {
+    /// Its answer could not be sent: the connection reads no further request.
+    pub(crate) fn connection_broken(&self) {
+        self.0.broken.store(true, Ordering::Release);
+    }
+}
+
 impl Drop for InFlight {
     fn drop(&mut self) {
         let mut idle = self.0.idle_since.lock().unwrap_or_else(PoisonError::into_inner);
         *idle = Instant::now();
         self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
+        let waiting = self.0.waiting.load(Ordering::Acquire);
         drop(idle);
-        self.0.answered.notify_all();
+        if waiting {
+            self.0.answered.notify_all();
+        }
     }
 }
 
