@@ -88,6 +88,19 @@ fn closed_within(r: &mut BufReader<TcpStream>, limit: Duration) -> bool {
     }
 }
 
+/// A client with a 2 KiB receive buffer, set before connecting so that the
+/// window it advertises is small from the start.
+fn connect_small_window(s: &Server) -> TcpStream {
+    let addr: std::net::SocketAddr = addr(s).parse().unwrap();
+    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    sock.set_recv_buffer_size(2048).unwrap();
+    sock.connect(&addr.into()).unwrap();
+    let c: TcpStream = sock.into();
+    c.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    c.set_write_timeout(Some(Duration::from_secs(20))).unwrap();
+    c
+}
+
 fn get(path: &str) -> Vec<u8> {
     format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").into_bytes()
 }
@@ -514,14 +527,7 @@ fn clients_that_do_not_read_hold_no_worker_and_are_cut_off() {
     // receive buffer, and never reads.
     let mut sleepers = Vec::new();
     for _ in 0..workers * 2 {
-        let c = connect(&w.s);
-        let small: libc::c_int = 2048;
-        // SAFETY: setsockopt on a socket we own, with a pointer to a live c_int and its size.
-        unsafe {
-            use std::os::fd::AsRawFd;
-            libc::setsockopt(c.as_raw_fd(), libc::SOL_SOCKET, libc::SO_RCVBUF, (&small as *const libc::c_int).cast(), std::mem::size_of::<libc::c_int>() as libc::socklen_t);
-        }
-        let mut c = c;
+        let mut c = connect_small_window(&w.s);
         // 64 copies of 64 KiB: more than the kernel's buffers hold.
         let many: Vec<u8> = (0..64).flat_map(|_| get("/api/openapi.json")).collect();
         c.write_all(&many).unwrap();
@@ -618,14 +624,7 @@ fn pipelined_requests_are_answered_in_order_one_at_a_time() {
 fn a_client_that_trickles_through_an_answer_is_cut_off_at_send_timeout() {
     let s = Server::start("send_timeout = \"2s\"\n");
     let base = metric(&s, "onepush_http_open_connections ");
-    let c = connect(&s);
-    let small: libc::c_int = 2048;
-    // SAFETY: setsockopt on a socket we own, with a pointer to a live c_int and its size.
-    unsafe {
-        use std::os::fd::AsRawFd;
-        libc::setsockopt(c.as_raw_fd(), libc::SOL_SOCKET, libc::SO_RCVBUF, (&small as *const libc::c_int).cast(), std::mem::size_of::<libc::c_int>() as libc::socklen_t);
-    }
-    let mut c = c;
+    let mut c = connect_small_window(&s);
     // Enough answers to fill the kernel's buffers (on loopback a socket
     // buffers over a megabyte), so that one answer has to wait.
     let many: Vec<u8> = (0..64).flat_map(|_| get("/api/openapi.json")).collect();
@@ -635,16 +634,26 @@ fn a_client_that_trickles_through_an_answer_is_cut_off_at_send_timeout() {
     let t = Instant::now();
     let mut buf = [0u8; 512];
     let mut counted_out = None;
+    c.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
     while t.elapsed() < Duration::from_secs(8) {
-        let _ = c.read(&mut buf);
-        std::thread::sleep(Duration::from_millis(200));
-        if metric(&s, "onepush_http_open_connections ") <= base {
-            counted_out = Some(t.elapsed());
-            break;
+        // The server cuts the connection: the client sees it reset (what it
+        // had pipelined is never read).
+        match c.read(&mut buf) {
+            Ok(0) => {
+                counted_out = Some(t.elapsed());
+                break;
+            }
+            Err(e) if !matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
+                counted_out = Some(t.elapsed());
+                break;
+            }
+            _ => {}
         }
+        std::thread::sleep(Duration::from_millis(200));
     }
     let took = counted_out.expect("the trickling client was never cut off");
     assert!(took >= Duration::from_millis(1500) && took < Duration::from_secs(5), "{took:?}");
+    eventually("the connection counted out", 5, || (metric(&s, "onepush_http_open_connections ") == base).then_some(()));
     assert_up(&s);
 }
 

@@ -560,15 +560,19 @@ impl Request {
             return Ok(());
         }
 
-        Self::ignore_client_closing_errors(response.raw_print(
-            writer.by_ref(),
-            self.http_version.clone(),
-            &self.headers,
-            do_not_send_body,
-            None,
-        ))?;
-
-        Self::ignore_client_closing_errors(writer.flush())
+        let written = response
+            .raw_print(writer.by_ref(), self.http_version.clone(), &self.headers, do_not_send_body, None)
+            .and_then(|_| writer.flush());
+        if written.is_err() {
+            // a truncated answer: nothing more may follow it on this connection
+            if let ResponseWriter::Socket { writer: socket, .. } = &writer {
+                socket.shutdown_both();
+            }
+            if let Some(in_flight) = &self.in_flight {
+                in_flight.connection_broken();
+            }
+        }
+        Self::ignore_client_closing_errors(written)
     }
 
     fn ignore_client_closing_errors(result: io::Result<()>) -> io::Result<()> {

@@ -87,7 +87,8 @@ impl SequentialWriter<std::io::BufWriter<crate::util::RefinedTcpStream>> {
         }
         let Ok(writer) = self.writer.try_lock() else { return Ok(0) };
         if !writer.buffer().is_empty() {
-            return Ok(0);
+            // an earlier write failed to flush: the stream is already cut
+            return Err(std::io::Error::other("earlier bytes are still unsent"));
         }
         let stream = writer.get_ref();
         let mut sent = 0;
