@@ -1530,6 +1530,7 @@ fn check_client(c: &ClientInfo) -> Result<ClientInfo> {
 }
 
 pub fn check_display(lines: &[(String, String)]) -> Result<()> {
+    use unicode_properties::{GeneralCategory, UnicodeGeneralCategory};
     if lines.is_empty() {
         return Err(Error::bad_field("display", "must have at least one line"));
     }
@@ -1537,8 +1538,15 @@ pub fn check_display(lines: &[(String, String)]) -> Result<()> {
         return Err(Error::bad_field("display", format!("must have at most {MAX_DISPLAY_LINES} lines")));
     }
     for (i, (label, value)) in lines.iter().enumerate() {
-        check_text(&format!("display[{i}] label"), label, 1, 40)?;
-        check_text(&format!("display[{i}] value"), value, 1, 200)?;
+        for (part, text, max) in [("label", label, 40), ("value", value, 200)] {
+            let field = format!("display[{i}] {part}");
+            check_text(&field, text, 1, max)?;
+            // Bidi overrides and isolates, zero-width characters: they can make
+            // the phone show something other than what is signed (API.md).
+            if text.chars().any(|c| c.general_category() == GeneralCategory::Format) {
+                return Err(Error::bad_field(&field, "must not contain Unicode format characters (bidi controls, zero-width)"));
+            }
+        }
     }
     Ok(())
 }
@@ -1567,3 +1575,24 @@ fn login_display(contract: &Contract, user: &User, client: &ClientInfo, now: Ms)
     ]
 }
 
+
+#[cfg(test)]
+mod tests {
+    use super::check_display;
+
+    fn line(label: &str, value: &str) -> Vec<(String, String)> {
+        vec![(label.to_string(), value.to_string())]
+    }
+
+    #[test]
+    fn display_lines_refuse_format_characters_and_keep_japanese_text() {
+        assert!(check_display(&line("振込先", "水戸商事株式会社")).is_ok());
+        assert!(check_display(&line("金額", "１，２５０，０００円 👍 JPY 1,250,000")).is_ok());
+        for cf in ['\u{202e}', '\u{202a}', '\u{2066}', '\u{2069}', '\u{200b}', '\u{200d}', '\u{feff}', '\u{00ad}', '\u{061c}'] {
+            let e = check_display(&line("Payee", &format!("Mito{cf}Trading"))).unwrap_err();
+            assert!(e.to_string().starts_with("display[0] value: must not contain Unicode format"), "{cf:?}: {e}");
+            let e = check_display(&line(&format!("Pay{cf}ee"), "x")).unwrap_err();
+            assert!(e.to_string().starts_with("display[0] label"), "{cf:?}: {e}");
+        }
+    }
+}

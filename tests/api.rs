@@ -481,6 +481,16 @@ fn bad_input_gets_clear_errors_and_never_breaks_the_server() {
     assert!(r.json["error"]["message"].as_str().unwrap().starts_with("display[0] value"), "{}", r.text);
     let r = approval(json!([["Amo\nunt", "1"]]));
     assert!(r.json["error"]["message"].as_str().unwrap().starts_with("display[0] label"), "{}", r.text);
+    // Unicode format characters (category Cf) could make the phone show
+    // something other than what is signed.
+    for cf in ["\u{202e}", "\u{2066}", "\u{200b}", "\u{feff}", "\u{00ad}"] {
+        let r = approval(json!([["Payee", format!("Mito{cf}Trading")]]));
+        assert_eq!(r.status, 400, "{cf:?}: {}", r.text);
+        assert!(r.json["error"]["message"].as_str().unwrap().starts_with("display[0] value"), "{}", r.text);
+        let r = approval(json!([["Amount", "1"], [format!("Pay{cf}ee"), "x"]]));
+        assert!(r.json["error"]["message"].as_str().unwrap().starts_with("display[1] label"), "{}", r.text);
+    }
+
     let thirteen: Vec<Value> = (0..13).map(|i| json!([format!("L{i}"), "v"])).collect();
     let r = approval(Value::Array(thirteen));
     assert!(r.json["error"]["message"].as_str().unwrap().contains("at most 12"), "{}", r.text);
