@@ -130,7 +130,7 @@ pub fn plan(user: &User, action: Action) -> Result<Plan> {
 }
 
 /// Applies a plan to the user record. `usable_until` is the grace date of a
-/// suspension or deregistration (the operator's, or now + grace_period).
+/// suspension, deregistration or unstop (the operator's, or now + grace_period).
 pub fn apply(user: &mut User, p: &Plan, usable_until: Ms) {
     user.registration = p.after;
     match p.action {
@@ -142,7 +142,14 @@ pub fn apply(user: &mut User, p: &Plan, usable_until: Ms) {
                 user.usable_until = Some(usable_until);
             }
         }
-        Action::Unstop => user.stopped = false,
+        Action::Unstop => {
+            user.stopped = false;
+            // A stop ended the registration without grace; unstop gives the
+            // grace a deregistration gives (API.md: usable_until honoured).
+            if matches!(user.registration, Registration::Deregistered | Registration::Suspended) {
+                user.usable_until = Some(usable_until);
+            }
+        }
         Action::Unlock => {
             user.password_locked = false;
             user.password_failures = 0;

@@ -110,8 +110,25 @@ fn stop_cancels_pending_revokes_and_refuses_until_registered_again() {
     assert_eq!(act(&w, "taro", "stop", json!({"reason": "twice"})).code(), "invalid_transition");
     let r = act(&w, "taro", "unstop", json!({"reason": "found"}));
     assert_eq!(r.json["stopped"], false);
-    assert_eq!(login_json(&w, "taro"), json!({"result": "deny", "reason": "registration_required"}));
+    // Unstop leaves a grace period, as a deregistration does: password-only
+    // logins until usable_until (here now + grace_period).
+    assert_eq!(login_json(&w, "taro"), json!({"result": "allow", "reason": "push_deregistered"}));
     assert_eq!(Phone::provision(&w.s).register(&w.s, C, "taro", PASSWORD).status, 201);
+}
+
+#[test]
+fn unstop_honours_usable_until() {
+    let w = World::new("");
+    for (uid, until, expect) in [
+        ("taro", FUTURE, json!({"result": "allow", "reason": "push_deregistered"})),
+        ("hanako", PAST, json!({"result": "deny", "reason": "registration_required"})),
+    ] {
+        let _phone = w.registered(C, "jweb", uid);
+        act(&w, uid, "stop", json!({"reason": "phone lost"}));
+        let r = act(&w, uid, "unstop", json!({"reason": "found", "usable_until": until}));
+        assert_eq!(r.json["usable_until"].as_str(), Some(until), "{}", r.text);
+        assert_eq!(login_json(&w, uid), expect, "{uid}");
+    }
 }
 
 #[test]
