@@ -557,6 +557,17 @@ fn admin_api_needs_a_session() {
 }
 
 #[test]
+fn a_failed_sign_in_is_audited_with_the_name_cut_to_64_characters() {
+    let w = World::new("");
+    let long = "ゆ".repeat(20_000);
+    let r = w.s.post("/api/v1/admin/session", &[], &json!({"username": long, "password": "wrong-pass-1"}));
+    assert_eq!(r.status, 401);
+    let entry = audit_lines(&w.s).into_iter().rev().find(|e| e["type"] == "operator_login").expect("the sign-in is audited");
+    assert_eq!(entry["detail"]["ok"], false);
+    assert_eq!(entry["detail"]["username"].as_str().unwrap().chars().count(), 64, "{entry}");
+}
+
+#[test]
 fn public_endpoints() {
     let s = Server::start("");
     assert_eq!(s.get("/healthz", &[]).status, 200);
