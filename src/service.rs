@@ -829,6 +829,10 @@ impl App {
     pub fn provision(self: &Arc<Self>, input: ProvisionInput, ip: IpAddr, now: Ms, done: impl FnOnce(Result<ProvisionOutput>) + Send + 'static) {
         let prepared = (|| {
             let key = sig::parse_public_key("public_key", &input.public_key)?;
+            // One spelling per key, so that the index below finds a key however it was sent.
+            if data_encoding::BASE64URL_NOPAD.encode(key.as_bytes()) != input.public_key {
+                return Err(Error::bad_field("public_key", "must be base64url without padding"));
+            }
             if !sig::verify(&key, &sig::provision_message(&input.public_key), &input.proof) {
                 return Err(Error::bad_field("proof", "is not a valid signature of the provisioning message"));
             }
@@ -852,6 +856,11 @@ impl App {
         self.submit(
             Durability::Durable,
             move |tx, _| {
+                // A public key is provisioned once: a captured provisioning
+                // body cannot make a second token for the same phone key.
+                if tx.token_by_public_key(&input.public_key)?.is_some() {
+                    return Err(Error::Conflict("this public key is already provisioned".into()));
+                }
                 let mut token_id = TokenId::generate(&prefix);
                 let mut tries = 0;
                 while tx.token(token_id.as_str())?.is_some() {

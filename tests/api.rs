@@ -428,6 +428,10 @@ fn provisioning_checks_the_key_proof_and_rate() {
     assert_eq!(r.json["otp_secret"].as_str().unwrap().len(), 32);
     let id = r.json["token_id"].as_str().unwrap();
     assert!(onepush::domain::ids::TokenId::parse(id, "ONEP").is_ok());
+    // A public key is provisioned once: the same body replayed (a captured
+    // provisioning request) makes no second token.
+    let r = s.post("/api/v1/device/provision", &[], &key.provision_body(None, None));
+    assert_eq!((r.status, r.code()), (409, "conflict"), "{}", r.text);
     let mut limited = None;
     for _ in 0..30 {
         let r = s.post("/api/v1/device/provision", &[], &onepush::client::DeviceKey::generate().provision_body(None, None));

@@ -125,6 +125,7 @@ impl Store {
             txn.open_table(PROVISION_EXPIRY)?;
             txn.open_table(RP_KEYS)?;
             txn.open_table(RP_KEY_HASHES)?;
+            txn.open_table(TOKEN_KEYS)?;
             txn.open_table(OPERATORS)?;
             txn.open_table(AUDIT)?;
             txn.open_table(META)?;
@@ -172,7 +173,7 @@ impl Store {
             })*};
         }
         copy!(CONTRACTS, USERS, TOKENS, CHALLENGES, CHALLENGE_EXPIRY, TOKEN_PENDING, PROVISION_EXPIRY, RP_KEYS, RP_KEY_HASHES,
-              OPERATORS, AUDIT, META, NOTICES, AUDIT_BY_SUBJECT, CHALLENGES_BY_TIME, FRAUD_REPORTS);
+              TOKEN_KEYS, OPERATORS, AUDIT, META, NOTICES, AUDIT_BY_SUBJECT, CHALLENGES_BY_TIME, FRAUD_REPORTS);
         w.commit()?;
         drop(out);
         std::fs::rename(&partial, dest).map_err(|e| Error::Internal(format!("backup: {e}")))?;
@@ -211,6 +212,8 @@ pub trait RawReader {
     /// Ids of the pending challenges of a token, oldest first.
     fn pending_ids(&self, token_id: &str) -> Result<Vec<String>>;
     fn rp_name_by_hash(&self, key_hash: &str) -> Result<Option<String>>;
+    /// The token a public key was provisioned for.
+    fn token_by_public_key(&self, public_key: &str) -> Result<Option<String>>;
     /// Audit events with seq > after, at most limit.
     fn audit_bytes(&self, after: u64, limit: usize) -> Result<Vec<Vec<u8>>>;
     fn earliest_expiry(&self) -> Result<Option<Ms>>;
@@ -254,6 +257,11 @@ macro_rules! impl_reader {
                     out.push(k.value().2.to_string());
                 }
                 Ok(out)
+            }
+            fn token_by_public_key(&self, public_key: &str) -> Result<Option<String>> {
+                let t = self.txn.open_table(TOKEN_KEYS)?;
+                let v = t.get(public_key)?.map(|v| v.value().to_string());
+                Ok(v)
             }
             fn rp_name_by_hash(&self, key_hash: &str) -> Result<Option<String>> {
                 let t = self.txn.open_table(RP_KEY_HASHES)?;
@@ -444,6 +452,7 @@ impl WriteTx {
     pub fn put_token(&mut self, t: &Token) -> Result<()> {
         let bytes = codec::encode(t)?;
         self.put_bytes(TOKENS, &t.token_id, &bytes)?;
+        self.txn.open_table(TOKEN_KEYS)?.insert(t.public_key.as_str(), t.token_id.as_str())?;
         let mut idx = self.txn.open_table(PROVISION_EXPIRY)?;
         let key = (t.provision_expires_at, t.token_id.as_str());
         if t.bound_to.is_none() && !t.is_revoked() {

@@ -32,6 +32,11 @@ pub const TOKEN_PENDING: TableDefinition<(&str, u64, &str), ()> = TableDefinitio
 /// (provision_expires_at ms, token_id) → (), unbound and unrevoked tokens only.
 pub const PROVISION_EXPIRY: TableDefinition<(u64, &str), ()> = TableDefinition::new("provision_expiry");
 
+/// Ed25519 public key (base64url, as provisioned) → token_id, for every
+/// token ever provisioned: a public key is provisioned once. Written by
+/// `WriteTx::put_token`.
+pub const TOKEN_KEYS: TableDefinition<&str, &str> = TableDefinition::new("token_keys");
+
 /// RP key name → `RpKey`. Written by `onepush rp-key`.
 pub const RP_KEYS: TableDefinition<&str, &[u8]> = TableDefinition::new("rp_keys");
 
