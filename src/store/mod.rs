@@ -150,13 +150,47 @@ impl Store {
     /// Copies every table, as of one read transaction, into a new store file
     /// at `dest`: a consistent backup while the server keeps serving.
     /// Returns the number of records copied.
+    ///
+    /// The copy holds the password hashes: it is created 0600 whatever the
+    /// umask, as a new file (`O_EXCL`: never through a symlink, never over an
+    /// existing file), under a temporary name in the same directory, and
+    /// linked to `dest` only when complete.
     pub fn backup_to(&self, dest: &Path) -> Result<u64> {
-        if dest.exists() {
+        use std::os::unix::fs::OpenOptionsExt;
+        if dest.symlink_metadata().is_ok() {
             return Err(Error::Conflict(format!("{} exists; choose a new file", dest.display())));
         }
-        let partial = dest.with_extension("partial");
+        let name = dest.file_name().ok_or_else(|| Error::BadRequest(format!("{}: not a file name", dest.display())))?;
+        let partial = dest.with_file_name(format!(".{}.{}.{}.partial", name.to_string_lossy(), std::process::id(), crate::domain::ids::random_b64(6)));
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&partial)
+            .map_err(|e| Error::Internal(format!("backup: {}: {e}", partial.display())))?;
+        let n = self.copy_into(file, &partial);
+        let linked = n.as_ref().map_err(Clone::clone).and_then(|_| {
+            // link(2) never replaces: a file or symlink put at `dest` meanwhile is refused.
+            std::fs::hard_link(&partial, dest).map_err(|e| match e.kind() {
+                std::io::ErrorKind::AlreadyExists => Error::Conflict(format!("{} exists; choose a new file", dest.display())),
+                _ => Error::Internal(format!("backup: {e}")),
+            })
+        });
         let _ = std::fs::remove_file(&partial);
-        let out = Database::create(&partial)?;
+        linked?;
+        if let Some(dir) = dest.parent().filter(|d| !d.as_os_str().is_empty()) {
+            if let Ok(d) = std::fs::File::open(dir) {
+                let _ = d.sync_all();
+            }
+        }
+        n
+    }
+
+    fn copy_into(&self, file: std::fs::File, partial: &Path) -> Result<u64> {
+        let backend = redb::backends::FileBackend::new(file).map_err(|e| Error::Internal(format!("backup: {}: {e}", partial.display())))?;
+        let out = Database::builder().create_with_backend(backend).map_err(|e| Error::Internal(format!("backup: {}: {e}", partial.display())))?;
         let r = self.db.begin_read()?;
         let mut w = out.begin_write()?;
         w.set_durability(redb::Durability::Immediate)?;
@@ -176,7 +210,6 @@ impl Store {
               TOKEN_KEYS, OPERATORS, AUDIT, META, NOTICES, AUDIT_BY_SUBJECT, CHALLENGES_BY_TIME, FRAUD_REPORTS);
         w.commit()?;
         drop(out);
-        std::fs::rename(&partial, dest).map_err(|e| Error::Internal(format!("backup: {e}")))?;
         Ok(n)
     }
 

@@ -433,6 +433,33 @@ fn a_backup_taken_under_load_restores_with_users_tokens_and_keys() {
 }
 
 #[test]
+fn backups_are_0600_new_files_never_written_through_a_symlink() {
+    use std::os::unix::fs::PermissionsExt;
+    let w = World::new("");
+    w.registered(C, "jweb", "taro");
+    let backup = w.s.dir.join("b1.redb");
+    let (code, out, err) = w.s.cli(&["backup", backup.to_str().unwrap()], None);
+    assert_eq!(code, 0, "{out}{err}");
+    // It holds the password hashes: owner only, whatever the umask.
+    assert_eq!(std::fs::metadata(&backup).unwrap().permissions().mode() & 0o777, 0o600);
+    // Not over an existing file, and not through a symlink to one.
+    let victim = w.s.dir.join("victim");
+    std::fs::write(&victim, "keep me").unwrap();
+    let link = w.s.dir.join("b2.redb");
+    std::os::unix::fs::symlink(&victim, &link).unwrap();
+    for dest in [&backup, &victim, &link] {
+        let before = std::fs::read(dest).unwrap();
+        let (code, _, err) = w.s.cli(&["backup", dest.to_str().unwrap()], None);
+        assert_eq!(code, 1, "{}: {err}", dest.display());
+        assert!(err.contains("exists"), "{err}");
+        assert_eq!(std::fs::read(dest).unwrap(), before);
+    }
+    // No temporary file is left behind.
+    let left: Vec<_> = std::fs::read_dir(&w.s.dir).unwrap().filter_map(|e| e.ok()).filter(|e| e.file_name().to_string_lossy().ends_with(".partial")).collect();
+    assert!(left.is_empty(), "{left:?}");
+}
+
+#[test]
 fn closed_challenges_go_after_challenge_retention_and_the_audit_keeps_them() {
     let w = World::new("challenge_retention = \"2s\"\nsweep_interval = \"200ms\"");
     let phone = w.registered(C, "jweb", "taro");
