@@ -81,7 +81,7 @@ fn enroll(base: &str, admin: &[(&str, String)], uid: &str) -> Option<Phone> {
     let r = call(&a, "POST", &format!("{base}/api/v1/device/provision"), &xff, Some(&key.provision_body(None, None))).ok()?;
     let token = r.json["token_id"].as_str()?.to_string();
     let (o1, o2) = registration_otps(r.json["otp_secret"].as_str()?, now_secs() as u64)?;
-    let r = call(&a, "POST", &format!("{base}/api/v1/registrations"), &[],
+    let r = call(&a, "POST", &format!("{base}/api/v1/registrations"), &xff,
         Some(&json!({"contract_no": C, "user_id": uid, "password": PW, "token_id": token, "otp1": o1, "otp2": o2}))).ok()?;
     (r.status == 201).then(|| Phone { key, token, user: uid.to_string() })
 }

@@ -223,7 +223,7 @@ fn setup(base: &str, cookie: &str, n: usize) -> Vec<PhoneId> {
                     assert_eq!(r.status, 201, "{}", r.json);
                     let token_id = r.json["token_id"].as_str().unwrap().to_string();
                     let (otp1, otp2) = registration_otps(r.json["otp_secret"].as_str().unwrap(), now_secs() as u64).unwrap();
-                    let r = call(&a, "POST", &format!("{base}/api/v1/registrations"), &[], Some(&json!({
+                    let r = call(&a, "POST", &format!("{base}/api/v1/registrations"), &xff, Some(&json!({
                         "contract_no": "1", "user_id": uid, "password": PASSWORD, "token_id": token_id, "otp1": otp1, "otp2": otp2}))).unwrap();
                     assert_eq!(r.status, 201, "{}", r.json);
                     out.lock().unwrap().push(PhoneId { key, token_id, user_id: uid });

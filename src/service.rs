@@ -37,6 +37,10 @@ use crate::store::{Durability, Operator, RawReader, Reader, RpKey, Store, WriteT
 
 /// Display lines: at most 12; label 1–40, value 1–200 characters.
 pub const MAX_DISPLAY_LINES: usize = 12;
+/// Registration attempts (successful ones included) per client address per
+/// `REGISTRATION_RATE_WINDOW`, counted apart from provisioning (API.md).
+pub const REGISTRATION_RATE_LIMIT: u32 = 20;
+pub const REGISTRATION_RATE_WINDOW: Ms = 600 * SECOND;
 /// Provisioning attempts per client address per `PROVISION_RATE_WINDOW`.
 pub const PROVISION_RATE_LIMIT: u32 = 20;
 pub const PROVISION_RATE_WINDOW: Ms = 600 * SECOND;
@@ -276,6 +280,7 @@ pub struct App {
     /// challenge id → first fetch by the phone, for pending challenges.
     delivered: Arc<Mutex<HashMap<String, Ms>>>,
     provision_rate: Mutex<HashMap<IpAddr, (Ms, u32)>>,
+    registration_rate: Mutex<HashMap<IpAddr, (Ms, u32)>>,
     /// Operator sign-in attempts per client address.
     signin_rate: Mutex<HashMap<IpAddr, (Ms, u32)>>,
 }
@@ -322,6 +327,7 @@ impl App {
             keys: Mutex::new(HashMap::new()),
             rp_cache: Mutex::new((0, HashMap::new())),
             provision_rate: Mutex::new(HashMap::new()),
+            registration_rate: Mutex::new(HashMap::new()),
             signin_rate: Mutex::new(HashMap::new()),
         })
     }
@@ -925,10 +931,18 @@ impl App {
         if skew > 60 * SECOND {
             return Err(unauthorized("X-Onepush-Time is more than 60 s from server time"));
         }
-        let token = self.store.read()?.token(r.token_id)?.ok_or_else(|| unauthorized("unknown token"))?;
+        // An unknown token and a bad signature get the same answer, at the
+        // same cost (a signature is checked either way): token IDs cannot be
+        // probed (API.md).
+        const INVALID: &str = "the token or the request signature is not valid";
+        let message = sig::device_message(r.method, r.path, t, r.body);
+        let Some(token) = self.store.read()?.token(r.token_id)? else {
+            let _ = sig::verify(&sig::dummy_key(), &message, r.signature);
+            return Err(unauthorized(INVALID));
+        };
         let key = self.device_key(&token.public_key)?;
-        if !sig::verify(&key, &sig::device_message(r.method, r.path, t, r.body), r.signature) {
-            return Err(unauthorized("request signature does not verify"));
+        if !sig::verify(&key, &message, r.signature) {
+            return Err(unauthorized(INVALID));
         }
         if token.is_revoked() {
             return Err(Error::TokenRevoked);
@@ -1038,8 +1052,9 @@ impl App {
     // ------------------------------------------------------------ registration
 
     /// POST /api/v1/registrations (SPEC R1.4–R1.7).
-    pub fn register(self: &Arc<Self>, input: RegistrationInput, now: Ms, done: impl FnOnce(Result<RegistrationOutput>) + Send + 'static) {
+    pub fn register(self: &Arc<Self>, input: RegistrationInput, ip: IpAddr, now: Ms, done: impl FnOnce(Result<RegistrationOutput>) + Send + 'static) {
         let prepared = (|| {
+            rate_limit(&self.registration_rate, ip, REGISTRATION_RATE_LIMIT, REGISTRATION_RATE_WINDOW, now)?;
             check_contract_no("contract_no", &input.contract_no)?;
             check_user_id("user_id", &input.user_id)?;
             input.password.check("password")?;
@@ -1054,7 +1069,16 @@ impl App {
                 Some(_) => r.user(&input.contract_no, &input.user_id)?,
                 None => None,
             };
-            Ok((self.check_credentials(user.as_ref(), &input.password), token_id))
+            // Registration checks the password of a locked account too: it
+            // says `password_locked` only to the right one (API.md).
+            let creds = match user.as_ref() {
+                Some(u) if u.password_locked => match self.passwords.verify(Some(&u.password_hash), input.password.expose()) {
+                    true => Credentials::Right,
+                    false => Credentials::Wrong,
+                },
+                other => self.check_credentials(other, &input.password),
+            };
+            Ok((creds, token_id))
         })();
         let (creds, token_id) = match prepared {
             Ok(p) => p,
@@ -1099,19 +1123,23 @@ impl App {
         let failed = |tx: &mut WriteTx, events: &mut Vec<Event>, token: Option<&mut Token>, e: Error| {
             self.registration_failed(tx, events, &actor, contract_no, user_id, token_id, token, e, now)
         };
+        // A wrong or unknown contract, user or password never counts against
+        // the token (a stranger naming someone's token must not revoke it),
+        // and a locked account says so only to the right password (API.md).
         let (mut user, contract) = match (contract, user, creds) {
             (Some(c), Some(u), Credentials::Right) if !u.password_locked => (u, c),
-            (_, Some(u), _) if u.password_locked => return failed(tx, events, token.as_mut(), Error::PasswordLocked),
+            (_, Some(u), Credentials::Right) if u.password_locked => return failed(tx, events, None, Error::PasswordLocked),
             (_, Some(mut u), Credentials::Wrong) => {
-                let locked = u.password_failed(self.cfg().password_max_failures);
-                tx.put_user(&u)?;
-                if locked {
-                    tx.audit(NewEvent::new("password_locked", "system").user(contract_no, user_id))?;
+                if !u.password_locked {
+                    let locked = u.password_failed(self.cfg().password_max_failures);
+                    tx.put_user(&u)?;
+                    if locked {
+                        tx.audit(NewEvent::new("password_locked", "system").user(contract_no, user_id))?;
+                    }
                 }
-                return failed(tx, events, token.as_mut(), Error::BadCredentials);
+                return failed(tx, events, None, Error::BadCredentials);
             }
-            // Unknown contract or user: counted on the token only.
-            _ => return failed(tx, events, token.as_mut(), Error::BadCredentials),
+            _ => return failed(tx, events, None, Error::BadCredentials),
         };
         user.password_ok();
         match self.try_bind(&contract, &mut user, token.as_mut(), otp1, otp2, now) {
@@ -1158,7 +1186,8 @@ impl App {
         e: Error,
         now: Ms,
     ) -> Result<Result<RegistrationOutput>> {
-        if matches!(e, Error::TokenOrOtpMismatch | Error::BadCredentials) {
+        // Only failures after the credentials were right reach here with a token.
+        if matches!(e, Error::TokenOrOtpMismatch) {
             self.count_token_failure(tx, events, token, now)?;
         }
         tx.audit(

@@ -719,8 +719,68 @@ fn registration_of_a_locked_user_is_refused() {
         w.login(C, "taro", "wrong-password");
     }
     let phone = Phone::provision(&w.s);
+    // A wrong password does not learn that the account is locked ...
+    let r = phone.register(&w.s, C, "taro", "wrong-password");
+    assert_eq!((r.status, r.code()), (401, "bad_credentials"), "{}", r.text);
+    // ... the right one does.
     let r = phone.register(&w.s, C, "taro", PASSWORD);
     assert_eq!((r.status, r.code()), (403, "password_locked"), "{}", r.text);
+}
+
+#[test]
+fn registrations_with_wrong_credentials_never_count_against_the_token() {
+    let w = World::new("");
+    w.contract(C, "jweb");
+    w.user(C, "taro", "user");
+    let victim = Phone::provision(&w.s);
+    // A stranger names the victim's new token with unknown contracts, unknown
+    // users and wrong passwords, more often than the token's failure limit.
+    for (no, uid, pw) in [("9999999999", "taro", PASSWORD), (C, "ghost", PASSWORD), (C, "taro", "wrong-password")] {
+        for _ in 0..3 {
+            let r = victim.register(&w.s, no, uid, pw);
+            assert_eq!((r.status, r.code()), (401, "bad_credentials"), "{}", r.text);
+        }
+    }
+    // The token is still good: its owner registers with it.
+    let r = victim.register(&w.s, C, "taro", PASSWORD);
+    assert_eq!(r.status, 201, "{}", r.text);
+}
+
+#[test]
+fn registrations_are_limited_per_client_address() {
+    let w = World::new("");
+    w.contract(C, "jweb");
+    w.user(C, "taro", "user");
+    let phone = Phone::provision(&w.s);
+    let mut limited = None;
+    for i in 0..25 {
+        let r = phone.register(&w.s, C, &format!("user{i}"), PASSWORD);
+        if r.status == 429 {
+            limited = Some((i, r));
+            break;
+        }
+    }
+    let (i, r) = limited.expect("a per-address limit on registrations");
+    assert_eq!(i, 20, "20 attempts per 10 minutes, then 429");
+    assert_eq!(r.code(), "rate_limited");
+    assert!(r.header("Retry-After").is_some());
+}
+
+#[test]
+fn the_device_api_answers_an_unknown_token_and_a_bad_signature_alike() {
+    let w = World::new("");
+    let phone = w.registered(C, "jweb", "taro");
+    let unknown = {
+        let mut p = Phone::provision(&w.s);
+        p.token_id = "ONEP00000000".into();
+        p.signed("GET", "/api/v1/device/challenges", None)
+    };
+    let mut forged = phone.clone();
+    forged.key = onepush::client::DeviceKey::generate();
+    let bad_sig = forged.signed("GET", "/api/v1/device/challenges", None);
+    assert_eq!((unknown.status, unknown.code()), (401, "unauthorized"));
+    assert_eq!((bad_sig.status, bad_sig.code()), (401, "unauthorized"));
+    assert_eq!(unknown.json["error"]["message"], bad_sig.json["error"]["message"]);
 }
 
 #[test]

@@ -355,8 +355,9 @@ fn device_response(http: &Arc<Http>, ex: Exchange, id: &str) {
 // ---------------------------------------------------------------- registration
 
 fn register(http: &Arc<Http>, mut ex: Exchange) {
+    let ip = client_ip(ex.request(), &http.app.cfg().trusted_proxies);
     match json_body(ex.request_mut()) {
-        Ok(input) => http.app.register(input, now_ms(), move |r| ex.result(201, r)),
+        Ok(input) => http.app.register(input, ip, now_ms(), move |r| ex.result(201, r)),
         Err(e) => ex.error(&e),
     }
 }
