@@ -136,8 +136,16 @@ fn duration(key: &str, v: &Option<String>, default: &str) -> Result<Ms, ConfigEr
     let text = v.as_deref().unwrap_or(default);
     let d: Duration = humantime::parse_duration(text)
         .map_err(|e| ConfigError(format!("{key}: {e} (write durations like 60s, 10min, 30days)")))?;
+    // Every duration is added to "now" somewhere and written as a date: keep
+    // it far from year 9999, where RFC 3339 formatting stops.
+    if d > MAX_DURATION {
+        return Err(ConfigError(format!("{key}: {text} is too long (at most 100 years)")));
+    }
     Ok(d.as_millis() as Ms)
 }
+
+/// The longest duration a config key takes.
+const MAX_DURATION: Duration = Duration::from_secs(100 * 366 * 86_400);
 
 fn kind(key: &str, s: &str) -> Result<Kind, ConfigError> {
     match s {
@@ -297,6 +305,17 @@ mod tests {
         assert_eq!(c.editions["jweb"], EditionPolicy::jweb());
         assert_eq!(c.editions["fx"], EditionPolicy::fx());
         assert_eq!(c.edge, EdgeLimits { header_timeout: 10_000, body_timeout: 10_000, keepalive_timeout: 75_000, send_timeout: 10_000, max_connections: 20_000 });
+    }
+
+    #[test]
+    fn durations_are_bounded_so_that_no_date_overflows() {
+        for key in ["grace_period", "challenge_retention", "provision_ttl", "challenge_ttl", "header_timeout"] {
+            let raw = RawConfig::parse(&format!("{key} = \"10000years\"")).unwrap();
+            let e = Config::build(raw, &Overrides::default()).unwrap_err();
+            assert!(e.0.starts_with(key) && e.0.contains("too long"), "{e}");
+        }
+        let raw = RawConfig::parse("grace_period = \"99years\"").unwrap();
+        assert!(Config::build(raw, &Overrides::default()).is_ok());
     }
 
     #[test]

@@ -639,6 +639,12 @@ fn cli_config_check_and_exit_codes() {
     let (code, _, err) = cli(&bad, &["serve"], None);
     assert_eq!(code, 2);
     assert!(err.contains("grace_period"), "{err}");
+    // A duration that would carry a date past year 9999 (it used to panic the
+    // store's writer at the first suspension) is refused at load.
+    std::fs::write(&bad, "grace_period = \"10000years\"\n").unwrap();
+    let (code, _, err) = cli(&bad, &["serve"], None);
+    assert_eq!(code, 2);
+    assert!(err.contains("grace_period") && err.contains("too long"), "{err}");
     // Management commands work with no server running, too.
     let (code, out, _) = cli(&good, &["rp-key", "add", "bank"], None);
     assert_eq!(code, 0);

@@ -39,6 +39,8 @@ trait Job: Send {
     fn durability(&self) -> Durability;
     /// Runs the job; returns false if it failed.
     fn run(&mut self, tx: &mut WriteTx) -> bool;
+    /// The job panicked in its last run.
+    fn panicked(&self) -> bool;
     /// Marks the job failed for good (it failed after writing).
     fn drop_from_batch(&mut self);
     fn is_dropped(&self) -> bool;
@@ -51,6 +53,7 @@ struct FnJob<T, F, C> {
     done: Option<C>,
     out: Option<Result<T>>,
     dropped: bool,
+    panicked: bool,
 }
 
 impl<T, F, C> Job for FnJob<T, F, C>
@@ -63,10 +66,22 @@ where
         self.durability
     }
     fn run(&mut self, tx: &mut WriteTx) -> bool {
-        let out = (self.f)(tx);
+        // A job that panics fails alone: its request gets 500 and the batch
+        // is re-run without it, so one bad input cannot stop every later write.
+        let out = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| (self.f)(tx))) {
+            Ok(out) => out,
+            Err(_) => {
+                self.panicked = true;
+                log::error!("a write job panicked; its request fails and its batch is re-run without it");
+                Err(Error::Internal("a write job panicked".into()))
+            }
+        };
         let ok = out.is_ok();
         self.out = Some(out);
         ok
+    }
+    fn panicked(&self) -> bool {
+        self.panicked
     }
     fn drop_from_batch(&mut self) {
         self.dropped = true;
@@ -81,7 +96,9 @@ where
             (Err(e), _) => Err(e),
         };
         if let Some(done) = self.done.take() {
-            done(out);
+            if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| done(out))).is_err() {
+                log::error!("a write job's completion panicked");
+            }
         }
     }
 }
@@ -122,7 +139,7 @@ impl Writer {
         F: FnMut(&mut WriteTx) -> Result<T> + Send + 'static,
         C: FnOnce(Result<T>) + Send + 'static,
     {
-        let job: Box<dyn Job> = Box::new(FnJob { durability, f, done: Some(done), out: None, dropped: false });
+        let job: Box<dyn Job> = Box::new(FnJob { durability, f, done: Some(done), out: None, dropped: false, panicked: false });
         if let Err(mpsc::SendError(job)) = self.tx.send(job) {
             job.finish(Err(Error::Internal("the writer has stopped".into())));
         }
@@ -182,7 +199,7 @@ fn commit_batch(db: &Database, batch: &mut [Box<dyn Job>], audit_head: &mut Opti
                 continue;
             }
             tx.dirty = false;
-            if !job.run(&mut tx) && tx.dirty {
+            if !job.run(&mut tx) && (tx.dirty || job.panicked()) {
                 poisoned = Some(i);
                 break;
             }
@@ -247,6 +264,42 @@ mod tests {
         assert!(r.contract("A").unwrap().is_some());
         assert!(r.contract("B").unwrap().is_none(), "the failed job's write must be rolled back");
         assert!(r.contract("C").unwrap().is_some());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_job_that_panics_fails_alone_and_the_writer_goes_on() {
+        let dir = std::env::temp_dir().join(format!("onepush-writer-{}", crate::domain::ids::random_hex(6)));
+        std::fs::create_dir_all(&dir).unwrap();
+        let store = Store::open(&dir.join("t.redb")).unwrap();
+        let w = store.writer();
+        let (tx, rx) = mpsc::channel();
+        for (name, panics) in [("A", false), ("B", true), ("C", false)] {
+            let tx = tx.clone();
+            let mut rec = contract();
+            rec.contract_no = name.into();
+            w.submit(
+                Durability::Durable,
+                move |t| {
+                    t.put_contract(&rec)?;
+                    if panics {
+                        panic!("a bug in a use case");
+                    }
+                    Ok(())
+                },
+                move |r| tx.send(r.is_ok()).unwrap(),
+            );
+        }
+        let mut results: Vec<bool> = (0..3).map(|_| rx.recv().unwrap()).collect();
+        results.sort();
+        assert_eq!(results, [false, true, true]);
+        // Later writes still commit.
+        let mut d = contract();
+        d.contract_no = "D".into();
+        w.call(Durability::Durable, move |t| t.put_contract(&d)).unwrap();
+        let r = store.read().unwrap();
+        assert!(r.contract("B").unwrap().is_none(), "the panicking job's write is rolled back");
+        assert!(r.contract("A").unwrap().is_some() && r.contract("C").unwrap().is_some() && r.contract("D").unwrap().is_some());
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
