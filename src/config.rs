@@ -44,6 +44,7 @@ pub struct RawConfig {
     pub keepalive_timeout: Option<String>,
     pub send_timeout: Option<String>,
     pub max_connections: Option<usize>,
+    pub bootstrap_ttl: Option<String>,
     #[serde(default)]
     pub editions: BTreeMap<String, RawEdition>,
 }
@@ -86,6 +87,8 @@ pub struct Config {
     pub editions: BTreeMap<String, EditionPolicy>,
     /// The HTTP edge (API.md, "HTTP edge limits"); fixed at start.
     pub edge: EdgeLimits,
+    /// How long the one-time operator code of a store without operators is valid.
+    pub bootstrap_ttl: Ms,
 }
 
 /// The HTTP edge's timeouts and connection cap (API.md, Conventions).
@@ -261,6 +264,7 @@ impl Config {
             argon2_memory_kib,
             argon2_iterations,
             editions,
+            bootstrap_ttl: positive("bootstrap_ttl", duration("bootstrap_ttl", &raw.bootstrap_ttl, "24h")?)?,
             edge: EdgeLimits {
                 header_timeout: positive("header_timeout", duration("header_timeout", &raw.header_timeout, "10s")?)?,
                 body_timeout: positive("body_timeout", duration("body_timeout", &raw.body_timeout, "10s")?)?,
@@ -403,7 +407,7 @@ mod packaged_default {
             "provision_ttl", "token_prefix", "otp_window", "otp_max_failures", "password_max_failures",
             "require_registration", "number_challenge", "max_pending_per_user", "max_challenges_per_window",
             "challenge_window", "argon2_memory_kib", "argon2_iterations", "secret_key_file", "challenge_retention",
-            "header_timeout", "body_timeout", "keepalive_timeout", "send_timeout", "max_connections",
+            "header_timeout", "body_timeout", "keepalive_timeout", "send_timeout", "max_connections", "bootstrap_ttl",
         ] {
             assert!(uncommented.contains(&format!("{key} = ")), "packaging/onepush.toml lacks {key}");
         }

@@ -303,6 +303,20 @@ fn block_signals() -> libc::sigset_t {
     }
 }
 
+/// Writes `text` to a new 0600 file at `path` (replacing an old code file,
+/// never following a symlink).
+fn write_private(path: &std::path::Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
+    let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).custom_flags(libc::O_NOFOLLOW).open(path)?;
+    f.write_all(text.as_bytes())?;
+    f.sync_all()
+}
+
 /// Each connection takes two descriptors: raise the soft limit to the hard
 /// one, and say so at start when the cap on
 /// connections cannot be reached before the process runs out of them (the
@@ -460,8 +474,22 @@ fn serve(cfg: Config, demo: bool, config_path: Option<PathBuf>, overrides: Overr
         .and_then(|r| Ok((r.operator_count()?, r.rp_keys()?.iter().filter(|k| k.revoked_at.is_none()).count())))
         .unwrap_or((0, 0));
     if operators == 0 {
-        if let Ok(Some(code)) = app.bootstrap_code() {
-            println!("  no operator yet. One-time code for the first operator: {code}");
+        if let Ok(Some(code)) = app.bootstrap_code(onepush::domain::now_ms()) {
+            use std::io::IsTerminal;
+            let ttl = humantime::format_duration(std::time::Duration::from_secs(cfg.bootstrap_ttl / 1000));
+            if std::io::stdout().is_terminal() {
+                println!("  no operator yet. One-time code for the first operator (valid {ttl}): {code}");
+            } else {
+                // Not a terminal (systemd): the journal keeps what is printed, so the code goes to a 0600 file.
+                let path = cfg.data_dir.join(onepush::service::BOOTSTRAP_CODE_FILE);
+                match write_private(&path, &format!("{code}\n")) {
+                    Ok(()) => {
+                        println!("  no operator yet. One-time code for the first operator (valid {ttl}) written to {}", path.display());
+                        log::info!("the one-time operator code is in {}", path.display());
+                    }
+                    Err(e) => log::error!("cannot write the one-time operator code to {}: {e}", path.display()),
+                }
+            }
             println!("    use it at http://{addr}/admin, or POST /api/v1/admin/bootstrap {{\"code\", \"username\", \"password\"}},");
             println!("    or create one with: printf '%s' 'PASSWORD' | onepush operator add NAME --password-stdin");
         }

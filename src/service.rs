@@ -49,6 +49,9 @@ pub const REGISTRATION_LOCKOUT: Ms = 900 * SECOND;
 /// Admin sessions: 8 h absolute, 30 min idle.
 pub const SESSION_MAX: Ms = 8 * 3600 * SECOND;
 pub const SESSION_IDLE: Ms = 1800 * SECOND;
+/// Where `serve` writes the one-time code when stdout is not a terminal.
+pub const BOOTSTRAP_CODE_FILE: &str = "bootstrap.code";
+
 /// Operator sign-in and bootstrap attempts per client address per window.
 pub const SIGNIN_RATE_LIMIT: u32 = 20;
 pub const SIGNIN_RATE_WINDOW: Ms = 600 * SECOND;
@@ -276,7 +279,8 @@ pub struct App {
     /// The generation counts revocations, so a look-up that raced one is not cached.
     rp_cache: Mutex<(u64, HashMap<String, String>)>,
     /// The one-time code that creates the first operator (SPEC R5.1), while none exists.
-    bootstrap: Mutex<Option<String>>,
+    /// The one-time code and when it was made.
+    bootstrap: Mutex<Option<(String, Ms)>>,
     /// challenge id → first fetch by the phone, for pending challenges.
     delivered: Arc<Mutex<HashMap<String, Ms>>>,
     provision_rate: Mutex<HashMap<IpAddr, (Ms, u32)>>,
@@ -1302,8 +1306,9 @@ impl App {
     // ------------------------------------------------------------ operators
 
     /// Makes the one-time bootstrap code if no operator exists yet; `serve`
-    /// prints it. It lives in memory only and is gone once used.
-    pub fn bootstrap_code(&self) -> Result<Option<String>> {
+    /// shows it. It lives in memory only, is valid for `bootstrap_ttl`, and
+    /// is gone once used or once any operator exists (API.md).
+    pub fn bootstrap_code(&self, now: Ms) -> Result<Option<String>> {
         if self.store.read()?.operator_count()? > 0 {
             return Ok(None);
         }
@@ -1313,7 +1318,7 @@ impl App {
             b
         });
         let code = format!("{}-{}-{}-{}", &raw[..4], &raw[4..8], &raw[8..12], &raw[12..16]);
-        *self.bootstrap.lock().expect("bootstrap lock poisoned") = Some(code.clone());
+        *self.bootstrap.lock().expect("bootstrap lock poisoned") = Some((code.clone(), now));
         Ok(Some(code))
     }
 
@@ -1323,10 +1328,20 @@ impl App {
         rate_limit(&self.signin_rate, ip, SIGNIN_RATE_LIMIT, SIGNIN_RATE_WINDOW, now)?;
         {
             let mut slot = self.bootstrap.lock().expect("bootstrap lock poisoned");
-            let ok = slot.as_deref().is_some_and(|c| bool::from(subtle::ConstantTimeEq::ct_eq(c.as_bytes(), code.trim().to_uppercase().as_bytes())));
-            if slot.is_none() {
-                return Err(Error::Conflict("an operator exists; sign in instead".into()));
+            // Any operator, however made (the CLI too), ends the code.
+            if slot.is_some() && self.store.read()?.operator_count()? > 0 {
+                *slot = None;
             }
+            let Some((expected, made)) = slot.as_ref() else {
+                return Err(Error::Conflict("an operator exists, or the one-time code was used; sign in instead".into()));
+            };
+            if now >= made.saturating_add(self.cfg().bootstrap_ttl) {
+                *slot = None;
+                return Err(Error::Conflict(
+                    "the one-time code has expired; create an operator with: onepush operator add NAME --password-stdin".into(),
+                ));
+            }
+            let ok = bool::from(subtle::ConstantTimeEq::ct_eq(expected.as_bytes(), code.trim().to_uppercase().as_bytes()));
             if !ok {
                 return Err(Error::Unauthorized("the one-time code is wrong".into()));
             }
@@ -1473,7 +1488,13 @@ impl App {
             let kind = if create { "operator_added" } else { "operator_password_changed" };
             tx.audit(NewEvent::new(kind, actor.clone()).detail(json!({"operator": name})))?;
             Ok(())
-        })
+        })?;
+        if create {
+            // The first operator exists: the one-time code has done its job.
+            *self.bootstrap.lock().expect("bootstrap lock poisoned") = None;
+            let _ = std::fs::remove_file(self.cfg().data_dir.join(BOOTSTRAP_CODE_FILE));
+        }
+        Ok(())
     }
 
     /// `onepush rp-key add NAME`: returns the key, which is stored only hashed.

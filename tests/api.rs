@@ -919,6 +919,35 @@ fn the_first_operator_comes_from_the_one_time_code() {
     assert_eq!(s.post("/api/v1/admin/bootstrap", &[], &body(&code)).code(), "conflict", "one time only");
     let events = s.cli(&["audit", "export"], None).1;
     assert!(events.contains("\"actor\":\"bootstrap\""), "{events}");
+    assert!(!s.dir.join("data/bootstrap.code").exists(), "the code file goes once used");
+}
+
+#[test]
+fn the_one_time_code_is_not_in_the_log_and_ends_when_any_operator_exists() {
+    use std::os::unix::fs::PermissionsExt;
+    let s = Server::start("");
+    let code = s.bootstrap_code.clone().expect("a one-time code while no operator exists");
+    // Not on a terminal (as under systemd): in a 0600 file, not in the log.
+    let file = s.dir.join("data/bootstrap.code");
+    assert_eq!(std::fs::metadata(&file).unwrap().permissions().mode() & 0o777, 0o600);
+    assert!(!s.log().contains(&code), "the journal would keep it");
+    // The first operator made another way (the CLI, through the running
+    // server) ends the code: it cannot make a second one.
+    let (rc, _, err) = s.cli(&["operator", "add", "alice", "--password-stdin"], Some("operator-pass-1\n"));
+    assert_eq!(rc, 0, "{err}");
+    let r = s.post("/api/v1/admin/bootstrap", &[], &json!({"code": code, "username": "mallory", "password": "operator-pass-2"}));
+    assert_eq!((r.status, r.code()), (409, "conflict"), "{}", r.text);
+    assert!(!file.exists());
+}
+
+#[test]
+fn the_one_time_code_expires_after_bootstrap_ttl() {
+    let s = Server::start("bootstrap_ttl = \"1s\"\n");
+    let code = s.bootstrap_code.clone().unwrap();
+    std::thread::sleep(Duration::from_millis(1300));
+    let r = s.post("/api/v1/admin/bootstrap", &[], &json!({"code": code, "username": "alice", "password": "operator-pass-1"}));
+    assert_eq!((r.status, r.code()), (409, "conflict"), "{}", r.text);
+    assert!(r.json["error"]["message"].as_str().unwrap().contains("expired"), "{}", r.text);
 }
 
 #[test]

@@ -1,7 +1,7 @@
 // Starts the real onepush binary (release build) for a browser test, and
 // Chromium through playwright-core. Loopback only; every wait is bounded.
 import { spawn } from "node:child_process";
-import { mkdtempSync, writeFileSync, mkdirSync, openSync } from "node:fs";
+import { mkdtempSync, writeFileSync, mkdirSync, openSync, readFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { chromium } from "playwright-core";
@@ -38,8 +38,14 @@ export async function startServer(extraConfig = "") {
     proc.on("exit", (c) => fail(new Error("server exited " + c)));
   });
   const base = lines[0].replace("onepush listening on ", "").trim();
-  const codeLine = lines.find((l) => l.includes("One-time code for the first operator: "));
-  const code = codeLine ? codeLine.split(": ").pop().trim() : null;
+  // Not a terminal: the one-time code is written to a 0600 file, not printed.
+  const codeLine = lines.find((l) => l.includes("One-time code for the first operator"));
+  let code = null;
+  if (codeLine && codeLine.includes(" written to ")) {
+    code = readFileSync(codeLine.split(" written to ").pop().trim(), "utf8").trim();
+  } else if (codeLine) {
+    code = codeLine.split(": ").pop().trim();
+  }
   return { base, code, proc, lines, dir, config };
 }
 

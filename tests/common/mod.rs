@@ -126,8 +126,12 @@ impl Server {
             if line.is_empty() {
                 break;
             }
-            if let Some(code) = line.split("One-time code for the first operator: ").nth(1) {
-                self.bootstrap_code = Some(code.trim().to_string());
+            if line.contains("One-time code for the first operator") {
+                // Not a terminal: the code is in a 0600 file, not on stdout.
+                self.bootstrap_code = match line.split(" written to ").nth(1) {
+                    Some(path) => std::fs::read_to_string(path.trim()).ok().map(|c| c.trim().to_string()),
+                    None => line.rsplit(": ").next().map(|c| c.trim().to_string()),
+                };
             }
         }
         std::thread::spawn(move || for _ in lines {});
