@@ -22,7 +22,7 @@ use crate::store::Reader;
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(tag = "cmd", rename_all = "snake_case")]
 pub enum Command {
-    RpKeyAdd { name: String },
+    RpKeyAdd { name: String, editions: Vec<String> },
     RpKeyList,
     RpKeyRevoke { name: String },
     OperatorAdd { name: String, password: String },
@@ -57,7 +57,7 @@ pub fn execute(app: &App, cmd: Command) -> Output {
         Output::fail(code, e)
     };
     match cmd {
-        Command::RpKeyAdd { name } => match app.add_rp_key("cli", &name, now) {
+        Command::RpKeyAdd { name, editions } => match app.add_rp_key("cli", &name, &editions, now) {
             Ok(key) => Output::ok(format!("{key}\n")),
             Err(e) => usage_or_fail(e),
         },
@@ -66,7 +66,8 @@ pub fn execute(app: &App, cmd: Command) -> Output {
                 keys.iter()
                     .map(|k| {
                         let state = k.revoked_at.map_or("live".to_string(), |t| format!("revoked {}", rfc3339(t)));
-                        format!("{}\tcreated {}\t{state}\n", k.name, rfc3339(k.created_at))
+                        let scope = if k.editions.is_empty() { "every edition".to_string() } else { format!("editions {}", k.editions.join(",")) };
+                        format!("{}\tcreated {}\t{state}\t{scope}\n", k.name, rfc3339(k.created_at))
                     })
                     .collect(),
             ),

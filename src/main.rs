@@ -62,7 +62,14 @@ enum Cmd {
 #[derive(Subcommand)]
 enum RpKeyCmd {
     /// Create a key; it is printed once, alone on its line.
-    Add { name: String },
+    Add {
+        name: String,
+        /// Scope the key to an edition's contracts (repeatable); without it
+        /// the key covers every edition.
+        #[arg(long = "edition", value_name = "EDITION")]
+        editions: Vec<String>,
+    },
+    /// Every key with its state and the editions it covers.
     List,
     Revoke { name: String },
 }
@@ -122,7 +129,7 @@ fn main() -> ExitCode {
         Cmd::RpKey(c) => manage(
             &cfg,
             match c {
-                RpKeyCmd::Add { name } => Command::RpKeyAdd { name },
+                RpKeyCmd::Add { name, editions } => Command::RpKeyAdd { name, editions },
                 RpKeyCmd::List => Command::RpKeyList,
                 RpKeyCmd::Revoke { name } => Command::RpKeyRevoke { name },
             },

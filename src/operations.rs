@@ -180,8 +180,12 @@ impl App {
         let (c, t, actor_id, reason) = (contract_no.to_string(), target.to_string(), input.actor_user_id, input.reason);
         let actor = format!("rp:{rp}/user:{actor_id}");
         let app = self.clone();
+        let rp_name = rp.to_string();
         self.call(Durability::Durable, move |tx, events| {
             let contract = tx.contract(&c)?.ok_or_else(|| Error::NotFound("no such user".into()))?;
+            if !tx.rp_key(&rp_name)?.is_none_or(|k| k.sees(&contract.edition)) {
+                return Err(Error::NotFound("no such user".into()));
+            }
             let Some(actor_user) = tx.user(&c, &actor_id)? else {
                 return Err(Error::Forbidden("the actor is not a user of this contract".into()));
             };

@@ -465,6 +465,22 @@ impl App {
         Ok(name)
     }
 
+    /// Whether the RP `rp` may act on contracts of `edition` (API.md: an RP
+    /// key may be scoped to editions). An RP without a key record (the demo
+    /// bank) sees every edition.
+    fn rp_sees(&self, r: &impl Reader, rp: &str, edition: &str) -> Result<bool> {
+        Ok(r.rp_key(rp)?.is_none_or(|k| k.sees(edition)))
+    }
+
+    /// Whether the RP may act on `contract_no` (an unknown contract: yes,
+    /// so that the usual not-found answers follow).
+    fn rp_sees_contract(&self, r: &impl Reader, rp: &str, contract_no: &str) -> Result<bool> {
+        match r.contract(contract_no)? {
+            Some(c) => self.rp_sees(r, rp, &c.edition),
+            None => Ok(true),
+        }
+    }
+
     /// A token's public key, decoded once.
     fn device_key(&self, public_key: &str) -> Result<ed25519_dalek::VerifyingKey> {
         if let Some(k) = self.keys.lock().expect("key cache lock poisoned").get(public_key) {
@@ -504,9 +520,10 @@ impl App {
             input.password.check("password")?;
             let client = check_client(&input.client)?;
             let r = self.store.read()?;
+            // A contract outside the RP key's editions is as unknown to it.
             let user = match r.contract(&input.contract_no)? {
-                Some(_) => r.user(&input.contract_no, &input.user_id)?,
-                None => None,
+                Some(c) if self.rp_sees(&r, &rp, &c.edition)? => r.user(&input.contract_no, &input.user_id)?,
+                _ => None,
             };
             Ok((self.check_credentials(user.as_ref(), &input.password), client))
         })();
@@ -534,7 +551,10 @@ impl App {
                 p.check("transaction_password")?;
             }
             let r = self.store.read()?;
-            let contract = r.contract(&input.contract_no)?;
+            let contract = match r.contract(&input.contract_no)? {
+                Some(c) if self.rp_sees(&r, &rp, &c.edition)? => Some(c),
+                _ => None,
+            };
             let user = match &contract {
                 Some(_) => r.user(&input.contract_no, &input.user_id)?,
                 None => None,
@@ -793,8 +813,9 @@ impl App {
 
     /// GET /api/v1/challenges/{id}: 404 for unknown ids and other RPs' challenges.
     pub fn challenge_for_rp(&self, rp: &str, id: &str) -> Result<Challenge> {
-        match self.store.read()?.challenge(id)? {
-            Some(c) if c.rp == rp => Ok(c),
+        let r = self.store.read()?;
+        match r.challenge(id)? {
+            Some(c) if c.rp == rp && self.rp_sees_contract(&r, rp, &c.contract_no)? => Ok(c),
             _ => Err(Error::NotFound("no such challenge".into())),
         }
     }
@@ -806,7 +827,7 @@ impl App {
             Durability::Durable,
             move |tx, events| {
                 let mut c = match tx.challenge(&id)? {
-                    Some(c) if c.rp == rp => c,
+                    Some(c) if c.rp == rp && app.rp_sees_contract(tx, &rp, &c.contract_no)? => c,
                     _ => return Err(Error::NotFound("no such challenge".into())),
                 };
                 app.apply_delivered(&mut c);
@@ -827,10 +848,14 @@ impl App {
     }
 
     /// GET /api/v1/users/{contract_no}/{user_id}.
-    pub fn user(&self, contract_no: &str, user_id: &str) -> Result<User> {
+    pub fn user(&self, rp: &str, contract_no: &str, user_id: &str) -> Result<User> {
         check_contract_no("contract_no", contract_no)?;
         check_user_id("user_id", user_id)?;
-        self.store.read()?.user(contract_no, user_id)?.ok_or_else(|| Error::NotFound("no such user".into()))
+        let r = self.store.read()?;
+        if !self.rp_sees_contract(&r, rp, contract_no)? {
+            return Err(Error::NotFound("no such user".into()));
+        }
+        r.user(contract_no, user_id)?.ok_or_else(|| Error::NotFound("no such user".into()))
     }
 
     // ------------------------------------------------------------ device API
@@ -1498,8 +1523,12 @@ impl App {
     }
 
     /// `onepush rp-key add NAME`: returns the key, which is stored only hashed.
-    pub fn add_rp_key(&self, actor: &str, name: &str, now: Ms) -> Result<String> {
+    pub fn add_rp_key(&self, actor: &str, name: &str, editions: &[String], now: Ms) -> Result<String> {
         check_user_id("name", name)?;
+        for e in editions {
+            self.edition(e).map_err(|_| Error::bad_field("--edition", format!("{e:?} is not an edition of the config")))?;
+        }
+        let editions = editions.to_vec();
         let key = format!("opk_{}", ids::random_b64(32));
         let hash = sig::sha256_hex(key.as_bytes());
         let (name, actor) = (name.to_string(), actor.to_string());
@@ -1507,8 +1536,8 @@ impl App {
             if tx.rp_key(&name)?.is_some_and(|k| k.revoked_at.is_none()) {
                 return Err(Error::Conflict(format!("RP key {name} exists; revoke it first")));
             }
-            tx.put_rp_key(&RpKey { name: name.clone(), key_hash: hash.clone(), created_at: now, revoked_at: None })?;
-            tx.audit(NewEvent::new("rp_key_added", actor.clone()).detail(json!({"name": name})))?;
+            tx.put_rp_key(&RpKey { name: name.clone(), key_hash: hash.clone(), created_at: now, revoked_at: None, editions: editions.clone() })?;
+            tx.audit(NewEvent::new("rp_key_added", actor.clone()).detail(json!({"name": name, "editions": editions})))?;
             Ok(())
         })?;
         Ok(key)

@@ -572,6 +572,44 @@ fn a_failed_sign_in_is_audited_with_the_name_cut_to_64_characters() {
 }
 
 #[test]
+fn an_rp_key_scoped_to_an_edition_sees_only_that_editions_contracts() {
+    let w = World::new("");
+    let jweb_phone = w.registered(C, "jweb", "taro");
+    w.user(C, "admin1", "service_admin");
+    let fx_phone = w.registered("2000000002", "fx", "jiro");
+    let (code, out, err) = w.s.cli(&["rp-key", "add", "fx-server", "--edition", "fx"], None);
+    assert_eq!(code, 0, "{err}");
+    let fx = vec![("Authorization", format!("Bearer {}", out.trim()))];
+    let (_, list, _) = w.s.cli(&["rp-key", "list"], None);
+    assert!(list.lines().any(|l| l.starts_with("fx-server") && l.ends_with("editions fx")), "{list}");
+    assert!(list.lines().any(|l| l.starts_with("bank") && l.ends_with("every edition")), "{list}");
+    // On a jweb contract: as if it did not exist.
+    let r = w.s.post("/api/v1/login", &fx, &json!({"contract_no": C, "user_id": "taro", "password": PASSWORD}));
+    assert_eq!(r.json, json!({"result": "deny", "reason": "bad_credentials"}), "{}", r.text);
+    let r = w.s.post("/api/v1/approvals", &fx, &json!({"contract_no": C, "user_id": "taro", "kind": "notice", "display": [["a", "b"]]}));
+    assert_eq!(r.json["result"], "deny", "{}", r.text);
+    assert_eq!(w.s.get(&format!("/api/v1/users/{C}/taro"), &fx).status, 404);
+    let r = w.s.post(&format!("/api/v1/users/{C}/taro/deregister"), &fx, &json!({"actor_user_id": "admin1", "reason": "x"}));
+    assert_eq!(r.status, 404, "{}", r.text);
+    assert_eq!(w.s.get(&format!("/api/v1/users/{C}/taro"), &w.rp()).json["registration"], "active", "nothing changed");
+    // The jweb challenge of another key is not its either.
+    let id = w.login_challenge(C, "taro");
+    assert_eq!(w.s.get(&format!("/api/v1/challenges/{id}"), &fx).status, 404);
+    assert_eq!(request("DELETE", &w.s.url(&format!("/api/v1/challenges/{id}")), &fx, None).status, 404);
+    assert_eq!(jweb_phone.answer(&jweb_phone.fetch(&id), "approve").json["status"], "approved");
+    // On its own edition it works.
+    let r = w.s.post("/api/v1/login", &fx, &json!({"contract_no": "2000000002", "user_id": "jiro", "password": PASSWORD}));
+    let id = r.json["challenge_id"].as_str().unwrap_or_else(|| panic!("{}", r.text)).to_string();
+    assert_eq!(w.s.get(&format!("/api/v1/challenges/{id}"), &fx).json["status"], "pending");
+    assert_eq!(fx_phone.answer(&fx_phone.fetch(&id), "approve").json["status"], "approved");
+    assert_eq!(w.s.get("/api/v1/users/2000000002/jiro", &fx).status, 200);
+    // An edition the config does not know is refused, naming the flag.
+    let (code, _, err) = w.s.cli(&["rp-key", "add", "gold", "--edition", "gold"], None);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--edition"), "{err}");
+}
+
+#[test]
 fn public_endpoints() {
     let s = Server::start("");
     assert_eq!(s.get("/healthz", &[]).status, 200);

@@ -94,7 +94,7 @@ pub fn handle(http: &Arc<Http>, req: tiny_http::Request) {
         (Post, ["demo", "api", "approvals"]) if http.demo => approval_as(http, ex, DEMO_RP.to_string()),
         (Get, ["demo", "api", "challenges", id]) if http.demo => get_challenge_as(http, ex, DEMO_RP.to_string(), id),
         (Delete, ["demo", "api", "challenges", id]) if http.demo => cancel_challenge_as(http, ex, DEMO_RP.to_string(), id),
-        (Get, ["demo", "api", "users", c, u]) if http.demo => get_user_as(http, ex, c, u),
+        (Get, ["demo", "api", "users", c, u]) if http.demo => get_user_as(http, ex, DEMO_RP, c, u),
         (Post, ["demo", "api", "users", c, u, "deregister"]) if http.demo => customer_deregister_as(http, ex, DEMO_RP, c, u),
         (Get, ["api", "v1", "status"]) => status(http, ex),
         (Post, ["api", "v1", "login"]) => login(http, ex),
@@ -271,12 +271,12 @@ fn cancel_challenge_as(http: &Arc<Http>, ex: Exchange, rp: String, id: &str) {
 }
 
 fn get_user(http: &Arc<Http>, ex: Exchange, contract_no: &str, user_id: &str) {
-    let Some((_, ex)) = rp(http, ex) else { return };
-    get_user_as(http, ex, contract_no, user_id)
+    let Some((rp, ex)) = rp(http, ex) else { return };
+    get_user_as(http, ex, &rp, contract_no, user_id)
 }
 
-fn get_user_as(http: &Arc<Http>, ex: Exchange, contract_no: &str, user_id: &str) {
-    match http.app.user(contract_no, user_id) {
+fn get_user_as(http: &Arc<Http>, ex: Exchange, rp: &str, contract_no: &str, user_id: &str) {
+    match http.app.user(rp, contract_no, user_id) {
         Ok(u) => ex.json(200, &user_view(&u)),
         Err(e) => ex.error(&e),
     }

@@ -48,6 +48,16 @@ pub struct RpKey {
     pub key_hash: String,
     pub created_at: Ms,
     pub revoked_at: Option<Ms>,
+    /// The editions whose contracts this key sees; empty: every edition.
+    #[serde(default)]
+    pub editions: Vec<String>,
+}
+
+impl RpKey {
+    /// True when a contract of `edition` is within this key's reach.
+    pub fn sees(&self, edition: &str) -> bool {
+        self.editions.is_empty() || self.editions.iter().any(|e| e == edition)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
