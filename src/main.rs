@@ -402,6 +402,11 @@ fn handle_signals(
 }
 
 fn serve(cfg: Config, demo: bool, config_path: Option<PathBuf>, overrides: Overrides) -> ExitCode {
+    if demo && !cfg.listen.ip().is_loopback() {
+        // The demo publishes its users' passwords and an RP without a key.
+        eprintln!("onepush: --demo listens on loopback only (127.0.0.1 or ::1), not on {}", cfg.listen);
+        return ExitCode::from(2);
+    }
     let signals = block_signals();
     raise_fd_limit();
     let (wtx, wrx) = std::sync::mpsc::channel::<http::waiters::Msg>();
@@ -460,6 +465,16 @@ fn serve(cfg: Config, demo: bool, config_path: Option<PathBuf>, overrides: Overr
     println!("  data directory: {}", cfg.data_dir.display());
     println!("  pages:          http://{addr}/  /register  /app  /admin  /notices");
     println!("  API reference:  http://{addr}/api/openapi.json");
+    if !demo {
+        if let Ok(list) = app.store.read().and_then(|r| r.demo_contracts()) {
+            if !list.is_empty() {
+                log::warn!(
+                    "the store holds the demo contracts {} whose users' passwords are published; cancel them (POST /api/v1/admin/contracts/NO/cancel) unless this is a demo",
+                    list.join(", ")
+                );
+            }
+        }
+    }
     if demo {
         match app.seed_demo(onepush::domain::now_ms()) {
             Ok(seed) => {

@@ -183,7 +183,7 @@ impl App {
         let rp_name = rp.to_string();
         self.call(Durability::Durable, move |tx, events| {
             let contract = tx.contract(&c)?.ok_or_else(|| Error::NotFound("no such user".into()))?;
-            if !tx.rp_key(&rp_name)?.is_none_or(|k| k.sees(&contract.edition)) {
+            if !app.rp_sees(tx, &rp_name, &contract)? {
                 return Err(Error::NotFound("no such user".into()));
             }
             let Some(actor_user) = tx.user(&c, &actor_id)? else {
@@ -608,12 +608,20 @@ pub const DEMO_USERS: &[DemoUser] = &[
 impl App {
     /// `serve --demo`: a JWEBOFFICE and an FX contract with users. Idempotent.
     pub fn seed_demo(&self, now: Ms) -> Result<DemoSeed> {
+        let mut mine = self.store.read()?.demo_contracts()?;
         for (no, name, edition) in [("1000000001", "デモ商事株式会社", "jweb"), ("2000000002", "デモ外為株式会社", "fx")] {
             if self.store.read()?.contract(no)?.is_none() {
                 self.create_contract("demo", crate::service::NewContract { contract_no: no.into(), name: name.into(), edition: edition.into() }, now)?;
+                mine.push(no.to_string());
+                let list = mine.clone();
+                self.call(Durability::Durable, move |tx, _| tx.put_demo_contracts(&list))?;
             }
         }
         for (no, _, uid, role, pw, tx) in DEMO_USERS {
+            // A bank's own contract with the same number is never touched.
+            if !mine.iter().any(|m| m == no) {
+                continue;
+            }
             if self.store.read()?.user(no, uid)?.is_none() {
                 let input = NewUser {
                     user_id: uid.to_string(),
@@ -625,7 +633,7 @@ impl App {
                 self.create_user("demo", no, input, now)?;
             }
         }
-        Ok(DemoSeed { users: DEMO_USERS.to_vec() })
+        Ok(DemoSeed { users: DEMO_USERS.iter().filter(|u| mine.iter().any(|m| m == u.0)).copied().collect() })
     }
 }
 

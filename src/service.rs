@@ -468,15 +468,19 @@ impl App {
     /// Whether the RP `rp` may act on contracts of `edition` (API.md: an RP
     /// key may be scoped to editions). An RP without a key record (the demo
     /// bank) sees every edition.
-    fn rp_sees(&self, r: &impl Reader, rp: &str, edition: &str) -> Result<bool> {
-        Ok(r.rp_key(rp)?.is_none_or(|k| k.sees(edition)))
+    pub(crate) fn rp_sees(&self, r: &impl Reader, rp: &str, contract: &Contract) -> Result<bool> {
+        if rp == crate::http::DEMO_RP {
+            // The demo bank acts only on the contracts `--demo` created.
+            return Ok(r.demo_contracts()?.contains(&contract.contract_no));
+        }
+        Ok(r.rp_key(rp)?.is_none_or(|k| k.sees(&contract.edition)))
     }
 
     /// Whether the RP may act on `contract_no` (an unknown contract: yes,
     /// so that the usual not-found answers follow).
     fn rp_sees_contract(&self, r: &impl Reader, rp: &str, contract_no: &str) -> Result<bool> {
         match r.contract(contract_no)? {
-            Some(c) => self.rp_sees(r, rp, &c.edition),
+            Some(c) => self.rp_sees(r, rp, &c),
             None => Ok(true),
         }
     }
@@ -522,7 +526,7 @@ impl App {
             let r = self.store.read()?;
             // A contract outside the RP key's editions is as unknown to it.
             let user = match r.contract(&input.contract_no)? {
-                Some(c) if self.rp_sees(&r, &rp, &c.edition)? => r.user(&input.contract_no, &input.user_id)?,
+                Some(c) if self.rp_sees(&r, &rp, &c)? => r.user(&input.contract_no, &input.user_id)?,
                 _ => None,
             };
             Ok((self.check_credentials(user.as_ref(), &input.password), client))
@@ -552,7 +556,7 @@ impl App {
             }
             let r = self.store.read()?;
             let contract = match r.contract(&input.contract_no)? {
-                Some(c) if self.rp_sees(&r, &rp, &c.edition)? => Some(c),
+                Some(c) if self.rp_sees(&r, &rp, &c)? => Some(c),
                 _ => None,
             };
             let user = match &contract {
@@ -1525,6 +1529,9 @@ impl App {
     /// `onepush rp-key add NAME`: returns the key, which is stored only hashed.
     pub fn add_rp_key(&self, actor: &str, name: &str, editions: &[String], now: Ms) -> Result<String> {
         check_user_id("name", name)?;
+        if name == crate::http::DEMO_RP {
+            return Err(Error::bad_field("name", "\"demo\" is the demo bank's own RP name"));
+        }
         for e in editions {
             self.edition(e).map_err(|_| Error::bad_field("--edition", format!("{e:?} is not an edition of the config")))?;
         }

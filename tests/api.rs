@@ -610,6 +610,45 @@ fn an_rp_key_scoped_to_an_edition_sees_only_that_editions_contracts() {
 }
 
 #[test]
+fn the_demo_acts_only_on_its_own_contracts_and_only_on_loopback() {
+    // A bank's own contract with a demo contract's number is never touched.
+    let mut s = Server::start("");
+    let (rc, _, err) = s.cli(&["operator", "add", "alice", "--password-stdin"], Some("operator-pass-1\n"));
+    assert_eq!(rc, 0, "{err}");
+    let r = s.post("/api/v1/admin/session", &[], &json!({"username": "alice", "password": "operator-pass-1"}));
+    let admin = vec![("Cookie", r.header("set-cookie").unwrap().split(';').next().unwrap().to_string())];
+    for no in ["1000000001", "3000000003"] {
+        assert_eq!(s.post("/api/v1/admin/contracts", &admin, &json!({"contract_no": no, "name": "Bank's own", "edition": "jweb"})).status, 201);
+        let r = s.post(&format!("/api/v1/admin/contracts/{no}/users"), &admin, &json!({"user_id": "taro", "name": "T", "role": "service_admin", "password": PASSWORD}));
+        assert_eq!(r.status, 201, "{}", r.text);
+    }
+    s.kill();
+    s.serve_args = vec!["--demo".into()];
+    s.respawn();
+    for no in ["1000000001", "3000000003"] {
+        let r = s.post("/demo/api/login", &[], &json!({"contract_no": no, "user_id": "taro", "password": PASSWORD}));
+        assert_eq!(r.json, json!({"result": "deny", "reason": "bad_credentials"}), "{no}: {}", r.text);
+        assert_eq!(s.get(&format!("/demo/api/users/{no}/taro"), &[]).status, 404, "{no}");
+        let r = s.post(&format!("/demo/api/users/{no}/taro/deregister"), &[], &json!({"actor_user_id": "taro", "reason": "x"}));
+        assert_eq!(r.status, 404, "{no}: {}", r.text);
+    }
+    // Its own FX contract works (jiro, published password demo-pass-3).
+    let r = s.post("/demo/api/login", &[], &json!({"contract_no": "2000000002", "user_id": "jiro", "password": "demo-pass-3"}));
+    assert_eq!(r.json["result"], "allow", "{}", r.text);
+    // Without --demo, the demo contracts left in the store are named at start.
+    s.kill();
+    s.serve_args = vec![];
+    s.respawn();
+    assert!(s.log().contains("demo contracts 2000000002"), "{}", s.log());
+    // --demo never listens beyond loopback.
+    let bad = s.dir.join("public.toml");
+    std::fs::write(&bad, format!("listen = \"0.0.0.0:0\"\ndata_dir = \"{}\"\n", s.dir.join("other").display())).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_onepush")).args(["serve", "--demo", "--config"]).arg(&bad).output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("loopback"));
+}
+
+#[test]
 fn public_endpoints() {
     let s = Server::start("");
     assert_eq!(s.get("/healthz", &[]).status, 200);

@@ -395,6 +395,10 @@ pub trait Reader: RawReader {
     fn rp_key(&self, name: &str) -> Result<Option<RpKey>> {
         get(self, RP_KEYS, name)
     }
+    /// The contracts `serve --demo` created (its pages act on these only).
+    fn demo_contracts(&self) -> Result<Vec<String>> {
+        Ok(get(self, META, "demo_contracts")?.unwrap_or_default())
+    }
     fn system(&self) -> Result<SystemState> {
         Ok(get(self, META, "system")?.unwrap_or_default())
     }
@@ -487,6 +491,9 @@ impl WriteTx {
         Ok(())
     }
 
+    pub fn put_demo_contracts(&mut self, list: &Vec<String>) -> Result<()> {
+        self.put_bytes(META, "demo_contracts", &codec::encode(list)?)
+    }
     pub fn put_system(&mut self, s: &SystemState) -> Result<()> {
         self.put_bytes(META, "system", &codec::encode(s)?)
     }

@@ -24,6 +24,8 @@ pub struct Server {
     pub pid: u32,
     /// The one-time operator code `serve` printed, if it did.
     pub bootstrap_code: Option<String>,
+    /// Arguments after `serve --config F` (e.g. `--demo`).
+    pub serve_args: Vec<String>,
 }
 
 pub struct Resp {
@@ -93,14 +95,23 @@ impl Server {
             ),
         )
         .unwrap();
-        let mut s = Server { child: None, base: String::new(), dir, config, pid: 0, bootstrap_code: None };
+        let mut s = Server { child: None, base: String::new(), dir, config, pid: 0, bootstrap_code: None, serve_args: vec![] };
+        s.spawn();
+        s
+    }
+
+    /// `serve --demo` with fast test settings plus `extra`.
+    pub fn start_demo(extra: &str) -> Server {
+        let mut s = Server::start(extra);
+        s.kill();
+        s.serve_args = vec!["--demo".into()];
         s.spawn();
         s
     }
 
     /// A server object for an existing config and directory, not started.
     pub fn adopt(dir: PathBuf, config: PathBuf) -> Server {
-        Server { child: None, base: String::new(), dir, config, pid: 0, bootstrap_code: None }
+        Server { child: None, base: String::new(), dir, config, pid: 0, bootstrap_code: None, serve_args: vec![] }
     }
 
     pub fn respawn(&mut self) {
@@ -112,6 +123,7 @@ impl Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_onepush"))
             .args(["serve", "--config"])
             .arg(&self.config)
+            .args(&self.serve_args)
             .stdout(Stdio::piped())
             .stderr(Stdio::from(log))
             .spawn()
