@@ -1,4 +1,5 @@
-//! Crash test: login/approve load at concurrency 16 plus registrations,
+//! Crash test: login/approve load at concurrency 16 plus registrations and
+//! a slow password guesser (its rate-limit count must survive each kill),
 //! `kill -9` of the server at a random moment, restart, then checks that
 //! every decision a client was told of is there with the same status, every
 //! registration answered 201 is there, and `audit verify` passes. Repeats
@@ -113,12 +114,14 @@ fn main() {
 
     let mut told_decisions: Vec<(String, String)> = Vec::new();
     let mut told_registrations: Vec<Phone> = Vec::new();
+    let mut total_guesses = 0usize;
     let mut base = base;
     let started = Instant::now();
     for round in 0..rounds {
         let stop = Arc::new(AtomicBool::new(false));
         let decisions = Arc::new(Mutex::new(Vec::new()));
         let registrations = Arc::new(Mutex::new(Vec::new()));
+        let guesses = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let admin = session(&base);
         std::thread::scope(|s| {
             for (i, p) in phones.iter().enumerate() {
@@ -141,6 +144,29 @@ fn main() {
                             // The phone has been told.
                             decisions.lock().unwrap().push((id.clone(), r.json["status"].as_str().unwrap_or("").to_string()));
                         }
+                    }
+                });
+            }
+            {
+                // A password guesser from this round's own address, slowly, so
+                // that the kill often comes in the middle of its 20 attempts.
+                let (stop, guesses, base) = (stop.clone(), guesses.clone(), base.clone());
+                s.spawn(move || {
+                    let a = agent();
+                    let xff = vec![("X-Forwarded-For", format!("10.99.{round}.1"))];
+                    for _ in 0..25 {
+                        if stop.load(Ordering::Relaxed) {
+                            break;
+                        }
+                        let body = json!({"username": "mallory", "password": "guess-pass-1"});
+                        match call(&a, "POST", &format!("{base}/api/v1/admin/session"), &xff, Some(&body)) {
+                            // Answered: the attempt was counted before the answer.
+                            Ok(r) if r.status == 401 => {
+                                guesses.fetch_add(1, Ordering::SeqCst);
+                            }
+                            _ => break,
+                        }
+                        std::thread::sleep(Duration::from_millis(40));
                     }
                 });
             }
@@ -187,6 +213,22 @@ fn main() {
         if !ok {
             lost.push(format!("audit verify: {out}"));
         }
+        // The guesser's answered attempts still count: at most 20 in all.
+        let told_guesses = guesses.load(Ordering::SeqCst);
+        let xff = vec![("X-Forwarded-For", format!("10.99.{round}.1"))];
+        let mut more = 0;
+        for _ in 0..25 {
+            let body = json!({"username": "mallory", "password": "guess-pass-1"});
+            let r = call(&a, "POST", &format!("{base}/api/v1/admin/session"), &xff, Some(&body)).unwrap();
+            if r.status == 429 {
+                break;
+            }
+            more += 1;
+        }
+        if told_guesses + more > 20 {
+            lost.push(format!("rate limit: {told_guesses} sign-in attempts answered before the kill, {more} more allowed after it"));
+        }
+        total_guesses += told_guesses;
         println!(
             "round {:>2}: {} decisions and {} registrations told so far, all present: {}",
             round + 1,
@@ -206,10 +248,11 @@ fn main() {
     let _ = child.kill();
     let _ = child.wait();
     println!(
-        "crash test: {rounds} kill -9 rounds in {:.0} s; {} decisions and {} registrations told to clients, none lost; audit verify passed every time",
+        "crash test: {rounds} kill -9 rounds in {:.0} s; {} decisions and {} registrations told to clients, none lost; audit verify passed every time; {} counted sign-in guesses all still counted after each kill",
         started.elapsed().as_secs_f64(),
         told_decisions.len(),
-        told_registrations.len()
+        told_registrations.len(),
+        total_guesses
     );
     println!("crash: {rounds} passed, 0 failed");
     let _ = std::fs::remove_dir_all(&dir);

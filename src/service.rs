@@ -41,6 +41,8 @@ pub const MAX_DISPLAY_LINES: usize = 12;
 /// `REGISTRATION_RATE_WINDOW`, counted apart from provisioning (API.md).
 pub const REGISTRATION_RATE_LIMIT: u32 = 20;
 pub const REGISTRATION_RATE_WINDOW: Ms = 600 * SECOND;
+/// The longest brute-force window: counts older than this are purged.
+const RATE_WINDOW_MAX: Ms = 600 * SECOND;
 /// Provisioning attempts per client address per `PROVISION_RATE_WINDOW`.
 pub const PROVISION_RATE_LIMIT: u32 = 20;
 pub const PROVISION_RATE_WINDOW: Ms = 600 * SECOND;
@@ -278,15 +280,11 @@ pub struct App {
     /// through this process (`add_rp_key`, `revoke_rp_key`), which clears it.
     /// The generation counts revocations, so a look-up that raced one is not cached.
     rp_cache: Mutex<(u64, HashMap<String, String>)>,
-    /// The one-time code that creates the first operator (SPEC R5.1), while none exists.
-    /// The one-time code and when it was made.
+    /// The one-time code that creates the first operator (SPEC R5.1), while
+    /// none exists, and when it was made.
     bootstrap: Mutex<Option<(String, Ms)>>,
     /// challenge id → first fetch by the phone, for pending challenges.
     delivered: Arc<Mutex<HashMap<String, Ms>>>,
-    provision_rate: Mutex<HashMap<IpAddr, (Ms, u32)>>,
-    registration_rate: Mutex<HashMap<IpAddr, (Ms, u32)>>,
-    /// Operator sign-in attempts per client address.
-    signin_rate: Mutex<HashMap<IpAddr, (Ms, u32)>>,
 }
 
 /// A login or approval, checked and ready for its write job.
@@ -330,9 +328,6 @@ impl App {
             delivered: Arc::new(Mutex::new(HashMap::new())),
             keys: Mutex::new(HashMap::new()),
             rp_cache: Mutex::new((0, HashMap::new())),
-            provision_rate: Mutex::new(HashMap::new()),
-            registration_rate: Mutex::new(HashMap::new()),
-            signin_rate: Mutex::new(HashMap::new()),
         })
     }
 
@@ -482,6 +477,17 @@ impl App {
         match r.contract(contract_no)? {
             Some(c) => self.rp_sees(r, rp, &c),
             None => Ok(true),
+        }
+    }
+
+    /// Counts one attempt of `kind` from `ip` against a brute-force limit.
+    /// The count lives in the store and is committed before the attempt is
+    /// served, so neither a restart nor a crash resets it (API.md).
+    fn rate_limit(&self, kind: &str, ip: IpAddr, limit: u32, window: Ms, now: Ms) -> Result<()> {
+        let key = format!("{kind}/{ip}");
+        match self.call(Durability::Durable, move |tx, _| tx.count_attempt(&key, limit, window, now))? {
+            Ok(()) => Ok(()),
+            Err(retry_ms) => Err(Error::RateLimited { retry_after_secs: retry_ms.div_ceil(SECOND).max(1) }),
         }
     }
 
@@ -952,7 +958,7 @@ impl App {
     }
 
     fn rate_limit_provision(&self, ip: IpAddr, now: Ms) -> Result<()> {
-        rate_limit(&self.provision_rate, ip, PROVISION_RATE_LIMIT, PROVISION_RATE_WINDOW, now)
+        self.rate_limit("provision", ip, PROVISION_RATE_LIMIT, PROVISION_RATE_WINDOW, now)
     }
 
     /// Checks the signed headers of a device request (API.md "Signed device
@@ -1087,7 +1093,7 @@ impl App {
     /// POST /api/v1/registrations (SPEC R1.4–R1.7).
     pub fn register(self: &Arc<Self>, input: RegistrationInput, ip: IpAddr, now: Ms, done: impl FnOnce(Result<RegistrationOutput>) + Send + 'static) {
         let prepared = (|| {
-            rate_limit(&self.registration_rate, ip, REGISTRATION_RATE_LIMIT, REGISTRATION_RATE_WINDOW, now)?;
+            self.rate_limit("registration", ip, REGISTRATION_RATE_LIMIT, REGISTRATION_RATE_WINDOW, now)?;
             check_contract_no("contract_no", &input.contract_no)?;
             check_user_id("user_id", &input.user_id)?;
             input.password.check("password")?;
@@ -1322,6 +1328,8 @@ impl App {
             if purged > 0 {
                 tx.audit(NewEvent::new("challenges_purged", "system").detail(json!({"count": purged, "created_before": rfc3339(cutoff)})))?;
             }
+            // Brute-force counts whose windows have passed.
+            tx.purge_attempts(now.saturating_sub(RATE_WINDOW_MAX), 1_000)?;
             Ok(closed)
         })?;
         for c in &closed {
@@ -1354,7 +1362,7 @@ impl App {
     /// POST /api/v1/admin/bootstrap: the first operator, with the one-time code.
     /// Returns a session for the new operator.
     pub fn bootstrap(&self, code: &str, username: &str, password: &Password, ip: IpAddr, now: Ms) -> Result<String> {
-        rate_limit(&self.signin_rate, ip, SIGNIN_RATE_LIMIT, SIGNIN_RATE_WINDOW, now)?;
+        self.rate_limit("signin", ip, SIGNIN_RATE_LIMIT, SIGNIN_RATE_WINDOW, now)?;
         {
             let mut slot = self.bootstrap.lock().expect("bootstrap lock poisoned");
             // Any operator, however made (the CLI too), ends the code.
@@ -1385,7 +1393,7 @@ impl App {
 
     /// POST /api/v1/admin/session: returns the session cookie value.
     pub fn admin_login(&self, username: &str, password: &Password, ip: IpAddr, now: Ms) -> Result<String> {
-        rate_limit(&self.signin_rate, ip, SIGNIN_RATE_LIMIT, SIGNIN_RATE_WINDOW, now)?;
+        self.rate_limit("signin", ip, SIGNIN_RATE_LIMIT, SIGNIN_RATE_WINDOW, now)?;
         let op = if username.is_empty() || username.len() > 64 { None } else { self.store.read()?.operator(username)? };
         let ok = self.passwords.verify(op.as_ref().map(|o| o.password_hash.as_str()), password.expose());
         let actor = format!("operator:{}", if op.is_some() { username } else { "?" });
@@ -1585,23 +1593,6 @@ impl App {
         }
         Ok(crate::audit::verify(all))
     }
-}
-
-/// A fixed-window count per client address: `limit` per `window`.
-fn rate_limit(map: &Mutex<HashMap<IpAddr, (Ms, u32)>>, ip: IpAddr, limit: u32, window: Ms, now: Ms) -> Result<()> {
-    let mut m = map.lock().expect("rate lock poisoned");
-    if m.len() > 100_000 {
-        m.retain(|_, (start, _)| now < *start + window);
-    }
-    let e = m.entry(ip).or_insert((now, 0));
-    if now >= e.0 + window {
-        *e = (now, 0);
-    }
-    if e.1 >= limit {
-        return Err(Error::RateLimited { retry_after_secs: (e.0 + window - now).div_ceil(SECOND) });
-    }
-    e.1 += 1;
-    Ok(())
 }
 
 fn answer_result(a: &GateAnswer) -> &'static str {

@@ -1247,6 +1247,32 @@ fn operator_sign_in_attempts_are_rate_limited_per_address() {
 }
 
 #[test]
+fn brute_force_limits_survive_a_crash() {
+    let mut w = World::new("");
+    w.contract(C, "jweb");
+    w.user(C, "taro", "user");
+    let phone = Phone::provision(&w.s);
+    for _ in 0..20 {
+        w.s.post("/api/v1/admin/session", &[], &json!({"username": "mallory", "password": "guess-pass-1"}));
+        phone.register(&w.s, C, "ghost", PASSWORD);
+    }
+    // Provisioning: what is left of its 20 (one was used above).
+    for _ in 0..25 {
+        if w.s.post("/api/v1/device/provision", &[], &onepush::client::DeviceKey::generate().provision_body(None, None)).status == 429 {
+            break;
+        }
+    }
+    w.s.crash_and_restart();
+    let mut phone = phone;
+    phone.rebase(&w.s.base);
+    let r = w.s.post("/api/v1/admin/session", &[], &json!({"username": "mallory", "password": "guess-pass-1"}));
+    assert_eq!(r.code(), "rate_limited", "sign-in after kill -9: {}", r.text);
+    assert_eq!(phone.register(&w.s, C, "ghost", PASSWORD).code(), "rate_limited", "registration after kill -9");
+    let r = w.s.post("/api/v1/device/provision", &[], &onepush::client::DeviceKey::generate().provision_body(None, None));
+    assert_eq!(r.code(), "rate_limited", "provisioning after kill -9");
+}
+
+#[test]
 fn over_http_an_unknown_user_answers_as_slowly_as_a_wrong_password() {
     let w = World::new("argon2_memory_kib = 4096\nargon2_iterations = 2\npassword_max_failures = 1000");
     w.contract(C, "jweb");

@@ -136,6 +136,8 @@ impl Store {
             txn.open_table(RP_KEYS)?;
             txn.open_table(RP_KEY_HASHES)?;
             txn.open_table(TOKEN_KEYS)?;
+            txn.open_table(RATE_LIMITS)?;
+            txn.open_table(RATE_LIMITS_BY_START)?;
             txn.open_table(OPERATORS)?;
             txn.open_table(AUDIT)?;
             txn.open_table(META)?;
@@ -464,6 +466,53 @@ impl WriteTx {
 
     pub fn put_user(&mut self, u: &User) -> Result<()> {
         self.put_bytes(USERS, &user_key(&u.contract_no, &u.user_id), &codec::encode(u)?)
+    }
+
+    /// Counts one attempt under `key` in a window of `window` ms: `Ok(true)`
+    /// if it is within `limit` (and counted), `Err(retry_after_ms)` if not
+    /// (nothing written).
+    pub fn count_attempt(&mut self, key: &str, limit: u32, window: Ms, now: Ms) -> Result<std::result::Result<(), Ms>> {
+        let current = self.txn.open_table(RATE_LIMITS)?.get(key)?.map(|v| v.value());
+        let (start, count) = match current {
+            Some((start, count)) if now < start.saturating_add(window) => (start, count),
+            _ => (now, 0),
+        };
+        if count >= limit {
+            return Ok(Err(start.saturating_add(window) - now));
+        }
+        self.dirty = true;
+        if let Some((old, _)) = current.filter(|(old, _)| *old != start) {
+            self.txn.open_table(RATE_LIMITS_BY_START)?.remove((old, key))?;
+        }
+        self.txn.open_table(RATE_LIMITS)?.insert(key, (start, count + 1))?;
+        self.txn.open_table(RATE_LIMITS_BY_START)?.insert((start, key), ())?;
+        Ok(Ok(()))
+    }
+
+    /// Forgets attempts whose window started before `before`, at most `limit`.
+    pub fn purge_attempts(&mut self, before: Ms, limit: usize) -> Result<usize> {
+        let old: Vec<(u64, String)> = {
+            let t = self.txn.open_table(RATE_LIMITS_BY_START)?;
+            let mut out = Vec::new();
+            for item in t.range((0u64, "")..(before, ""))?.take(limit) {
+                let (k, _) = item?;
+                let (start, key) = k.value();
+                out.push((start, key.to_string()));
+            }
+            out
+        };
+        if !old.is_empty() {
+            self.dirty = true;
+        }
+        for (start, key) in &old {
+            self.txn.open_table(RATE_LIMITS_BY_START)?.remove((*start, key.as_str()))?;
+            let mut t = self.txn.open_table(RATE_LIMITS)?;
+            let same = t.get(key.as_str())?.is_some_and(|v| v.value().0 == *start);
+            if same {
+                t.remove(key.as_str())?;
+            }
+        }
+        Ok(old.len())
     }
 
     pub fn put_operator(&mut self, o: &Operator) -> Result<()> {

@@ -37,6 +37,14 @@ pub const PROVISION_EXPIRY: TableDefinition<(u64, &str), ()> = TableDefinition::
 /// `WriteTx::put_token`.
 pub const TOKEN_KEYS: TableDefinition<&str, &str> = TableDefinition::new("token_keys");
 
+/// "kind/address" → (window start ms, attempts): brute-force limits (sign-in,
+/// bootstrap, registration, provisioning), kept here so that a restart does
+/// not reset them. Written by `WriteTx::count_attempt`.
+pub const RATE_LIMITS: TableDefinition<&str, (u64, u32)> = TableDefinition::new("rate_limits");
+
+/// (window start ms, "kind/address") → (): `RATE_LIMITS` by age, for purging.
+pub const RATE_LIMITS_BY_START: TableDefinition<(u64, &str), ()> = TableDefinition::new("rate_limits_by_start");
+
 /// RP key name → `RpKey`. Written by `onepush rp-key`.
 pub const RP_KEYS: TableDefinition<&str, &[u8]> = TableDefinition::new("rp_keys");
 
