@@ -314,12 +314,11 @@ fn block_signals() -> libc::sigset_t {
 /// never following a symlink).
 fn write_private(path: &std::path::Path, text: &str) -> std::io::Result<()> {
     use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
     match std::fs::remove_file(path) {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
         _ => {}
     }
-    let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).custom_flags(libc::O_NOFOLLOW).open(path)?;
+    let mut f = onepush::secrets::create_private(path)?;
     f.write_all(text.as_bytes())?;
     f.sync_all()
 }

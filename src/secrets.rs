@@ -27,6 +27,13 @@ impl std::fmt::Debug for SecretBox {
     }
 }
 
+/// Creates a new file that only its owner can read or write (0600 whatever
+/// the umask), never over an existing file and never through a symlink: for
+/// keys, backups and the one-time code.
+pub fn create_private(path: &Path) -> std::io::Result<std::fs::File> {
+    std::fs::OpenOptions::new().read(true).write(true).create_new(true).mode(0o600).custom_flags(libc::O_NOFOLLOW).open(path)
+}
+
 impl SecretBox {
     /// Reads the key file, or creates it (mode 0600, 32 random bytes) if it
     /// does not exist yet.
@@ -39,12 +46,7 @@ impl SecretBox {
                 if let Some(dir) = path.parent() {
                     std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
                 }
-                let mut f = std::fs::OpenOptions::new()
-                    .write(true)
-                    .create_new(true)
-                    .mode(0o600)
-                    .open(path)
-                    .map_err(|e| format!("{}: {e}", path.display()))?;
+                let mut f = create_private(path).map_err(|e| format!("{}: {e}", path.display()))?;
                 f.write_all(&key).and_then(|()| f.sync_all()).map_err(|e| format!("{}: {e}", path.display()))?;
                 log::info!("created the OTP secret key file {}; back it up apart from the store", path.display());
                 key

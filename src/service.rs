@@ -1388,12 +1388,18 @@ impl App {
             *slot = None;
         }
         self.set_operator("bootstrap", username, password, true, now)?;
-        self.admin_login(username, password, ip, now)
+        // Counted once above, with the code: the sign-in that follows is not another attempt.
+        self.sign_in(username, password, now)
     }
 
     /// POST /api/v1/admin/session: returns the session cookie value.
     pub fn admin_login(&self, username: &str, password: &Password, ip: IpAddr, now: Ms) -> Result<String> {
         self.rate_limit("signin", ip, SIGNIN_RATE_LIMIT, SIGNIN_RATE_WINDOW, now)?;
+        self.sign_in(username, password, now)
+    }
+
+    /// Checks an operator's password, audits the attempt, opens a session.
+    fn sign_in(&self, username: &str, password: &Password, now: Ms) -> Result<String> {
         let op = if username.is_empty() || username.len() > 64 { None } else { self.store.read()?.operator(username)? };
         let ok = self.passwords.verify(op.as_ref().map(|o| o.password_hash.as_str()), password.expose());
         let actor = format!("operator:{}", if op.is_some() { username } else { "?" });

@@ -168,20 +168,13 @@ impl Store {
     /// existing file), under a temporary name in the same directory, and
     /// linked to `dest` only when complete.
     pub fn backup_to(&self, dest: &Path) -> Result<u64> {
-        use std::os::unix::fs::OpenOptionsExt;
         if dest.symlink_metadata().is_ok() {
             return Err(Error::Conflict(format!("{} exists; choose a new file", dest.display())));
         }
         let name = dest.file_name().ok_or_else(|| Error::BadRequest(format!("{}: not a file name", dest.display())))?;
         let partial = dest.with_file_name(format!(".{}.{}.{}.partial", name.to_string_lossy(), std::process::id(), crate::domain::ids::random_b64(6)));
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(&partial)
-            .map_err(|e| Error::Internal(format!("backup: {}: {e}", partial.display())))?;
+        let file =
+            crate::secrets::create_private(&partial).map_err(|e| Error::Internal(format!("backup: {}: {e}", partial.display())))?;
         let n = self.copy_into(file, &partial);
         let linked = n.as_ref().map_err(Clone::clone).and_then(|_| {
             // link(2) never replaces: a file or symlink put at `dest` meanwhile is refused.
