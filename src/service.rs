@@ -1209,9 +1209,10 @@ impl App {
         }
     }
 
-    /// A failed registration: counted on the token when it names one and the
-    /// failure is the caller's (wrong password, unknown or mismatching token
-    /// or codes), audited, and returned as the inner error so the job commits.
+    /// A failed registration: counted on the token only for a token or code
+    /// failure after the credentials were right (never for a wrong or
+    /// unknown contract, user or password), audited, and returned as the
+    /// inner error so the job commits.
     #[allow(clippy::too_many_arguments)]
     fn registration_failed(
         &self,

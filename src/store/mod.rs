@@ -135,7 +135,16 @@ impl Store {
             txn.open_table(PROVISION_EXPIRY)?;
             txn.open_table(RP_KEYS)?;
             txn.open_table(RP_KEY_HASHES)?;
-            txn.open_table(TOKEN_KEYS)?;
+            // The public-key index came after the tokens of an older store: fill it once.
+            let mut keys = txn.open_table(TOKEN_KEYS)?;
+            if keys.len()? == 0 {
+                for item in txn.open_table(TOKENS)?.iter()? {
+                    let (id, bytes) = item?;
+                    let t: Token = codec::decode(bytes.value())?;
+                    keys.insert(t.public_key.as_str(), id.value())?;
+                }
+            }
+            drop(keys);
             txn.open_table(RATE_LIMITS)?;
             txn.open_table(RATE_LIMITS_BY_START)?;
             txn.open_table(OPERATORS)?;

@@ -229,13 +229,51 @@ fn commit_batch(db: &Database, batch: &mut [Box<dyn Job>], audit_head: &mut Opti
 mod tests {
     use super::*;
     use crate::domain::account::tests::contract;
-    use crate::store::{Reader, Store};
+    use crate::store::{RawReader, Reader, Store};
 
-    #[test]
-    fn a_job_failing_after_writing_leaves_nothing_and_spares_its_batch() {
+    /// A store in a new temporary directory (removed by the test).
+    fn temp_store() -> (std::path::PathBuf, Store) {
         let dir = std::env::temp_dir().join(format!("onepush-writer-{}", crate::domain::ids::random_hex(6)));
         std::fs::create_dir_all(&dir).unwrap();
         let store = Store::open(&dir.join("t.redb")).unwrap();
+        (dir, store)
+    }
+
+    #[test]
+    fn an_older_store_gets_its_public_key_index_at_open() {
+        let (dir, store) = temp_store();
+        let token = crate::domain::account::Token {
+            token_id: "ONEP12345674".into(),
+            public_key: "k".repeat(43),
+            otp_secret_sealed: vec![],
+            label: None,
+            push_endpoint: None,
+            created_at: 0,
+            provision_expires_at: 1,
+            bound_to: None,
+            bound_at: None,
+            revoked_at: None,
+            revoke_reason: None,
+            last_otp_step: None,
+            failures: 0,
+        };
+        store.writer().call(Durability::Durable, move |t| t.put_token(&token)).unwrap();
+        // As a store from before the index: the token without its entry.
+        {
+            let txn = store.db.begin_write().unwrap();
+            txn.open_table(crate::store::tables::TOKEN_KEYS).unwrap().remove("k".repeat(43).as_str()).unwrap();
+            txn.commit().unwrap();
+        }
+        assert_eq!(store.read().unwrap().token_by_public_key(&"k".repeat(43)).unwrap(), None);
+        drop(store);
+        let store = Store::open(&dir.join("t.redb")).unwrap();
+        assert_eq!(store.read().unwrap().token_by_public_key(&"k".repeat(43)).unwrap().as_deref(), Some("ONEP12345674"));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_job_failing_after_writing_leaves_nothing_and_spares_its_batch() {
+        let (dir, store) = temp_store();
         let w = store.writer();
         let (tx, rx) = mpsc::channel();
         let mut a = contract();
@@ -269,9 +307,7 @@ mod tests {
 
     #[test]
     fn a_job_that_panics_fails_alone_and_the_writer_goes_on() {
-        let dir = std::env::temp_dir().join(format!("onepush-writer-{}", crate::domain::ids::random_hex(6)));
-        std::fs::create_dir_all(&dir).unwrap();
-        let store = Store::open(&dir.join("t.redb")).unwrap();
+        let (dir, store) = temp_store();
         let w = store.writer();
         let (tx, rx) = mpsc::channel();
         for (name, panics) in [("A", false), ("B", true), ("C", false)] {
