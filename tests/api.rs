@@ -649,6 +649,29 @@ fn the_demo_acts_only_on_its_own_contracts_and_only_on_loopback() {
 }
 
 #[test]
+fn head_on_the_device_poll_delivers_nothing() {
+    let w = World::new("challenge_ttl = \"2s\"\nsweep_interval = \"200ms\"\n");
+    let phone = w.registered(C, "jweb", "taro");
+    let id = w.login_challenge(C, "taro");
+    let r = phone.signed("HEAD", "/api/v1/device/challenges?wait=5", None);
+    assert_eq!(r.status, 200);
+    // Never fetched, so it closes as undelivered, not expired.
+    let status = eventually("the challenge closes", 10, || {
+        let s = w.challenge(&id, 0).json["status"].as_str().unwrap_or("").to_string();
+        (s != "pending").then_some(s)
+    });
+    assert_eq!(status, "undelivered");
+}
+
+#[test]
+fn demo_is_not_an_rp_key_name() {
+    let s = Server::start("");
+    let (code, _, err) = s.cli(&["rp-key", "add", "demo"], None);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("demo"), "{err}");
+}
+
+#[test]
 fn public_endpoints() {
     let s = Server::start("");
     assert_eq!(s.get("/healthz", &[]).status, 200);

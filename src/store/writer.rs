@@ -240,6 +240,21 @@ mod tests {
     }
 
     #[test]
+    fn attempts_are_counted_per_window_and_purged_after_it() {
+        let (dir, store) = temp_store();
+        let w = store.writer();
+        let count = |now: crate::domain::Ms| w.call(Durability::Durable, move |t| t.count_attempt("signin/203.0.113.7", 2, 1_000, now)).unwrap();
+        assert_eq!(count(0), Ok(()));
+        assert_eq!(count(100), Ok(()));
+        assert_eq!(count(400), Err(600), "the third in the window waits for its end");
+        assert_eq!(count(1_000), Ok(()), "a new window");
+        assert_eq!(w.call(Durability::Durable, |t| t.purge_attempts(1_000, 10)).unwrap(), 0, "the live window stays");
+        assert_eq!(w.call(Durability::Durable, |t| t.purge_attempts(1_001, 10)).unwrap(), 1);
+        assert_eq!(count(1_100), Ok(()), "purged: counted from zero again");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
     fn an_older_store_gets_its_public_key_index_at_open() {
         let (dir, store) = temp_store();
         let token = crate::domain::account::Token {
