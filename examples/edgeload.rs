@@ -20,16 +20,15 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
+use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use common::call;
+use common::{call, cli, raise_fd_limit, start};
 use serde_json::{json, Value};
 
 const PASSWORD: &str = "bench-pass-1";
@@ -71,63 +70,6 @@ fn parse_args() -> Args {
     a
 }
 
-struct Server {
-    child: Child,
-    base: String,
-    config: PathBuf,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn cli(bin: &Path, config: &Path, args: &[&str], stdin: &str) -> String {
-    let mut c = Command::new(bin)
-        .args(args)
-        .arg("--config")
-        .arg(config)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("running onepush");
-    c.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
-    let out = c.wait_with_output().unwrap();
-    assert!(out.status.success(), "onepush {args:?} failed");
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
-
-fn start(bin: &Path, dir: &Path) -> Server {
-    std::fs::create_dir_all(dir).unwrap();
-    let config = dir.join("onepush.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "listen = \"127.0.0.1:0\"\ndata_dir = \"{}\"\nmax_wait = \"60s\"\nmax_challenges_per_window = 1000000\n\
-             trusted_proxies = [\"127.0.0.1\"]\nargon2_memory_kib = 1024\nargon2_iterations = 1\n",
-            dir.join("data").display()
-        ),
-    )
-    .unwrap();
-    let log = std::fs::File::create(dir.join("server.log")).unwrap();
-    let mut child = Command::new(bin)
-        .args(["serve", "--config"])
-        .arg(&config)
-        .env("RUST_LOG", std::env::var("EDGELOAD_SERVER_LOG").unwrap_or_else(|_| "warn".into()))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::from(log))
-        .spawn()
-        .expect("starting onepush; build it first with cargo build --release");
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let first = lines.next().expect("server printed nothing").unwrap();
-    let base = first.strip_prefix("onepush listening on ").expect("listening line").to_string();
-    std::thread::spawn(move || for _ in lines {});
-    Server { child, base, config }
-}
-
 fn session(base: &str) -> String {
     let mut resp = ureq::post(format!("{base}/api/v1/admin/session"))
         .send_json(json!({"username": "bench", "password": "bench-operator-1"}))
@@ -153,17 +95,6 @@ fn proc_status(pid: u32) -> (u64, u64) {
 
 fn percentile(sorted: &[f64], q: f64) -> f64 {
     sorted.get(((sorted.len() as f64 - 1.0) * q).round() as usize).copied().unwrap_or(f64::NAN)
-}
-
-fn raise_fd_limit() {
-    // SAFETY: getrlimit/setrlimit on our own process with a valid struct.
-    unsafe {
-        let mut r = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) == 0 {
-            r.rlim_cur = r.rlim_max;
-            libc::setrlimit(libc::RLIMIT_NOFILE, &r);
-        }
-    }
 }
 
 /// Sleeps until `until` or until `stop` is set, in steps of 50 ms.
@@ -371,7 +302,7 @@ fn main() {
     let dir = std::env::temp_dir().join(format!("onepush-edgeload-{}", std::process::id()));
     println!("edgeload: {cores} cores, {} s", args.secs);
 
-    let mut server = start(&args.bin, &dir);
+    let mut server = start(&args.bin, &dir, "argon2_memory_kib = 1024\nargon2_iterations = 1", "EDGELOAD_SERVER_LOG");
     let rp_key = cli(&args.bin, &server.config, &["rp-key", "add", "bench"], "");
     cli(&args.bin, &server.config, &["operator", "add", "bench", "--password-stdin"], "bench-operator-1");
     let base = server.base.clone();

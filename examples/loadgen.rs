@@ -16,16 +16,15 @@
 #[path = "common/mod.rs"]
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{agent, call, device_call};
+use common::{agent, call, cli, device_call, raise_fd_limit, start};
 use onepush::client::{now_secs, registration_otps, DeviceKey};
 use serde_json::{json, Value};
 
@@ -56,63 +55,6 @@ fn parse_args() -> Args {
     a.secs = a.secs.clamp(1, 120);
     a.phones = a.phones.clamp(*a.levels.iter().max().unwrap_or(&1), 12_000);
     a
-}
-
-struct Server {
-    child: Child,
-    base: String,
-    config: PathBuf,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn cli(bin: &Path, config: &Path, args: &[&str], stdin: &str) -> String {
-    let mut c = Command::new(bin)
-        .args(args)
-        .arg("--config")
-        .arg(config)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("running onepush");
-    c.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
-    let out = c.wait_with_output().unwrap();
-    assert!(out.status.success(), "onepush {args:?} failed");
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
-
-fn start(bin: &Path, dir: &Path, extra: &str) -> Server {
-    std::fs::create_dir_all(dir).unwrap();
-    let config = dir.join("onepush.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "listen = \"127.0.0.1:0\"\ndata_dir = \"{}\"\nmax_wait = \"60s\"\nmax_challenges_per_window = 1000000\n\
-             trusted_proxies = [\"127.0.0.1\"]\n{extra}\n",
-            dir.join("data").display()
-        ),
-    )
-    .unwrap();
-    let log = std::fs::File::create(dir.join("server.log")).unwrap();
-    let mut child = Command::new(bin)
-        .args(["serve", "--config"])
-        .arg(&config)
-        .env("RUST_LOG", std::env::var("LOADGEN_SERVER_LOG").unwrap_or_else(|_| "warn".into()))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::from(log))
-        .spawn()
-        .expect("starting onepush; build it first with cargo build --release");
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let first = lines.next().expect("server printed nothing").unwrap();
-    let base = first.strip_prefix("onepush listening on ").expect("listening line").to_string();
-    std::thread::spawn(move || for _ in lines {});
-    Server { child, base, config }
 }
 
 /// CPU seconds (user + system) a process has used.
@@ -448,7 +390,7 @@ fn main() {
     let rt_dir = dir.join("roundtrip");
     let extra = "argon2_memory_kib = 1024\nargon2_iterations = 1";
     std::fs::create_dir_all(&rt_dir).unwrap();
-    let cfg_probe = start(&args.bin, &rt_dir, extra);
+    let cfg_probe = start(&args.bin, &rt_dir, extra, "LOADGEN_SERVER_LOG");
     let config = cfg_probe.config.clone();
     let rp_key = cli(&args.bin, &config, &["rp-key", "add", "bench"], "");
     cli(&args.bin, &config, &["operator", "add", "bench", "--password-stdin"], "bench-operator-1");
@@ -547,7 +489,7 @@ fn argon2_ratio(bin: &Path, dir: &Path, cores: usize, secs: u64) {
     let alone = n.load(Ordering::Relaxed) as f64 / t.elapsed().as_secs_f64();
     println!("  Argon2 verify alone, {cores} threads: {alone:.1}/s");
 
-    let server = start(bin, dir, "");
+    let server = start(bin, dir, "", "LOADGEN_SERVER_LOG");
     cli(bin, &server.config, &["operator", "add", "bench", "--password-stdin"], "bench-operator-1");
     let rp_key = cli(bin, &server.config, &["rp-key", "add", "bench"], "");
     let base = server.base.clone();
@@ -580,13 +522,3 @@ fn argon2_ratio(bin: &Path, dir: &Path, cores: usize, secs: u64) {
     println!("  ratio logins / Argon2 alone: {:.1}%", 100.0 * logins / alone);
 }
 
-fn raise_fd_limit() {
-    // SAFETY: getrlimit/setrlimit on our own process with a valid struct.
-    unsafe {
-        let mut r = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) == 0 {
-            r.rlim_cur = r.rlim_max;
-            libc::setrlimit(libc::RLIMIT_NOFILE, &r);
-        }
-    }
-}
