@@ -39,6 +39,7 @@ pub struct RawConfig {
     pub argon2_memory_kib: Option<u32>,
     pub argon2_iterations: Option<u32>,
     pub secret_key_file: Option<PathBuf>,
+    pub audit_key_file: Option<PathBuf>,
     pub header_timeout: Option<String>,
     pub body_timeout: Option<String>,
     pub keepalive_timeout: Option<String>,
@@ -84,6 +85,8 @@ pub struct Config {
     pub argon2_iterations: u32,
     /// The key that seals OTP secrets; default `<data_dir>/secret.key`.
     pub secret_key_file: PathBuf,
+    /// The key that signs the audit head; default `<data_dir>/audit.key`.
+    pub audit_key_file: PathBuf,
     pub editions: BTreeMap<String, EditionPolicy>,
     /// The HTTP edge (API.md, "HTTP edge limits"); fixed at start.
     pub edge: EdgeLimits,
@@ -241,6 +244,7 @@ impl Config {
         Ok(Config {
             listen,
             secret_key_file: raw.secret_key_file.unwrap_or_else(|| data_dir.join("secret.key")),
+            audit_key_file: raw.audit_key_file.unwrap_or_else(|| data_dir.join("audit.key")),
             data_dir,
             trusted_proxies,
             challenge_ttl: positive("challenge_ttl", duration("challenge_ttl", &raw.challenge_ttl, "60s")?)?,
@@ -406,7 +410,7 @@ mod packaged_default {
             "listen", "data_dir", "trusted_proxies", "challenge_ttl", "max_wait", "sweep_interval", "grace_period",
             "provision_ttl", "token_prefix", "otp_window", "otp_max_failures", "password_max_failures",
             "require_registration", "number_challenge", "max_pending_per_user", "max_challenges_per_window",
-            "challenge_window", "argon2_memory_kib", "argon2_iterations", "secret_key_file", "challenge_retention",
+            "challenge_window", "argon2_memory_kib", "argon2_iterations", "secret_key_file", "audit_key_file", "challenge_retention",
             "header_timeout", "body_timeout", "keepalive_timeout", "send_timeout", "max_connections", "bootstrap_ttl",
         ] {
             assert!(uncommented.contains(&format!("{key} = ")), "packaging/onepush.toml lacks {key}");

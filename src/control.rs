@@ -109,10 +109,11 @@ pub fn execute(app: &App, cmd: Command) -> Output {
         Command::Backup { dest } => match app.store.backup_to(std::path::Path::new(&dest)) {
             Ok(n) => Output::ok(format!(
                 "backup written to {dest} ({n} records)\n\
-                 the OTP secrets in it open only with the key file {key}, which is not in the backup:\n\
-                 keep a copy of that file apart from the backups (both are needed to restore registrations)\n\
-                 restore with: onepush restore {dest} (server stopped; secret_key_file pointing at that key)\n",
-                key = app.cfg().secret_key_file.display()
+                 the OTP secrets in it open only with the key file {key}, and its audit log verifies only with\n\
+                 the key file {audit}; neither is in the backup: keep a copy of both apart from the backups\n\
+                 restore with: onepush restore {dest} (server stopped; both key files in place)\n",
+                key = app.cfg().secret_key_file.display(),
+                audit = app.cfg().audit_key_file.display()
             )),
             Err(e) => Output::fail(1, match e {
                 crate::error::Error::Internal(d) => d,
@@ -138,6 +139,16 @@ pub fn execute(app: &App, cmd: Command) -> Output {
                     }
                     Err(e) => return Output::fail(1, e),
                 }
+            }
+            // The head signed in the same snapshot, so the export can be
+            // checked elsewhere with only the public key.
+            match r.audit_signed_head() {
+                Ok(Some(signed_head)) => {
+                    out.push_str(&serde_json::to_string(&crate::audit::ExportLine::Head { signed_head }).unwrap_or_default());
+                    out.push('\n');
+                }
+                Ok(None) => {}
+                Err(e) => return Output::fail(1, e),
             }
             Output::ok(out)
         }

@@ -92,10 +92,21 @@ enum OperatorCmd {
 
 #[derive(Subcommand)]
 enum AuditCmd {
-    /// Check the hash chain: exit 0 intact, 1 broken (naming the first bad entry).
-    Verify,
-    /// Print every event as a JSON line.
+    /// Check the hash chain and its signed head: exit 0 intact, 1 broken
+    /// (naming the first bad entry, or the entries cut off).
+    Verify {
+        /// Check an export instead of the store, with only this public key
+        /// (as `audit public-key` prints it).
+        #[arg(long, value_name = "KEY")]
+        public_key: Option<String>,
+        /// The export to check with --public-key (default: standard input).
+        #[arg(requires = "public_key")]
+        export: Option<PathBuf>,
+    },
+    /// Print every event as a JSON line, then the signed head.
     Export,
+    /// Print the public key that checks the signed heads.
+    PublicKey,
 }
 
 #[derive(Subcommand)]
@@ -163,8 +174,50 @@ fn main() -> ExitCode {
             manage(&cfg, Command::Backup { dest: dest.to_string_lossy().into_owned() })
         }
         Cmd::Restore { src } => restore(&cfg, &src),
-        Cmd::Audit(AuditCmd::Verify) => manage(&cfg, Command::AuditVerify),
+        Cmd::Audit(AuditCmd::Verify { public_key: None, .. }) => manage(&cfg, Command::AuditVerify),
+        Cmd::Audit(AuditCmd::Verify { public_key: Some(key), export }) => verify_export(&key, export.as_deref()),
         Cmd::Audit(AuditCmd::Export) => manage(&cfg, Command::AuditExport),
+        Cmd::Audit(AuditCmd::PublicKey) => match onepush::audit::AuditKey::load(&cfg.audit_key_file) {
+            Ok(k) => {
+                println!("{}", k.public_b64());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("onepush: {e}");
+                ExitCode::from(1)
+            }
+        },
+    }
+}
+
+/// `audit verify --public-key K [EXPORT]`: checks an export without the
+/// store or the private key.
+fn verify_export(key: &str, export: Option<&std::path::Path>) -> ExitCode {
+    let key = match onepush::audit::parse_public_key(key) {
+        Ok(k) => k,
+        Err(e) => {
+            eprintln!("onepush: --public-key: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let mut text = String::new();
+    let read = match export {
+        Some(p) if p != std::path::Path::new("-") => std::fs::read_to_string(p).map(|t| text = t),
+        _ => std::io::stdin().read_to_string(&mut text).map(|_| ()),
+    };
+    if let Err(e) = read {
+        eprintln!("onepush: {}: {e}", export.map_or("standard input".into(), |p| p.display().to_string()));
+        return ExitCode::from(1);
+    }
+    match onepush::audit::verify_export(&text, &key) {
+        Ok(n) => {
+            println!("audit export intact: {n} entries, signed head verified");
+            ExitCode::SUCCESS
+        }
+        Err(b) => {
+            eprintln!("onepush: audit log broken at entry {}: {}", b.seq, b.why);
+            ExitCode::from(1)
+        }
     }
 }
 
@@ -203,9 +256,16 @@ fn restore(cfg: &Config, src: &std::path::Path) -> ExitCode {
         eprintln!("onepush: {m}");
         ExitCode::from(1)
     };
-    // Check the backup on its own first.
+    // The backup's audit head is signed with the key of the server that made it.
+    let key = match onepush::audit::AuditKey::load(&cfg.audit_key_file) {
+        Ok(k) => k.public(),
+        Err(e) => {
+            return fail(format!("{e}: restoring needs the audit key file of the server that made the backup there (with its secret key file)"))
+        }
+    };
+    // Check the backup on its own first, without writing to it.
     let check = match Store::open(src) {
-        Ok(store) => match App::new(cfg.clone(), store, Arc::new(|_| {})).and_then(|app| app.verify_audit()) {
+        Ok(store) => match store.verify_audit(&key) {
             Ok(Ok(n)) => n,
             Ok(Err(b)) => return fail(format!("{}: audit log broken at entry {}: {}", src.display(), b.seq, b.why)),
             Err(e) => return fail(format!("{}: {e:?}", src.display())),

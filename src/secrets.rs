@@ -34,28 +34,35 @@ pub fn create_private(path: &Path) -> std::io::Result<std::fs::File> {
     std::fs::OpenOptions::new().read(true).write(true).create_new(true).mode(0o600).custom_flags(libc::O_NOFOLLOW).open(path)
 }
 
+/// Reads a 32-byte key file, or creates it (0600, random) if it does not
+/// exist yet; true when it was created now. `what` names it in the log.
+pub fn load_or_create_key(path: &Path, what: &str) -> std::result::Result<(Zeroizing<Vec<u8>>, bool), String> {
+    let (key, created) = match std::fs::read(path) {
+        Ok(bytes) => (Zeroizing::new(bytes), false),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let mut key = Zeroizing::new(vec![0u8; KEY_LEN]);
+            rand::fill(&mut key[..]);
+            if let Some(dir) = path.parent() {
+                std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+            }
+            let mut f = create_private(path).map_err(|e| format!("{}: {e}", path.display()))?;
+            f.write_all(&key).and_then(|()| f.sync_all()).map_err(|e| format!("{}: {e}", path.display()))?;
+            log::info!("created the {what} file {}; back it up apart from the store", path.display());
+            (key, true)
+        }
+        Err(e) => return Err(format!("{}: {e}", path.display())),
+    };
+    if key.len() != KEY_LEN {
+        return Err(format!("{}: a key file holds exactly {KEY_LEN} bytes", path.display()));
+    }
+    Ok((key, created))
+}
+
 impl SecretBox {
     /// Reads the key file, or creates it (mode 0600, 32 random bytes) if it
     /// does not exist yet.
     pub fn load_or_create(path: &Path) -> std::result::Result<SecretBox, String> {
-        let key = match std::fs::read(path) {
-            Ok(bytes) => Zeroizing::new(bytes),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                let mut key = Zeroizing::new(vec![0u8; KEY_LEN]);
-                rand::fill(&mut key[..]);
-                if let Some(dir) = path.parent() {
-                    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-                }
-                let mut f = create_private(path).map_err(|e| format!("{}: {e}", path.display()))?;
-                f.write_all(&key).and_then(|()| f.sync_all()).map_err(|e| format!("{}: {e}", path.display()))?;
-                log::info!("created the OTP secret key file {}; back it up apart from the store", path.display());
-                key
-            }
-            Err(e) => return Err(format!("{}: {e}", path.display())),
-        };
-        if key.len() != KEY_LEN {
-            return Err(format!("{}: a key file holds exactly {KEY_LEN} bytes", path.display()));
-        }
+        let (key, _) = load_or_create_key(path, "OTP secret key")?;
         let cipher = ChaCha20Poly1305::new_from_slice(&key).map_err(|_| "bad key length".to_string())?;
         Ok(SecretBox { cipher })
     }

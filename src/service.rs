@@ -29,7 +29,7 @@ use crate::domain::challenge::{number_challenge, Answer, CancelCause, Challenge,
 use crate::domain::ids::{self, check_contract_no, check_text, check_user_id, Password, TokenId};
 use crate::domain::sig;
 use crate::domain::totp;
-use crate::domain::{rfc3339, Ms, SECOND};
+use crate::domain::{now_ms, rfc3339, Ms, SECOND};
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
 use crate::passwords::Passwords;
@@ -314,8 +314,11 @@ impl App {
     pub fn new(cfg: Config, store: Store, notify: Notify) -> Result<App> {
         let passwords = Passwords::new(cfg.argon2_memory_kib, cfg.argon2_iterations)?;
         let secrets = crate::secrets::SecretBox::load_or_create(&cfg.secret_key_file).map_err(Error::Internal)?;
+        let (audit_key, audit_key_created) = crate::audit::AuditKey::load_or_create(&cfg.audit_key_file).map_err(Error::Internal)?;
+        let audit_public = audit_key.public();
+        store.set_audit_key(audit_key)?;
         let writer = store.writer();
-        Ok(App {
+        let app = App {
             config: std::sync::RwLock::new(Arc::new(cfg)),
             store,
             writer,
@@ -328,7 +331,63 @@ impl App {
             delivered: Arc::new(Mutex::new(HashMap::new())),
             keys: Mutex::new(HashMap::new()),
             rp_cache: Mutex::new((0, HashMap::new())),
-        })
+        };
+        app.check_audit_head(&audit_public, audit_key_created, now_ms())?;
+        Ok(app)
+    }
+
+    /// Compares the signed audit head with the chain's end before anything
+    /// is appended: the next append would sign over a cut or rewritten log,
+    /// so what is found is logged and kept in the store, and `audit verify`
+    /// goes on reporting it. A store from before signed heads gets its first
+    /// one when its audit key is made.
+    fn check_audit_head(&self, key: &ed25519_dalek::VerifyingKey, key_created: bool, now: Ms) -> Result<()> {
+        let r = self.store.read()?;
+        let last = r.audit_last()?;
+        let head = r.audit_signed_head()?;
+        let found = match (&head, &last) {
+            (None, None) => return Ok(()),
+            (None, Some(last)) if key_created => {
+                let Some(k) = self.store.audit_key() else { return Ok(()) };
+                let signed = k.sign(last.seq, &last.hash, rfc3339(now));
+                drop(r);
+                self.writer.call(Durability::Durable, move |tx| tx.put_audit_signed_head(&signed))?;
+                log::info!("audit log: its head (entry {}) is now signed with the new audit key", last.seq);
+                return Ok(());
+            }
+            (head, last) => {
+                let at_head = match head {
+                    Some(h) => r.audit_at(h.seq)?.map(|e| e.hash),
+                    None => None,
+                };
+                crate::audit::check_head(last.as_ref().map_or(0, |e| e.seq), at_head.as_deref(), head.as_ref(), key)
+            }
+        };
+        drop(r);
+        if let Err(b) = found {
+            log::error!("audit log broken at entry {}: {}; kept for `onepush audit verify`", b.seq, b.why);
+            let record = crate::audit::HeadBreak { found_at: rfc3339(now), seq: b.seq, why: b.why };
+            self.writer.call(Durability::Durable, move |tx| tx.put_audit_head_break(&record))?;
+        }
+        Ok(())
+    }
+
+    /// Logs the signed audit head, so the journal holds anchors that someone
+    /// with write access to the store cannot rewrite (the sweeper calls this
+    /// every 10 minutes).
+    pub fn log_audit_head(&self) {
+        let public = self.store.audit_key().map(|k| k.public_b64()).unwrap_or_default();
+        match self.store.read().and_then(|r| r.audit_signed_head()) {
+            Ok(Some(h)) => log::info!(
+                "audit head: entry {} hash {} signed {} signature {} (audit public key {public})",
+                h.seq,
+                h.hash,
+                h.signed_at,
+                h.signature
+            ),
+            Ok(None) => log::info!("audit head: the log is empty (audit public key {public})"),
+            Err(e) => log::error!("audit head: {e}"),
+        }
     }
 
     /// Queues a job whose events go to the waiters after its commit.
@@ -1582,23 +1641,8 @@ impl App {
 
     /// `onepush audit verify`: the number of events, or where the chain breaks.
     pub fn verify_audit(&self) -> Result<std::result::Result<u64, crate::audit::Broken>> {
-        let r = self.store.read()?;
-        let mut after = 0;
-        let mut all = Vec::new();
-        loop {
-            let page = r.audit_bytes(after, 10_000)?;
-            if page.is_empty() {
-                break;
-            }
-            for b in page {
-                after += 1;
-                all.push(crate::store::codec::decode::<crate::audit::AuditEvent>(&b).map_err(|e| crate::audit::Broken {
-                    seq: after,
-                    why: e.to_string(),
-                }));
-            }
-        }
-        Ok(crate::audit::verify(all))
+        let key = self.store.audit_key().ok_or_else(|| Error::Internal("the store has no audit key".into()))?.public();
+        self.store.verify_audit(&key)
     }
 }
 

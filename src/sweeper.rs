@@ -2,19 +2,28 @@
 //! them, `undelivered` if not) and expires unbound tokens. It sleeps until
 //! the earliest expiry in the index or `sweep_interval`, whichever is
 //! sooner, so a challenge closes within milliseconds of `expires_at`.
+//! Every 10 minutes it also logs the signed audit head (API.md: logged at
+//! least every 10 minutes).
 
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::domain::now_ms;
+use crate::domain::{now_ms, Ms, SECOND};
 use crate::service::App;
 
+const AUDIT_HEAD_LOG_EVERY: Ms = 600 * SECOND;
+
 pub fn spawn(app: Arc<App>, stop: Receiver<()>) -> std::thread::JoinHandle<()> {
+    let mut log_head_at = 0;
     std::thread::Builder::new()
         .name("sweeper".into())
         .spawn(move || loop {
             let now = now_ms();
+            if now >= log_head_at {
+                app.log_audit_head();
+                log_head_at = now + AUDIT_HEAD_LOG_EVERY;
+            }
             let next = match app.sweep(now) {
                 Ok((closed, next)) => {
                     if !closed.is_empty() {

@@ -919,6 +919,118 @@ fn an_edited_audit_entry_is_found_and_named() {
     assert!(err.contains("entry 3"), "{err}");
 }
 
+/// A server's data directory after some activity, copied (store and keys)
+/// for a tamper test; returns the copy and the number of audit entries.
+fn copy_of_a_real_store(w: &mut World) -> (std::path::PathBuf, u64) {
+    let phone = w.registered(C, "jweb", "taro");
+    for _ in 0..2 {
+        let id = w.login_challenge(C, "taro");
+        let ch = phone.fetch(&id);
+        phone.answer(&ch, "approve");
+    }
+    let (code, out, err) = w.s.cli(&["audit", "verify"], None);
+    assert_eq!(code, 0, "{err}");
+    let n: u64 = out.trim().trim_start_matches("audit log intact: ").trim_end_matches(" entries").parse().unwrap();
+    assert!(n >= 8, "{out}");
+    w.s.kill();
+    let copy = w.s.dir.join("copy");
+    std::fs::create_dir_all(&copy).unwrap();
+    for f in ["onepush.redb", "secret.key", "audit.key"] {
+        std::fs::copy(w.s.dir.join("data").join(f), copy.join(f)).unwrap();
+    }
+    (copy, n)
+}
+
+/// Rewrites the audit log of a stopped store as someone with the file but
+/// without the audit key can.
+fn tamper(store: &std::path::Path, f: impl FnMut(&mut onepush::store::WriteTx) -> onepush::error::Result<()> + Send + 'static) {
+    {
+        let s = onepush::store::Store::open(store).unwrap();
+        s.writer().call(onepush::store::Durability::Durable, f).unwrap();
+    }
+    // The writer thread lets the file go when it sees its queue closed.
+    eventually("the store to be released", 10, || onepush::store::Store::open(store).ok());
+}
+
+#[test]
+fn a_cut_off_audit_log_is_found_even_after_new_entries() {
+    let mut w = World::new("");
+    let (copy, n) = copy_of_a_real_store(&mut w);
+    let data = copy.to_str().unwrap();
+    tamper(&copy.join("onepush.redb"), move |tx| (n - 3..=n).try_for_each(|seq| tx.remove_audit_for_test(seq)));
+    let (code, _, err) = w.s.cli(&["--data", data, "audit", "verify"], None);
+    assert_eq!(code, 1, "{err}");
+    let missing = format!("entries {}..{n} are missing", n - 3);
+    assert!(err.contains(&missing) && err.contains("truncated"), "{err}");
+    // New entries, signed with the key, do not wash the cut away.
+    let (code, _, err2) = w.s.cli(&["--data", data, "rp-key", "add", "later"], None);
+    assert_eq!(code, 0, "{err2}");
+    let (code, _, err) = w.s.cli(&["--data", data, "audit", "verify"], None);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains(&missing), "{err}");
+}
+
+#[test]
+fn an_audit_chain_recomputed_without_the_key_is_found() {
+    let mut w = World::new("");
+    let (copy, n) = copy_of_a_real_store(&mut w);
+    tamper(&copy.join("onepush.redb"), |tx| {
+        use onepush::store::Reader;
+        let mut all = tx.audit_after(0, 100_000)?;
+        all[2].actor = "operator:mallory".into();
+        for i in 2..all.len() {
+            if i > 2 {
+                all[i].prev_hash = all[i - 1].hash.clone();
+            }
+            all[i].hash = all[i].compute_hash();
+            tx.overwrite_audit_for_test(&all[i])?;
+        }
+        Ok(())
+    });
+    let (code, _, err) = w.s.cli(&["--data", copy.to_str().unwrap(), "audit", "verify"], None);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains(&format!("entry {n}")) && err.contains("rewritten"), "{err}");
+}
+
+#[test]
+fn an_export_ends_with_its_signed_head_and_is_checked_with_the_public_key_alone() {
+    let w = World::new("");
+    let phone = w.registered(C, "jweb", "taro");
+    let id = w.login_challenge(C, "taro");
+    phone.answer(&phone.fetch(&id), "approve");
+    let (code, export, err) = w.s.cli(&["audit", "export"], None);
+    assert_eq!(code, 0, "{err}");
+    let last: Value = serde_json::from_str(export.lines().last().unwrap()).unwrap();
+    let n = export.lines().count() - 1;
+    assert_eq!(last["signed_head"]["seq"], n as u64, "{last}");
+    let (code, key, err) = w.s.cli(&["audit", "public-key"], None);
+    assert_eq!(code, 0, "{err}");
+    let key = key.trim().to_string();
+    assert_eq!(key.len(), 43, "{key}");
+    let file = w.s.dir.join("export.jsonl");
+    let check = |text: &str, key: &str| {
+        std::fs::write(&file, text).unwrap();
+        w.s.cli(&["audit", "verify", "--public-key", key, file.to_str().unwrap()], None)
+    };
+    let (code, out, err) = check(&export, &key);
+    assert_eq!((code, out.trim()), (0, format!("audit export intact: {n} entries, signed head verified").as_str()), "{err}");
+    // The last entry cut out of the export.
+    let lines: Vec<&str> = export.lines().collect();
+    let cut = format!("{}\n{}\n", lines[..n - 1].join("\n"), lines[n]);
+    let (code, _, err) = check(&cut, &key);
+    assert_eq!(code, 1);
+    assert!(err.contains(&format!("entries {n}..{n} are missing")), "{err}");
+    // Another appliance's key.
+    let other = w.s.cli(&["--data", w.s.dir.join("other").to_str().unwrap(), "rp-key", "add", "x"], None);
+    assert_eq!(other.0, 0, "{}", other.2);
+    let (_, other_key, _) = w.s.cli(&["--data", w.s.dir.join("other").to_str().unwrap(), "audit", "public-key"], None);
+    let (code, _, err) = check(&export, other_key.trim());
+    assert_eq!(code, 1);
+    assert!(err.contains("signature"), "{err}");
+    // The journal holds the anchors: the head and the public key, logged at start and every 10 minutes.
+    assert!(w.s.log().contains(&format!("(audit public key {key})")), "{}", w.s.log());
+}
+
 #[test]
 fn the_server_exits_non_zero_when_its_accept_loop_dies() {
     // Out of descriptors, tiny_http either sees accept() fail (its loop ends)

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use redb::{Database, ReadTransaction, ReadableDatabase, ReadableTable, ReadableTableMetadata, WriteTransaction};
 use serde::{Deserialize, Serialize};
 
-use crate::audit::{AuditEvent, NewEvent, GENESIS};
+use crate::audit::{AuditEvent, AuditKey, HeadBreak, NewEvent, SignedHead, GENESIS};
 use crate::domain::account::{Contract, Token, User};
 use crate::domain::challenge::Challenge;
 use crate::domain::{rfc3339, Ms};
@@ -110,6 +110,8 @@ pub struct Stats {
 pub struct Store {
     db: Arc<Database>,
     path: std::path::PathBuf,
+    /// Signs the audit head in every commit that appends, once set.
+    audit_key: Arc<std::sync::OnceLock<AuditKey>>,
 }
 
 impl Store {
@@ -156,7 +158,7 @@ impl Store {
             txn.open_table(FRAUD_REPORTS)?;
         }
         txn.commit()?;
-        Ok(Store { db: Arc::new(db), path: path.to_path_buf() })
+        Ok(Store { db: Arc::new(db), path: path.to_path_buf(), audit_key: Arc::default() })
     }
 
     pub fn read(&self) -> Result<ReadTx> {
@@ -165,7 +167,17 @@ impl Store {
 
     /// Starts the single writer thread.
     pub fn writer(&self) -> Writer {
-        Writer::start(self.db.clone())
+        Writer::start(self.db.clone(), self.audit_key.clone())
+    }
+
+    /// From now on, every commit that appends to the audit log also stores
+    /// the new head signed with `key`. Set once; a second key is refused.
+    pub fn set_audit_key(&self, key: AuditKey) -> Result<()> {
+        self.audit_key.set(key).map_err(|_| Error::Internal("the store already has an audit key".into()))
+    }
+
+    pub fn audit_key(&self) -> Option<&AuditKey> {
+        self.audit_key.get()
     }
 
     /// Copies every table, as of one read transaction, into a new store file
@@ -227,6 +239,33 @@ impl Store {
         Ok(n)
     }
 
+    /// Checks the audit log in one snapshot, without writing: the chain,
+    /// then its signed head against `key` (an edited entry, a cut-off end, a
+    /// recomputed chain, entries the key never signed), then any break an
+    /// earlier start found. The number of entries, or where it breaks.
+    pub fn verify_audit(&self, key: &ed25519_dalek::VerifyingKey) -> Result<std::result::Result<u64, crate::audit::Broken>> {
+        use crate::audit::Broken;
+        let r = self.read()?;
+        let mut after = 0;
+        let mut all = Vec::new();
+        loop {
+            let page = r.audit_bytes(after, 10_000)?;
+            if page.is_empty() {
+                break;
+            }
+            for b in page {
+                after += 1;
+                all.push(codec::decode::<AuditEvent>(&b).map_err(|e| Broken { seq: after, why: e.to_string() }));
+            }
+        }
+        let head = r.audit_signed_head()?;
+        let found = r.audit_head_break()?;
+        Ok(crate::audit::verify_signed(all, head.as_ref(), key).and_then(|n| match found {
+            Some(b) => Err(Broken { seq: b.seq, why: format!("{} (found at the start of {})", b.why, b.found_at) }),
+            None => Ok(n),
+        }))
+    }
+
     pub fn stats(&self) -> Stats {
         Stats { file_bytes: std::fs::metadata(&self.path).map(|m| m.len()).unwrap_or(0) }
     }
@@ -243,6 +282,8 @@ pub struct WriteTx {
     now: Ms,
     /// The last audit event's (seq, hash), read once per transaction.
     audit_head: Option<(u64, String)>,
+    /// Whether this transaction appended to the audit log (its head is signed then).
+    audit_appended: bool,
 }
 
 /// The primitive reads, implemented once per transaction kind by `impl_reader!`.
@@ -268,6 +309,7 @@ pub trait RawReader {
     /// Audit seqs about a contract (and a user of it), ascending.
     fn audit_seqs_about(&self, contract_no: &str, user_id: Option<&str>) -> Result<Vec<u64>>;
     fn audit_bytes_at(&self, seq: u64) -> Result<Option<Vec<u8>>>;
+    fn audit_last_bytes(&self) -> Result<Option<Vec<u8>>>;
     fn challenge_ids_since(&self, since: Ms) -> Result<Vec<String>>;
     fn fraud_since(&self, since: Ms) -> Result<Vec<Vec<u8>>>;
     fn pending_count(&self) -> Result<u64>;
@@ -323,6 +365,10 @@ macro_rules! impl_reader {
                     out.push(v.value().to_vec());
                 }
                 Ok(out)
+            }
+            fn audit_last_bytes(&self) -> Result<Option<Vec<u8>>> {
+                let v = self.txn.open_table(AUDIT)?.last()?.map(|(_, v)| v.value().to_vec());
+                Ok(v)
             }
             fn earliest_expiry(&self) -> Result<Option<Ms>> {
                 let t = self.txn.open_table(CHALLENGE_EXPIRY)?;
@@ -400,6 +446,17 @@ pub trait Reader: RawReader {
         get(self, RP_KEYS, name)
     }
     /// The contracts `serve --demo` created (its pages act on these only).
+    /// The audit head as last signed with the audit key.
+    fn audit_signed_head(&self) -> Result<Option<SignedHead>> {
+        get(self, META, "audit_signed_head")
+    }
+    /// What a start found wrong with the signed head, if anything.
+    fn audit_head_break(&self) -> Result<Option<HeadBreak>> {
+        get(self, META, "audit_head_break")
+    }
+    fn audit_last(&self) -> Result<Option<AuditEvent>> {
+        self.audit_last_bytes()?.map(|b| codec::decode(&b)).transpose()
+    }
     fn demo_contracts(&self) -> Result<Vec<String>> {
         Ok(get(self, META, "demo_contracts")?.unwrap_or_default())
     }
@@ -453,7 +510,7 @@ impl Reader for WriteTx {}
 impl WriteTx {
     /// `audit_head` is the writer's memory of the chain's end (None: read it).
     fn new(txn: WriteTransaction, now: Ms, audit_head: Option<(u64, String)>) -> WriteTx {
-        WriteTx { txn, dirty: false, now, audit_head }
+        WriteTx { txn, dirty: false, now, audit_head, audit_appended: false }
     }
 
     fn put_bytes(&mut self, table: redb::TableDefinition<&str, &[u8]>, key: &str, value: &[u8]) -> Result<()> {
@@ -652,7 +709,39 @@ impl WriteTx {
             self.txn.open_table(AUDIT_BY_SUBJECT)?.insert((c.as_str(), u, event.seq), ())?;
         }
         self.audit_head = Some((event.seq, event.hash.clone()));
+        self.audit_appended = true;
         Ok(event)
+    }
+
+    /// Signs the head of the log this transaction appended to (the writer
+    /// calls this before each commit).
+    fn sign_audit_head(&mut self, key: &AuditKey) -> Result<()> {
+        if let (true, Some((seq, hash))) = (self.audit_appended, &self.audit_head) {
+            let head = key.sign(*seq, hash, rfc3339(self.now));
+            self.put_bytes(META, "audit_signed_head", &codec::encode(&head)?)?;
+        }
+        Ok(())
+    }
+
+    /// Stores a signed head made outside a commit that appends: the head of
+    /// an older store signed once, when its audit key is first made.
+    pub fn put_audit_signed_head(&mut self, head: &SignedHead) -> Result<()> {
+        self.put_bytes(META, "audit_signed_head", &codec::encode(head)?)
+    }
+
+    /// Keeps the first break found; later ones add nothing to the alarm.
+    pub fn put_audit_head_break(&mut self, b: &HeadBreak) -> Result<()> {
+        if self.audit_head_break()?.is_none() {
+            self.put_bytes(META, "audit_head_break", &codec::encode(b)?)?;
+        }
+        Ok(())
+    }
+
+    /// Test hook for tamper tests: removes a stored audit event.
+    pub fn remove_audit_for_test(&mut self, seq: u64) -> Result<()> {
+        self.dirty = true;
+        self.txn.open_table(AUDIT)?.remove(seq)?;
+        Ok(())
     }
 
     /// Test hook for tamper tests: overwrites a stored audit event as is.

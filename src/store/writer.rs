@@ -12,13 +12,14 @@
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::mpsc::{self, Receiver, Sender};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::thread;
 use std::time::Instant;
 
 use redb::Database;
 
 use super::WriteTx;
+use crate::audit::AuditKey;
 use crate::domain::now_ms;
 use crate::error::{Error, Result};
 use crate::metrics::Histogram;
@@ -120,13 +121,13 @@ pub struct Writer {
 }
 
 impl Writer {
-    pub(super) fn start(db: Arc<Database>) -> Writer {
+    pub(super) fn start(db: Arc<Database>, audit_key: Arc<OnceLock<AuditKey>>) -> Writer {
         let (tx, rx) = mpsc::channel::<Box<dyn Job>>();
         let stats = Arc::new(WriterStats::default());
         let s = stats.clone();
         thread::Builder::new()
             .name("writer".into())
-            .spawn(move || run(&db, &rx, &s))
+            .spawn(move || run(&db, &audit_key, &rx, &s))
             .expect("spawning the writer thread");
         Writer { tx, stats }
     }
@@ -159,7 +160,7 @@ impl Writer {
     }
 }
 
-fn run(db: &Database, rx: &Receiver<Box<dyn Job>>, stats: &WriterStats) {
+fn run(db: &Database, audit_key: &OnceLock<AuditKey>, rx: &Receiver<Box<dyn Job>>, stats: &WriterStats) {
     // The end of the audit chain, carried from commit to commit: only this
     // thread writes, so it never has to be read back.
     let mut audit_head = None;
@@ -172,7 +173,7 @@ fn run(db: &Database, rx: &Receiver<Box<dyn Job>>, stats: &WriterStats) {
             }
         }
         let started = Instant::now();
-        let committed = commit_batch(db, &mut batch, &mut audit_head);
+        let committed = commit_batch(db, audit_key.get(), &mut batch, &mut audit_head);
         stats.commit_time.observe(started.elapsed());
         stats.commits.fetch_add(1, Relaxed);
         stats.jobs.fetch_add(batch.len() as u64, Relaxed);
@@ -187,7 +188,7 @@ fn run(db: &Database, rx: &Receiver<Box<dyn Job>>, stats: &WriterStats) {
     log::debug!("writer stopped");
 }
 
-fn commit_batch(db: &Database, batch: &mut [Box<dyn Job>], audit_head: &mut Option<(u64, String)>) -> Result<()> {
+fn commit_batch(db: &Database, audit_key: Option<&AuditKey>, batch: &mut [Box<dyn Job>], audit_head: &mut Option<(u64, String)>) -> Result<()> {
     let durable = batch.iter().any(|j| j.durability() == Durability::Durable);
     loop {
         let mut txn = db.begin_write()?;
@@ -211,6 +212,12 @@ fn commit_batch(db: &Database, batch: &mut [Box<dyn Job>], audit_head: &mut Opti
                 batch[i].drop_from_batch();
             }
             None => {
+                if let Some(key) = audit_key {
+                    if let Err(e) = tx.sign_audit_head(key) {
+                        tx.txn.abort()?;
+                        return Err(e);
+                    }
+                }
                 let head = tx.audit_head.take();
                 if let Err(e) = tx.txn.commit() {
                     *audit_head = None;

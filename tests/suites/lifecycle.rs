@@ -417,6 +417,14 @@ fn a_backup_taken_under_load_restores_with_users_tokens_and_keys() {
     drop(fresh);
     std::fs::create_dir_all(&fresh_dir).unwrap();
     std::fs::write(&fresh_config, format!("listen = \"127.0.0.1:0\"\ndata_dir = \"{}\"\nargon2_memory_kib = 256\nargon2_iterations = 1\nmax_challenges_per_window = 1000\n", fresh_dir.join("data").display())).unwrap();
+    // Without the key files the backup names, restore refuses.
+    let (code, _, err) = cli(&fresh_config, &["restore", backup.to_str().unwrap()], None);
+    assert_eq!(code, 1);
+    assert!(err.contains("audit.key") && err.contains("audit key file of the server that made the backup"), "{err}");
+    for f in ["secret.key", "audit.key"] {
+        std::fs::create_dir_all(fresh_dir.join("data")).unwrap();
+        std::fs::copy(w.s.dir.join("data").join(f), fresh_dir.join("data").join(f)).unwrap();
+    }
     let (code, out, err) = cli(&fresh_config, &["restore", backup.to_str().unwrap()], None);
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("audit log intact"), "{out}");
