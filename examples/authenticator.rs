@@ -176,7 +176,10 @@ fn watch(s: &State, auto: Option<&str>, once: bool) -> Result<(), String> {
                     if !choices.is_empty() {
                         println!("  number shown by the bank? choices: {}", choices.join(" / "));
                     }
-                    print!("  approve? [y]es / [n]o / [f] not me (report fraud){}: ", if choices.is_empty() { "" } else { " / or type the number" });
+                    print!(
+                        "  approve? [y]es / [n]o / [f] not me (report fraud){}: ",
+                        if choices.is_empty() { "" } else { " / or type the number" }
+                    );
                     let _ = std::io::stdout().flush();
                     let mut line = String::new();
                     stdin.lock().read_line(&mut line).map_err(|e| e.to_string())?;

@@ -44,7 +44,15 @@ fn start(bin: &Path, config: &Path) -> (Child, String) {
 
 fn cli(bin: &Path, config: &Path, args: &[&str], stdin: &str) -> (bool, String) {
     use std::io::Write;
-    let mut c = Command::new(bin).args(args).arg("--config").arg(config).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let mut c = Command::new(bin)
+        .args(args)
+        .arg("--config")
+        .arg(config)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
     c.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
     let out = c.wait_with_output().unwrap();
     (out.status.success(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
@@ -78,7 +86,14 @@ fn session(base: &str) -> Vec<(&'static str, String)> {
 /// Creates a user and registers a new phone for it; Some(phone) once answered 201.
 fn enroll(base: &str, admin: &[(&str, String)], uid: &str) -> Option<Phone> {
     let a = agent();
-    let r = call(&a, "POST", &format!("{base}/api/v1/admin/contracts/{C}/users"), admin, Some(&json!({"user_id": uid, "name": "n", "role": "user", "password": PW}))).ok()?;
+    let r = call(
+        &a,
+        "POST",
+        &format!("{base}/api/v1/admin/contracts/{C}/users"),
+        admin,
+        Some(&json!({"user_id": uid, "name": "n", "role": "user", "password": PW})),
+    )
+    .ok()?;
     if r.status != 201 {
         return None;
     }
@@ -87,8 +102,14 @@ fn enroll(base: &str, admin: &[(&str, String)], uid: &str) -> Option<Phone> {
     let r = call(&a, "POST", &format!("{base}/api/v1/device/provision"), &xff, Some(&key.provision_body(None, None))).ok()?;
     let token = r.json["token_id"].as_str()?.to_string();
     let (o1, o2) = registration_otps(r.json["otp_secret"].as_str()?, now_secs() as u64)?;
-    let r = call(&a, "POST", &format!("{base}/api/v1/registrations"), &xff,
-        Some(&json!({"contract_no": C, "user_id": uid, "password": PW, "token_id": token, "otp1": o1, "otp2": o2}))).ok()?;
+    let r = call(
+        &a,
+        "POST",
+        &format!("{base}/api/v1/registrations"),
+        &xff,
+        Some(&json!({"contract_no": C, "user_id": uid, "password": PW, "token_id": token, "otp1": o1, "otp2": o2})),
+    )
+    .ok()?;
     (r.status == 201).then(|| Phone { key, token, user: uid.to_string() })
 }
 
@@ -106,15 +127,28 @@ fn main() {
     let dir = std::env::temp_dir().join(format!("onepush-crash-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let config = dir.join("onepush.toml");
-    std::fs::write(&config, format!(
-        "listen = \"127.0.0.1:0\"\ndata_dir = \"{}\"\nargon2_memory_kib = 1024\nargon2_iterations = 1\n\
-         max_challenges_per_window = 1000000\ntrusted_proxies = [\"127.0.0.1\"]\n", dir.join("data").display())).unwrap();
+    std::fs::write(
+        &config,
+        format!(
+            "listen = \"127.0.0.1:0\"\ndata_dir = \"{}\"\nargon2_memory_kib = 1024\nargon2_iterations = 1\n\
+         max_challenges_per_window = 1000000\ntrusted_proxies = [\"127.0.0.1\"]\n",
+            dir.join("data").display()
+        ),
+    )
+    .unwrap();
     assert!(cli(&bin, &config, &["operator", "add", "ops", "--password-stdin"], "crash-operator-1").0);
     let rp_key = cli(&bin, &config, &["rp-key", "add", "crash"], "").1.trim().to_string();
 
     let (mut child, base) = start(&bin, &config);
     let admin = session(&base);
-    call(&agent(), "POST", &format!("{base}/api/v1/admin/contracts"), &admin, Some(&json!({"contract_no": C, "name": "Crash", "edition": "jweb"}))).unwrap();
+    call(
+        &agent(),
+        "POST",
+        &format!("{base}/api/v1/admin/contracts"),
+        &admin,
+        Some(&json!({"contract_no": C, "name": "Crash", "edition": "jweb"})),
+    )
+    .unwrap();
     let phones: Vec<Phone> = (0..16).map(|i| enroll(&base, &admin, &format!("d{i}")).expect("enrol a driver")).collect();
 
     let mut told_decisions: Vec<(String, String)> = Vec::new();
@@ -137,14 +171,38 @@ fn main() {
                     let mut n = 0u64;
                     while !stop.load(Ordering::Relaxed) && n < 10_000 {
                         n += 1;
-                        let Ok(r) = call(&a, "POST", &format!("{base}/api/v1/login"), &auth, Some(&json!({"contract_no": C, "user_id": p.user, "password": PW}))) else { break };
+                        let Ok(r) = call(
+                            &a,
+                            "POST",
+                            &format!("{base}/api/v1/login"),
+                            &auth,
+                            Some(&json!({"contract_no": C, "user_id": p.user, "password": PW})),
+                        ) else {
+                            break;
+                        };
                         let Some(id) = r.json["challenge_id"].as_str().map(str::to_string) else { continue };
-                        let Ok(list) = device_call(&a, &base, &p.key, &p.token, "GET", "/api/v1/device/challenges?wait=5", None) else { break };
-                        let Some(ch) = list.json["challenges"].as_array().and_then(|l| l.iter().find(|c| c["challenge_id"] == id.as_str())).cloned() else { continue };
+                        let Ok(list) = device_call(&a, &base, &p.key, &p.token, "GET", "/api/v1/device/challenges?wait=5", None) else {
+                            break;
+                        };
+                        let Some(ch) =
+                            list.json["challenges"].as_array().and_then(|l| l.iter().find(|c| c["challenge_id"] == id.as_str())).cloned()
+                        else {
+                            continue;
+                        };
                         let display: Vec<(String, String)> = serde_json::from_value(ch["display"].clone()).unwrap_or_default();
                         let decision = if (n + i as u64).is_multiple_of(3) { "reject" } else { "approve" };
                         let body = p.key.answer_body(&id, &p.token, decision, None, &display, false);
-                        let Ok(r) = device_call(&a, &base, &p.key, &p.token, "POST", &format!("/api/v1/device/challenges/{id}/response"), Some(&body)) else { break };
+                        let Ok(r) = device_call(
+                            &a,
+                            &base,
+                            &p.key,
+                            &p.token,
+                            "POST",
+                            &format!("/api/v1/device/challenges/{id}/response"),
+                            Some(&body),
+                        ) else {
+                            break;
+                        };
                         if r.status == 200 {
                             // The phone has been told.
                             decisions.lock().unwrap().push((id.clone(), r.json["status"].as_str().unwrap_or("").to_string()));

@@ -72,11 +72,7 @@ fn cpu_secs(pid: &str) -> f64 {
 fn proc_status(pid: u32) -> (u64, u64) {
     let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     let field = |name: &str| -> u64 {
-        s.lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|v| v.split_whitespace().next())
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0)
+        s.lines().find_map(|l| l.strip_prefix(name)).and_then(|v| v.split_whitespace().next()).and_then(|v| v.parse().ok()).unwrap_or(0)
     };
     (field("VmRSS:") / 1024, field("Threads:"))
 }
@@ -141,7 +137,14 @@ struct PhoneId {
 fn setup(base: &str, cookie: &str, n: usize) -> Vec<PhoneId> {
     let a = agent();
     let admin = vec![("Cookie", cookie.to_string())];
-    let r = call(&a, "POST", &format!("{base}/api/v1/admin/contracts"), &admin, Some(&json!({"contract_no": "1", "name": "Bench", "edition": "jweb"}))).unwrap();
+    let r = call(
+        &a,
+        "POST",
+        &format!("{base}/api/v1/admin/contracts"),
+        &admin,
+        Some(&json!({"contract_no": "1", "name": "Bench", "edition": "jweb"})),
+    )
+    .unwrap();
     assert_eq!(r.status, 201, "{}", r.json);
     let next = AtomicU64::new(0);
     let out = Mutex::new(Vec::with_capacity(n));
@@ -155,18 +158,32 @@ fn setup(base: &str, cookie: &str, n: usize) -> Vec<PhoneId> {
                         break;
                     }
                     let uid = format!("u{i}");
-                    let r = call(&a, "POST", &format!("{base}/api/v1/admin/contracts/1/users"), &admin,
-                        Some(&json!({"user_id": uid, "name": "Bench", "role": "user", "password": PASSWORD}))).unwrap();
+                    let r = call(
+                        &a,
+                        "POST",
+                        &format!("{base}/api/v1/admin/contracts/1/users"),
+                        &admin,
+                        Some(&json!({"user_id": uid, "name": "Bench", "role": "user", "password": PASSWORD})),
+                    )
+                    .unwrap();
                     assert_eq!(r.status, 201, "{}", r.json);
                     let key = DeviceKey::generate();
                     // Each simulated phone comes from its own address, through the trusted proxy.
                     let xff = vec![("X-Forwarded-For", format!("10.{}.{}.{}", i >> 16 & 255, i >> 8 & 255, i & 255))];
-                    let r = call(&a, "POST", &format!("{base}/api/v1/device/provision"), &xff, Some(&key.provision_body(None, None))).unwrap();
+                    let r =
+                        call(&a, "POST", &format!("{base}/api/v1/device/provision"), &xff, Some(&key.provision_body(None, None))).unwrap();
                     assert_eq!(r.status, 201, "{}", r.json);
                     let token_id = r.json["token_id"].as_str().unwrap().to_string();
                     let (otp1, otp2) = registration_otps(r.json["otp_secret"].as_str().unwrap(), now_secs() as u64).unwrap();
-                    let r = call(&a, "POST", &format!("{base}/api/v1/registrations"), &xff, Some(&json!({
-                        "contract_no": "1", "user_id": uid, "password": PASSWORD, "token_id": token_id, "otp1": otp1, "otp2": otp2}))).unwrap();
+                    let r = call(
+                        &a,
+                        "POST",
+                        &format!("{base}/api/v1/registrations"),
+                        &xff,
+                        Some(&json!({
+                        "contract_no": "1", "user_id": uid, "password": PASSWORD, "token_id": token_id, "otp1": otp1, "otp2": otp2})),
+                    )
+                    .unwrap();
                     assert_eq!(r.status, 201, "{}", r.json);
                     out.lock().unwrap().push(PhoneId { key, token_id, user_id: uid });
                 }
@@ -215,8 +232,16 @@ fn start_fleet(base: &str, phones: Arc<Vec<PhoneId>>, workers: usize) -> Fleet {
     let wake_w = Arc::new(wake_w);
     let mut threads = Vec::new();
     for _ in 0..workers {
-        let (work_rx, rearm_tx, wake_w, phones, stop, answered, addr, base) =
-            (work_rx.clone(), rearm_tx.clone(), wake_w.clone(), phones.clone(), stop.clone(), answered.clone(), addr.clone(), base.to_string());
+        let (work_rx, rearm_tx, wake_w, phones, stop, answered, addr, base) = (
+            work_rx.clone(),
+            rearm_tx.clone(),
+            wake_w.clone(),
+            phones.clone(),
+            stop.clone(),
+            answered.clone(),
+            addr.clone(),
+            base.to_string(),
+        );
         threads.push(std::thread::spawn(move || {
             let a = agent();
             while !stop.load(Ordering::Relaxed) {
@@ -294,10 +319,8 @@ fn start_fleet(base: &str, phones: Arc<Vec<PhoneId>>, workers: usize) -> Fleet {
                     let text = String::from_utf8_lossy(&bufs[i]).into_owned();
                     bufs[i].clear();
                     let body = text.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
-                    let challenges = serde_json::from_str::<Value>(body)
-                        .ok()
-                        .and_then(|v| v["challenges"].as_array().cloned())
-                        .unwrap_or_default();
+                    let challenges =
+                        serde_json::from_str::<Value>(body).ok().and_then(|v| v["challenges"].as_array().cloned()).unwrap_or_default();
                     if challenges.is_empty() {
                         repolls.fetch_add(1, Ordering::Relaxed);
                         let s = park(&addr, &phones[i], i);
@@ -418,16 +441,28 @@ fn main() {
     println!();
     println!(
         "{:>11} {:>9} {:>12} {:>9} {:>9} {:>14} {:>8} {:>8} {:>7} {:>13} {:>12} {:>17}",
-        "concurrency", "trips", "trips/s", "p50 ms", "p99 ms", "wake p99 ms", "RSS MB", "threads", "errors", "jobs/commit", "commit ms",
+        "concurrency",
+        "trips",
+        "trips/s",
+        "p50 ms",
+        "p99 ms",
+        "wake p99 ms",
+        "RSS MB",
+        "threads",
+        "errors",
+        "jobs/commit",
+        "commit ms",
         "CPU ms/trip s+c"
     );
     for &c in &args.levels {
         let before = histogram(&base, "onepush_wake_latency_seconds");
         let cpu0 = (cpu_secs(&pid.to_string()), cpu_secs("self"));
-        let stats0 = ["onepush_store_commits_total", "onepush_store_jobs_total", "onepush_store_commit_seconds_sum"].map(|m| metric(&base, m));
+        let stats0 =
+            ["onepush_store_commits_total", "onepush_store_jobs_total", "onepush_store_commit_seconds_sum"].map(|m| metric(&base, m));
         let level = drive(&base, &rp_key, &phones, c, args.secs);
         let after = histogram(&base, "onepush_wake_latency_seconds");
-        let stats1 = ["onepush_store_commits_total", "onepush_store_jobs_total", "onepush_store_commit_seconds_sum"].map(|m| metric(&base, m));
+        let stats1 =
+            ["onepush_store_commits_total", "onepush_store_jobs_total", "onepush_store_commit_seconds_sum"].map(|m| metric(&base, m));
         let commits = (stats1[0] - stats0[0]).max(1.0);
         let per_commit = (stats1[1] - stats0[1]) / commits;
         let commit_ms = (stats1[2] - stats0[2]) * 1000.0 / commits;
@@ -496,9 +531,22 @@ fn argon2_ratio(bin: &Path, dir: &Path, cores: usize, secs: u64) {
     let cookie = session(&base);
     let a = agent();
     let admin = vec![("Cookie", cookie)];
-    call(&a, "POST", &format!("{base}/api/v1/admin/contracts"), &admin, Some(&json!({"contract_no": "1", "name": "Bench", "edition": "jweb"}))).unwrap();
-    call(&a, "POST", &format!("{base}/api/v1/admin/contracts/1/users"), &admin,
-        Some(&json!({"user_id": "u", "name": "Bench", "role": "user", "password": PASSWORD}))).unwrap();
+    call(
+        &a,
+        "POST",
+        &format!("{base}/api/v1/admin/contracts"),
+        &admin,
+        Some(&json!({"contract_no": "1", "name": "Bench", "edition": "jweb"})),
+    )
+    .unwrap();
+    call(
+        &a,
+        "POST",
+        &format!("{base}/api/v1/admin/contracts/1/users"),
+        &admin,
+        Some(&json!({"user_id": "u", "name": "Bench", "role": "user", "password": PASSWORD})),
+    )
+    .unwrap();
     let n = AtomicU64::new(0);
     let bad = AtomicU64::new(0);
     let t = Instant::now();
@@ -521,4 +569,3 @@ fn argon2_ratio(bin: &Path, dir: &Path, cores: usize, secs: u64) {
     println!("  logins through onepush ({} client threads): {logins:.1}/s ({} errors)", cores * 4, bad.load(Ordering::Relaxed));
     println!("  ratio logins / Argon2 alone: {:.1}%", 100.0 * logins / alone);
 }
-

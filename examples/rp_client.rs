@@ -16,7 +16,8 @@ use serde_json::json;
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().collect();
     let arg = |flag: &str| args.iter().position(|a| a == flag).and_then(|i| args.get(i + 1)).cloned();
-    let (Some(key), Some(contract), Some(user), Some(password)) = (arg("--key"), arg("--contract"), arg("--user"), arg("--password")) else {
+    let (Some(key), Some(contract), Some(user), Some(password)) = (arg("--key"), arg("--contract"), arg("--user"), arg("--password"))
+    else {
         eprintln!("usage: rp_client [--server URL] --key RP_KEY --contract NO --user ID --password PW");
         return ExitCode::from(2);
     };

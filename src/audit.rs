@@ -87,16 +87,8 @@ impl AuditEvent {
     /// SHA-256 over the canonical JSON of every field but `hash` (object keys
     /// in `detail` are sorted by serde_json's map).
     pub fn compute_hash(&self) -> String {
-        let canonical = serde_json::json!([
-            self.seq,
-            self.at,
-            self.kind,
-            self.actor,
-            self.contract_no,
-            self.user_id,
-            self.detail,
-            self.prev_hash
-        ]);
+        let canonical =
+            serde_json::json!([self.seq, self.at, self.kind, self.actor, self.contract_no, self.user_id, self.detail, self.prev_hash]);
         sha256_hex(canonical.to_string().as_bytes())
     }
 }
@@ -248,7 +240,12 @@ pub fn check_head(n: u64, hash_at_head: Option<&str>, head: Option<&SignedHead>,
     if h.seq > n {
         return Err(Broken {
             seq: n + 1,
-            why: format!("entries {}..{} are missing: the log ends at entry {n} but its signed head is entry {} (truncated)", n + 1, h.seq, h.seq),
+            why: format!(
+                "entries {}..{} are missing: the log ends at entry {n} but its signed head is entry {} (truncated)",
+                n + 1,
+                h.seq,
+                h.seq
+            ),
         });
     }
     if hash_at_head != Some(h.hash.as_str()) {
@@ -258,7 +255,10 @@ pub fn check_head(n: u64, hash_at_head: Option<&str>, head: Option<&SignedHead>,
         });
     }
     if h.seq < n {
-        return Err(Broken { seq: h.seq + 1, why: format!("entries {}..{n} come after the signed head and were never signed with the audit key", h.seq + 1) });
+        return Err(Broken {
+            seq: h.seq + 1,
+            why: format!("entries {}..{n} come after the signed head and were never signed with the audit key", h.seq + 1),
+        });
     }
     Ok(n)
 }
@@ -297,10 +297,11 @@ mod tests {
         let mut prev = GENESIS.to_string();
         (1..=n)
             .map(|seq| {
-                let e = NewEvent::new("login", "rp:bank")
-                    .user("1", "taro")
-                    .detail(serde_json::json!({"result": "allow", "n": seq}))
-                    .seal(seq, "2026-11-25T04:31:42Z".into(), &prev);
+                let e = NewEvent::new("login", "rp:bank").user("1", "taro").detail(serde_json::json!({"result": "allow", "n": seq})).seal(
+                    seq,
+                    "2026-11-25T04:31:42Z".into(),
+                    &prev,
+                );
                 prev = e.hash.clone();
                 e
             })

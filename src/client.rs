@@ -48,11 +48,7 @@ impl DeviceKey {
     /// `X-Onepush-*` headers for a device request.
     pub fn headers(&self, token_id: &str, method: &str, path: &str, body: &[u8], unix_secs: i64) -> [(&'static str, String); 3] {
         let msg = sig::device_message(method, path, unix_secs, body);
-        [
-            ("X-Onepush-Token", token_id.to_string()),
-            ("X-Onepush-Time", unix_secs.to_string()),
-            ("X-Onepush-Signature", self.sign(&msg)),
-        ]
+        [("X-Onepush-Token", token_id.to_string()), ("X-Onepush-Time", unix_secs.to_string()), ("X-Onepush-Signature", self.sign(&msg))]
     }
 
     /// The body of an answer to a challenge, signed over the lines the phone showed.

@@ -140,8 +140,8 @@ impl RawConfig {
 
 fn duration(key: &str, v: &Option<String>, default: &str) -> Result<Ms, ConfigError> {
     let text = v.as_deref().unwrap_or(default);
-    let d: Duration = humantime::parse_duration(text)
-        .map_err(|e| ConfigError(format!("{key}: {e} (write durations like 60s, 10min, 30days)")))?;
+    let d: Duration =
+        humantime::parse_duration(text).map_err(|e| ConfigError(format!("{key}: {e} (write durations like 60s, 10min, 30days)")))?;
     // Every duration is added to "now" somewhere and written as a date: keep
     // it far from year 9999, where RFC 3339 formatting stops.
     if d > MAX_DURATION {
@@ -178,9 +178,8 @@ impl Config {
 
     pub fn build(raw: RawConfig, o: &Overrides) -> Result<Config, ConfigError> {
         let listen_text = o.listen.clone().or(raw.listen).unwrap_or_else(|| "127.0.0.1:8080".into());
-        let listen = listen_text
-            .parse()
-            .map_err(|_| ConfigError(format!("listen: {listen_text:?} is not an address like 127.0.0.1:8080")))?;
+        let listen =
+            listen_text.parse().map_err(|_| ConfigError(format!("listen: {listen_text:?} is not an address like 127.0.0.1:8080")))?;
         let trusted_proxies = raw
             .trusted_proxies
             .unwrap_or_default()
@@ -252,10 +251,7 @@ impl Config {
             sweep_interval: positive("sweep_interval", duration("sweep_interval", &raw.sweep_interval, "1s")?)?,
             grace_period: duration("grace_period", &raw.grace_period, "30days")?,
             provision_ttl: positive("provision_ttl", duration("provision_ttl", &raw.provision_ttl, "7days")?)?,
-            challenge_retention: positive(
-                "challenge_retention",
-                duration("challenge_retention", &raw.challenge_retention, "90days")?,
-            )?,
+            challenge_retention: positive("challenge_retention", duration("challenge_retention", &raw.challenge_retention, "90days")?)?,
             token_prefix,
             otp_window,
             otp_max_failures: count("otp_max_failures", raw.otp_max_failures, 5)?,
@@ -272,10 +268,7 @@ impl Config {
             edge: EdgeLimits {
                 header_timeout: positive("header_timeout", duration("header_timeout", &raw.header_timeout, "10s")?)?,
                 body_timeout: positive("body_timeout", duration("body_timeout", &raw.body_timeout, "10s")?)?,
-                keepalive_timeout: positive(
-                    "keepalive_timeout",
-                    duration("keepalive_timeout", &raw.keepalive_timeout, "75s")?,
-                )?,
+                keepalive_timeout: positive("keepalive_timeout", duration("keepalive_timeout", &raw.keepalive_timeout, "75s")?)?,
                 send_timeout: positive("send_timeout", duration("send_timeout", &raw.send_timeout, "10s")?)?,
                 max_connections: match raw.max_connections.unwrap_or(20_000) {
                     0 => return Err(ConfigError("max_connections: must be at least 1".into())),
@@ -312,7 +305,16 @@ mod tests {
         assert_eq!((c.argon2_memory_kib, c.argon2_iterations), (19_456, 2));
         assert_eq!(c.editions["jweb"], EditionPolicy::jweb());
         assert_eq!(c.editions["fx"], EditionPolicy::fx());
-        assert_eq!(c.edge, EdgeLimits { header_timeout: 10_000, body_timeout: 10_000, keepalive_timeout: 75_000, send_timeout: 10_000, max_connections: 20_000 });
+        assert_eq!(
+            c.edge,
+            EdgeLimits {
+                header_timeout: 10_000,
+                body_timeout: 10_000,
+                keepalive_timeout: 75_000,
+                send_timeout: 10_000,
+                max_connections: 20_000
+            }
+        );
     }
 
     #[test]
@@ -365,7 +367,10 @@ mod tests {
         assert_eq!(c.challenge_ttl, 90_000);
         assert_eq!(c.sweep_interval, 500);
         assert_eq!(c.token_prefix, "BANK");
-        assert_eq!(c.edge, EdgeLimits { header_timeout: 5_000, body_timeout: 3_000, keepalive_timeout: 30_000, send_timeout: 4_000, max_connections: 500 });
+        assert_eq!(
+            c.edge,
+            EdgeLimits { header_timeout: 5_000, body_timeout: 3_000, keepalive_timeout: 30_000, send_timeout: 4_000, max_connections: 500 }
+        );
         assert!(c.editions["fx"].push_on_transaction);
         assert_eq!(c.editions["fx"].deregister_roles, vec![Role::ServiceAdmin]);
         assert_eq!(c.trusted_proxies.len(), 2);
@@ -407,11 +412,34 @@ mod packaged_default {
             .collect();
         let raw = RawConfig::parse(&uncommented).unwrap();
         for key in [
-            "listen", "data_dir", "trusted_proxies", "challenge_ttl", "max_wait", "sweep_interval", "grace_period",
-            "provision_ttl", "token_prefix", "otp_window", "otp_max_failures", "password_max_failures",
-            "require_registration", "number_challenge", "max_pending_per_user", "max_challenges_per_window",
-            "challenge_window", "argon2_memory_kib", "argon2_iterations", "secret_key_file", "audit_key_file", "challenge_retention",
-            "header_timeout", "body_timeout", "keepalive_timeout", "send_timeout", "max_connections", "bootstrap_ttl",
+            "listen",
+            "data_dir",
+            "trusted_proxies",
+            "challenge_ttl",
+            "max_wait",
+            "sweep_interval",
+            "grace_period",
+            "provision_ttl",
+            "token_prefix",
+            "otp_window",
+            "otp_max_failures",
+            "password_max_failures",
+            "require_registration",
+            "number_challenge",
+            "max_pending_per_user",
+            "max_challenges_per_window",
+            "challenge_window",
+            "argon2_memory_kib",
+            "argon2_iterations",
+            "secret_key_file",
+            "audit_key_file",
+            "challenge_retention",
+            "header_timeout",
+            "body_timeout",
+            "keepalive_timeout",
+            "send_timeout",
+            "max_connections",
+            "bootstrap_ttl",
         ] {
             assert!(uncommented.contains(&format!("{key} = ")), "packaging/onepush.toml lacks {key}");
         }

@@ -66,7 +66,8 @@ pub fn execute(app: &App, cmd: Command) -> Output {
                 keys.iter()
                     .map(|k| {
                         let state = k.revoked_at.map_or("live".to_string(), |t| format!("revoked {}", rfc3339(t)));
-                        let scope = if k.editions.is_empty() { "every edition".to_string() } else { format!("editions {}", k.editions.join(",")) };
+                        let scope =
+                            if k.editions.is_empty() { "every edition".to_string() } else { format!("editions {}", k.editions.join(",")) };
                         format!("{}\tcreated {}\t{state}\t{scope}\n", k.name, rfc3339(k.created_at))
                     })
                     .collect(),
@@ -85,12 +86,10 @@ pub fn execute(app: &App, cmd: Command) -> Output {
             Ok(()) => Output::ok(format!("operator {name} added\n")),
             Err(e) => usage_or_fail(e),
         },
-        Command::OperatorPasswd { name, password } => {
-            match app.set_operator("cli", &name, &Password::new(password), false, now) {
-                Ok(()) => Output::ok(format!("password of {name} changed\n")),
-                Err(e) => usage_or_fail(e),
-            }
-        }
+        Command::OperatorPasswd { name, password } => match app.set_operator("cli", &name, &Password::new(password), false, now) {
+            Ok(()) => Output::ok(format!("password of {name} changed\n")),
+            Err(e) => usage_or_fail(e),
+        },
         Command::AuditVerify => match app.verify_audit() {
             Ok(Ok(n)) => Output::ok(format!("audit log intact: {n} entries\n")),
             Ok(Err(b)) => Output::fail(1, format!("audit log broken at entry {}: {}", b.seq, b.why)),
@@ -115,10 +114,13 @@ pub fn execute(app: &App, cmd: Command) -> Output {
                 key = app.cfg().secret_key_file.display(),
                 audit = app.cfg().audit_key_file.display()
             )),
-            Err(e) => Output::fail(1, match e {
-                crate::error::Error::Internal(d) => d,
-                other => other.to_string(),
-            }),
+            Err(e) => Output::fail(
+                1,
+                match e {
+                    crate::error::Error::Internal(d) => d,
+                    other => other.to_string(),
+                },
+            ),
         },
         Command::AuditExport => {
             let mut out = String::new();

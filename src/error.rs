@@ -29,7 +29,9 @@ pub enum Error {
     BodyTooLarge(usize),
     UnsupportedMediaType,
     /// A known path with another method; `allow` lists the methods it has.
-    MethodNotAllowed { allow: String },
+    MethodNotAllowed {
+        allow: String,
+    },
     /// The request line, a header line or all headers together are too large.
     HeadersTooLarge,
     /// The headers or the body did not arrive within their timeout.
@@ -37,7 +39,9 @@ pub enum Error {
     /// `max_connections` are open.
     Overloaded,
     TokenOrOtpMismatch,
-    RateLimited { retry_after_secs: u64 },
+    RateLimited {
+        retry_after_secs: u64,
+    },
     /// Something broke inside (store, I/O). The detail is logged, never sent.
     Internal(String),
 }
@@ -78,7 +82,6 @@ impl Error {
     pub fn bad_field(field: &str, why: impl fmt::Display) -> Error {
         Error::BadRequest(format!("{field}: {why}"))
     }
-
 }
 
 impl fmt::Display for Error {
@@ -89,9 +92,7 @@ impl fmt::Display for Error {
             Error::BadSignature => f.write_str("the response signature does not verify"),
             Error::BadCredentials => f.write_str("contract number, user ID or password is wrong"),
             Error::TokenRevoked => f.write_str("this token has been revoked; provision the app again"),
-            Error::PasswordLocked => {
-                f.write_str("the account is locked after too many wrong passwords; ask the bank to unlock it")
-            }
+            Error::PasswordLocked => f.write_str("the account is locked after too many wrong passwords; ask the bank to unlock it"),
             Error::AccountStopped => f.write_str("the account is stopped"),
             Error::ContractCancelled => f.write_str("the contract is cancelled"),
             Error::ChallengeClosed => f.write_str("the challenge is no longer pending"),
@@ -100,14 +101,10 @@ impl fmt::Display for Error {
             Error::BodyTooLarge(limit) => write!(f, "request body is larger than {limit} bytes"),
             Error::UnsupportedMediaType => f.write_str("Content-Type must be application/json"),
             Error::MethodNotAllowed { allow } => write!(f, "this path accepts only {allow}"),
-            Error::HeadersTooLarge => f.write_str(
-                "request line or headers too large (at most 8 KiB a line, 100 headers, 64 KiB in all)",
-            ),
+            Error::HeadersTooLarge => f.write_str("request line or headers too large (at most 8 KiB a line, 100 headers, 64 KiB in all)"),
             Error::RequestTimeout => f.write_str("the request was not received in time"),
             Error::Overloaded => f.write_str("too many open connections; retry shortly"),
-            Error::TokenOrOtpMismatch => {
-                f.write_str("token ID or one-time passwords do not match; enter two consecutive codes")
-            }
+            Error::TokenOrOtpMismatch => f.write_str("token ID or one-time passwords do not match; enter two consecutive codes"),
             Error::RateLimited { retry_after_secs } => {
                 write!(f, "too many requests; retry after {retry_after_secs} s")
             }

@@ -71,7 +71,9 @@ enum RpKeyCmd {
     },
     /// Every key with its state and the editions it covers.
     List,
-    Revoke { name: String },
+    Revoke {
+        name: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -156,10 +158,7 @@ fn main() -> ExitCode {
                 return ExitCode::from(1);
             }
             let password = password.trim_end_matches(['\n', '\r']).to_string();
-            manage(
-                &cfg,
-                if create { Command::OperatorAdd { name, password } } else { Command::OperatorPasswd { name, password } },
-            )
+            manage(&cfg, if create { Command::OperatorAdd { name, password } } else { Command::OperatorPasswd { name, password } })
         }
         Cmd::Import { file } => match std::fs::read_to_string(&file) {
             Ok(csv) => manage(&cfg, Command::Import { csv }),
@@ -260,7 +259,9 @@ fn restore(cfg: &Config, src: &std::path::Path) -> ExitCode {
     let key = match onepush::audit::AuditKey::load(&cfg.audit_key_file) {
         Ok(k) => k.public(),
         Err(e) => {
-            return fail(format!("{e}: restoring needs the audit key file of the server that made the backup there (with its secret key file)"))
+            return fail(format!(
+                "{e}: restoring needs the audit key file of the server that made the backup there (with its secret key file)"
+            ))
         }
     };
     // Check the backup on its own first, without writing to it.
@@ -583,7 +584,10 @@ fn serve(cfg: Config, demo: bool, config_path: Option<PathBuf>, overrides: Overr
     use std::io::Write;
     let _ = std::io::stdout().flush();
 
-    let workers = std::env::var("ONEPUSH_WORKERS").ok().and_then(|v| v.parse().ok()).unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()).max(2) * 4);
+    let workers = std::env::var("ONEPUSH_WORKERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()).max(2) * 4);
     let httpx = Arc::new(http::Http { app, waiters: wtx, shutting_down: AtomicBool::new(false), demo });
     handle_signals(signals, httpx.clone(), server.clone(), workers, config_path, overrides);
     systemd_ready(httpx.app.clone());

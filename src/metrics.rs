@@ -11,8 +11,8 @@ use crate::domain::challenge::{Kind, Status};
 
 /// Fine below 10 ms, where onepush's targets are.
 pub const BUCKETS: [f64; 23] = [
-    0.0001, 0.00025, 0.0005, 0.00075, 0.001, 0.0015, 0.002, 0.003, 0.004, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.1, 0.25,
-    0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+    0.0001, 0.00025, 0.0005, 0.00075, 0.001, 0.0015, 0.002, 0.003, 0.004, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+    10.0, 30.0, 60.0,
 ];
 
 #[derive(Default)]
@@ -118,25 +118,21 @@ impl Metrics {
         for k in Kind::ALL {
             for s in Status::ALL.iter().skip(1) {
                 let v = self.closed_count(k, *s);
-                let _ = writeln!(
-                    out,
-                    "onepush_challenges_closed_total{{kind=\"{}\",status=\"{}\"}} {v}",
-                    k.as_str(),
-                    s.as_str()
-                );
+                let _ = writeln!(out, "onepush_challenges_closed_total{{kind=\"{}\",status=\"{}\"}} {v}", k.as_str(), s.as_str());
             }
         }
         let _ = writeln!(out, "# HELP onepush_decisions_total Login and approval answers to the RP, by result and reason.");
         let _ = writeln!(out, "# TYPE onepush_decisions_total counter");
         for ((op, result, reason), v) in self.logins.lock().expect("metrics lock poisoned").iter() {
-            let _ = writeln!(
-                out,
-                "onepush_decisions_total{{operation=\"{op}\",result=\"{result}\",reason=\"{reason}\"}} {v}"
-            );
+            let _ = writeln!(out, "onepush_decisions_total{{operation=\"{op}\",result=\"{result}\",reason=\"{reason}\"}} {v}");
         }
         let counters: [(&str, &str, u64); 12] = [
             ("onepush_wakeups_total", "UnifiedPush wake-ups delivered.", self.wakeups_sent.load(Relaxed)),
-            ("onepush_wakeup_failures_total", "UnifiedPush wake-ups that failed after their retries, or found the queue full.", self.wakeup_failures.load(Relaxed)),
+            (
+                "onepush_wakeup_failures_total",
+                "UnifiedPush wake-ups that failed after their retries, or found the queue full.",
+                self.wakeup_failures.load(Relaxed),
+            ),
             ("onepush_store_commits_total", "Write transactions committed (each may hold many jobs).", writer.commits.load(Relaxed)),
             ("onepush_store_jobs_total", "Write jobs run by the single writer.", writer.jobs.load(Relaxed)),
             ("onepush_store_failed_batches_total", "Write batches that failed to commit.", writer.failed_batches.load(Relaxed)),
@@ -152,21 +148,24 @@ impl Metrics {
             let ty = if name.ends_with("_total") { "counter" } else { "gauge" };
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {ty}\n{name} {v}");
         }
-        let _ = writeln!(out, "# HELP onepush_http_edge_rejections_total Requests the HTTP edge answered itself (a limit passed), by code.");
+        let _ =
+            writeln!(out, "# HELP onepush_http_edge_rejections_total Requests the HTTP edge answered itself (a limit passed), by code.");
         let _ = writeln!(out, "# TYPE onepush_http_edge_rejections_total counter");
         for (code, v) in EDGE_CODES.iter().zip(&self.edge_rejections) {
             let _ = writeln!(out, "onepush_http_edge_rejections_total{{code=\"{code}\"}} {}", v.load(Relaxed));
         }
         let open = self.open_connections.get().map_or(0, |f| f());
-        let _ = writeln!(out, "# HELP onepush_http_open_connections Open HTTP connections, parked long-polls included (max_connections caps them).");
+        let _ = writeln!(
+            out,
+            "# HELP onepush_http_open_connections Open HTTP connections, parked long-polls included (max_connections caps them)."
+        );
         let _ = writeln!(out, "# TYPE onepush_http_open_connections gauge\nonepush_http_open_connections {open}");
         let _ = writeln!(out, "# HELP onepush_parked_requests Long-polls parked, waiting for a change.");
         let _ = writeln!(out, "# TYPE onepush_parked_requests gauge");
         let _ = writeln!(out, "onepush_parked_requests{{side=\"rp\"}} {}", self.parked_rp.load(Relaxed));
         let _ = writeln!(out, "onepush_parked_requests{{side=\"device\"}} {}", self.parked_device.load(Relaxed));
         self.wake_latency.render(&mut out, "onepush_wake_latency_seconds", "Decision committed to parked RP waiter answered.");
-        self.decision_latency
-            .render(&mut out, "onepush_decision_latency_seconds", "Challenge created to answered by the phone.");
+        self.decision_latency.render(&mut out, "onepush_decision_latency_seconds", "Challenge created to answered by the phone.");
         self.sweeper_lag.render(&mut out, "onepush_sweeper_lag_seconds", "expires_at to closed by the sweeper.");
         writer.commit_time.render(&mut out, "onepush_store_commit_seconds", "One write batch, transaction start to durable commit.");
         out

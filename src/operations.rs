@@ -129,14 +129,12 @@ impl App {
         }
         lifecycle::apply(user, &plan, until);
         tx.put_user(user)?;
-        tx.audit(
-            NewEvent::new(action_event(action), actor.to_string()).user(&user.contract_no, &user.user_id).detail(json!({
-                "reason": reason,
-                "before": before,
-                "after": {"registration": user.registration.as_str(), "stopped": user.stopped,
-                          "password_locked": user.password_locked, "usable_until": user.usable_until.map(rfc3339)},
-            })),
-        )?;
+        tx.audit(NewEvent::new(action_event(action), actor.to_string()).user(&user.contract_no, &user.user_id).detail(json!({
+            "reason": reason,
+            "before": before,
+            "after": {"registration": user.registration.as_str(), "stopped": user.stopped,
+                      "password_locked": user.password_locked, "usable_until": user.usable_until.map(rfc3339)},
+        })))?;
         Ok(plan)
     }
 
@@ -153,7 +151,15 @@ impl App {
     }
 
     /// `POST /api/v1/admin/contracts/{no}/users/{uid}/{action}`.
-    pub fn operator_action(self: &Arc<Self>, operator: &str, contract_no: &str, user_id: &str, action: &str, input: ActionInput, now: Ms) -> Result<User> {
+    pub fn operator_action(
+        self: &Arc<Self>,
+        operator: &str,
+        contract_no: &str,
+        user_id: &str,
+        action: &str,
+        input: ActionInput,
+        now: Ms,
+    ) -> Result<User> {
         let action = Action::parse(action)?;
         check_reason(&input.reason)?;
         let until = input.usable_until.as_deref().map(|s| parse_rfc3339("usable_until", s)).transpose()?;
@@ -172,7 +178,14 @@ impl App {
 
     /// `POST /api/v1/users/{contract_no}/{target}/deregister`: the customer's
     /// own service admin (or FX admin) ends a user's phone registration (Art. 7.3).
-    pub fn customer_deregister(self: &Arc<Self>, rp: &str, contract_no: &str, target: &str, input: CustomerDeregister, now: Ms) -> Result<User> {
+    pub fn customer_deregister(
+        self: &Arc<Self>,
+        rp: &str,
+        contract_no: &str,
+        target: &str,
+        input: CustomerDeregister,
+        now: Ms,
+    ) -> Result<User> {
         check_contract_no("contract_no", contract_no)?;
         check_user_id("user_id", target)?;
         check_user_id("actor_user_id", &input.actor_user_id)?;
@@ -212,7 +225,16 @@ impl App {
             }
             for mut u in tx.users_of(&c)? {
                 if matches!(u.registration, Registration::Active | Registration::Suspended) {
-                    app.act_on_user(tx, events, &mut u, Action::Deregister, &format!("contract cancelled: {reason}"), Some(now), &actor, now)?;
+                    app.act_on_user(
+                        tx,
+                        events,
+                        &mut u,
+                        Action::Deregister,
+                        &format!("contract cancelled: {reason}"),
+                        Some(now),
+                        &actor,
+                        now,
+                    )?;
                 }
             }
             contract.status = ContractStatus::Cancelled;
@@ -247,7 +269,13 @@ impl App {
 
     /// `POST /api/v1/admin/contracts/{no}/service-admin`: the new service
     /// admin takes the role; the previous one is deregistered (Art. 7.5).
-    pub fn change_service_admin(self: &Arc<Self>, operator: &str, contract_no: &str, input: ServiceAdminInput, now: Ms) -> Result<Contract> {
+    pub fn change_service_admin(
+        self: &Arc<Self>,
+        operator: &str,
+        contract_no: &str,
+        input: ServiceAdminInput,
+        now: Ms,
+    ) -> Result<Contract> {
         check_user_id("user_id", &input.user_id)?;
         check_reason(&input.reason)?;
         let (c, new_id, actor, reason) = (contract_no.to_string(), input.user_id, format!("operator:{operator}"), input.reason);
@@ -266,7 +294,16 @@ impl App {
                 if let Some(mut prev) = tx.user(&c, prev_id)? {
                     prev.role = Role::User;
                     if matches!(prev.registration, Registration::Active | Registration::Suspended) {
-                        app.act_on_user(tx, events, &mut prev, Action::Deregister, &format!("service admin changed: {reason}"), None, &actor, now)?;
+                        app.act_on_user(
+                            tx,
+                            events,
+                            &mut prev,
+                            Action::Deregister,
+                            &format!("service admin changed: {reason}"),
+                            None,
+                            &actor,
+                            now,
+                        )?;
                     } else {
                         tx.put_user(&prev)?;
                     }
@@ -546,7 +583,13 @@ impl App {
                 if role == Role::ServiceAdmin && (contract.service_admin.is_some() || !service_admins.insert(f[0].to_string())) {
                     return Err(Error::bad_field("role", "the contract has a service admin already"));
                 }
-                Ok(NewUser { user_id: f[1].to_string(), name: f[2].to_string(), role: f[3].to_string(), password: pw, transaction_password: txpw })
+                Ok(NewUser {
+                    user_id: f[1].to_string(),
+                    name: f[2].to_string(),
+                    role: f[3].to_string(),
+                    password: pw,
+                    transaction_password: txpw,
+                })
             };
             match check() {
                 Ok(u) => {
@@ -583,7 +626,9 @@ impl App {
                     tx.put_contract(&contract)?;
                 }
                 tx.put_user(&u)?;
-                tx.audit(NewEvent::new("user_created", actor.clone()).user(c, uid).detail(json!({"role": role, "name": name, "via": "import"})))?;
+                tx.audit(
+                    NewEvent::new("user_created", actor.clone()).user(c, uid).detail(json!({"role": role, "name": name, "via": "import"})),
+                )?;
             }
             Ok(())
         })?;
@@ -611,7 +656,11 @@ impl App {
         let mut mine = self.store.read()?.demo_contracts()?;
         for (no, name, edition) in [("1000000001", "デモ商事株式会社", "jweb"), ("2000000002", "デモ外為株式会社", "fx")] {
             if self.store.read()?.contract(no)?.is_none() {
-                self.create_contract("demo", crate::service::NewContract { contract_no: no.into(), name: name.into(), edition: edition.into() }, now)?;
+                self.create_contract(
+                    "demo",
+                    crate::service::NewContract { contract_no: no.into(), name: name.into(), edition: edition.into() },
+                    now,
+                )?;
                 mine.push(no.to_string());
                 let list = mine.clone();
                 self.call(Durability::Durable, move |tx, _| tx.put_demo_contracts(&list))?;

@@ -26,8 +26,7 @@ pub struct Passwords {
 
 impl Passwords {
     pub fn new(memory_kib: u32, iterations: u32) -> Result<Passwords> {
-        let params = Params::new(memory_kib, iterations, 1, None)
-            .map_err(|e| Error::Internal(format!("argon2 parameters: {e}")))?;
+        let params = Params::new(memory_kib, iterations, 1, None).map_err(|e| Error::Internal(format!("argon2 parameters: {e}")))?;
         let argon = Argon2::new(Algorithm::Argon2id, Version::V0x13, params);
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
         let mut p = Passwords { argon, dummy: String::new(), areas: Mutex::new(vec![Vec::new(); cores]), freed: Condvar::new() };
@@ -37,10 +36,7 @@ impl Passwords {
 
     /// PHC string (`$argon2id$v=19$m=…`) with a fresh random salt.
     pub fn hash(&self, password: &str) -> Result<String> {
-        self.argon
-            .hash_password(password.as_bytes())
-            .map(|h| h.to_string())
-            .map_err(|e| Error::Internal(format!("argon2: {e}")))
+        self.argon.hash_password(password.as_bytes()).map(|h| h.to_string()).map_err(|e| Error::Internal(format!("argon2: {e}")))
     }
 
     /// Verifies `password` against `hash`; with no hash (unknown user) it
@@ -62,8 +58,7 @@ impl Passwords {
         if parsed.algorithm.as_str() != "argon2id" {
             return false;
         }
-        let (Ok(params), Some(salt), Some(expected)) = (Params::try_from(&parsed), parsed.salt.as_ref(), parsed.hash.as_ref())
-        else {
+        let (Ok(params), Some(salt), Some(expected)) = (Params::try_from(&parsed), parsed.salt.as_ref(), parsed.hash.as_ref()) else {
             return false;
         };
         let blocks = params.block_count();

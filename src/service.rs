@@ -22,8 +22,7 @@ use serde_json::json;
 use crate::audit::NewEvent;
 use crate::config::Config;
 use crate::domain::account::{
-    gate, AllowReason, Contract, ContractStatus, DenyReason, EditionPolicy, Gate, GateSettings, Registration, Role,
-    Token, User,
+    gate, AllowReason, Contract, ContractStatus, DenyReason, EditionPolicy, Gate, GateSettings, Registration, Role, Token, User,
 };
 use crate::domain::challenge::{number_challenge, Answer, CancelCause, Challenge, Decision, Kind, Status};
 use crate::domain::ids::{self, check_contract_no, check_text, check_user_id, Password, TokenId};
@@ -507,11 +506,7 @@ impl App {
             }
             cache.0
         };
-        let name = self
-            .store
-            .read()?
-            .rp_name_by_hash(&hash)?
-            .ok_or_else(|| Error::Unauthorized("unknown or revoked API key".into()))?;
+        let name = self.store.read()?.rp_name_by_hash(&hash)?.ok_or_else(|| Error::Unauthorized("unknown or revoked API key".into()))?;
         let mut cache = self.rp_cache.lock().expect("rp cache lock poisoned");
         if cache.0 == generation && cache.1.len() < 10_000 {
             cache.1.insert(hash, name.clone());
@@ -600,7 +595,16 @@ impl App {
             Ok(p) => p,
             Err(e) => return done(Err(e)),
         };
-        let req = GateRequest { op: "login", rp, contract_no: input.contract_no, user_id: input.user_id, kind: Kind::Login, creds, display: None, client };
+        let req = GateRequest {
+            op: "login",
+            rp,
+            contract_no: input.contract_no,
+            user_id: input.user_id,
+            kind: Kind::Login,
+            creds,
+            display: None,
+            client,
+        };
         self.submit_gate(req, now, done);
     }
 
@@ -680,7 +684,8 @@ impl App {
             Durability::Durable,
             move |tx, events| {
                 let r = &req;
-                let (answer, reason) = app.decide(tx, events, &r.rp, &r.contract_no, &r.user_id, r.kind, r.creds, r.display.as_deref(), &r.client, now)?;
+                let (answer, reason) =
+                    app.decide(tx, events, &r.rp, &r.contract_no, &r.user_id, r.kind, r.creds, r.display.as_deref(), &r.client, now)?;
                 let mut detail = json!({"result": answer_result(&answer), "reason": reason, "client": client_json(&r.client)});
                 if let Some(lines) = &r.display {
                     detail["kind"] = json!(r.kind.as_str());
@@ -768,10 +773,7 @@ impl App {
                     None => login_display(&contract, &user, client, now),
                 };
                 let c = self.open_challenge(tx, events, rp, kind, &mut user, lines, now)?;
-                Ok((
-                    GateAnswer::Challenge { challenge_id: c.id.clone(), expires_at: rfc3339(c.expires_at), number: c.number },
-                    "push",
-                ))
+                Ok((GateAnswer::Challenge { challenge_id: c.id.clone(), expires_at: rfc3339(c.expires_at), number: c.number }, "push"))
             }
         }
     }
@@ -930,7 +932,13 @@ impl App {
     // ------------------------------------------------------------ device API
 
     /// POST /api/v1/device/provision (SPEC R1.1).
-    pub fn provision(self: &Arc<Self>, input: ProvisionInput, ip: IpAddr, now: Ms, done: impl FnOnce(Result<ProvisionOutput>) + Send + 'static) {
+    pub fn provision(
+        self: &Arc<Self>,
+        input: ProvisionInput,
+        ip: IpAddr,
+        now: Ms,
+        done: impl FnOnce(Result<ProvisionOutput>) + Send + 'static,
+    ) {
         let prepared = (|| {
             let key = sig::parse_public_key("public_key", &input.public_key)?;
             // One spelling per key, so that the index below finds a key however it was sent.
@@ -1054,8 +1062,7 @@ impl App {
     /// store write on the way to the phone. (After a crash, a challenge that
     /// was fetched but never answered closes as `undelivered`.)
     pub fn deliver(&self, token_id: &str, now: Ms) -> Result<Vec<Challenge>> {
-        let mut list: Vec<Challenge> =
-            self.store.read()?.pending_for_token(token_id)?.into_iter().filter(|c| now < c.expires_at).collect();
+        let mut list: Vec<Challenge> = self.store.read()?.pending_for_token(token_id)?.into_iter().filter(|c| now < c.expires_at).collect();
         let mut marks = self.delivered.lock().expect("delivered lock poisoned");
         for c in &mut list {
             let at = *marks.entry(c.id.clone()).or_insert(now);
@@ -1072,7 +1079,14 @@ impl App {
     }
 
     /// POST /api/v1/device/challenges/{id}/response (SPEC R2.4, R2.5).
-    pub fn answer(self: &Arc<Self>, caller: &Token, id: String, input: AnswerInput, now: Ms, done: impl FnOnce(Result<Status>) + Send + 'static) {
+    pub fn answer(
+        self: &Arc<Self>,
+        caller: &Token,
+        id: String,
+        input: AnswerInput,
+        now: Ms,
+        done: impl FnOnce(Result<Status>) + Send + 'static,
+    ) {
         let prepared = (|| {
             if input.token_id != caller.token_id {
                 return Err(Error::bad_field("token_id", "must be the token that signs the request"));
@@ -1134,9 +1148,7 @@ impl App {
                         if !c.is_pending() && c.decided_at == Some(now) {
                             app.note_closed(&c);
                             if result.is_ok() {
-                                app.metrics
-                                    .decision_latency
-                                    .observe(std::time::Duration::from_millis(now.saturating_sub(c.created_at)));
+                                app.metrics.decision_latency.observe(std::time::Duration::from_millis(now.saturating_sub(c.created_at)));
                             }
                         }
                         done(result)
@@ -1150,7 +1162,13 @@ impl App {
     // ------------------------------------------------------------ registration
 
     /// POST /api/v1/registrations (SPEC R1.4–R1.7).
-    pub fn register(self: &Arc<Self>, input: RegistrationInput, ip: IpAddr, now: Ms, done: impl FnOnce(Result<RegistrationOutput>) + Send + 'static) {
+    pub fn register(
+        self: &Arc<Self>,
+        input: RegistrationInput,
+        ip: IpAddr,
+        now: Ms,
+        done: impl FnOnce(Result<RegistrationOutput>) + Send + 'static,
+    ) {
         let prepared = (|| {
             self.rate_limit("registration", ip, REGISTRATION_RATE_LIMIT, REGISTRATION_RATE_WINDOW, now)?;
             check_contract_no("contract_no", &input.contract_no)?;
@@ -1316,15 +1334,8 @@ impl App {
             return Err(Error::TokenOrOtpMismatch);
         }
         let secret = self.secrets.open(token.token_id.as_bytes(), &token.otp_secret_sealed)?;
-        let step = totp::match_consecutive(
-            &secret,
-            otp1,
-            otp2,
-            totp::step_at(now / SECOND),
-            self.cfg().otp_window,
-            token.last_otp_step,
-        )
-        .ok_or(Error::TokenOrOtpMismatch)?;
+        let step = totp::match_consecutive(&secret, otp1, otp2, totp::step_at(now / SECOND), self.cfg().otp_window, token.last_otp_step)
+            .ok_or(Error::TokenOrOtpMismatch)?;
         token.last_otp_step = Some(step);
         token.bound_to = Some((user.contract_no.clone(), user.user_id.clone()));
         token.bound_at = Some(now);
@@ -1565,9 +1576,7 @@ impl App {
             }
             tx.put_user(&u)?;
             tx.audit(
-                NewEvent::new("user_created", actor.clone())
-                    .user(&contract_no, &u.user_id)
-                    .detail(json!({"role": role, "name": u.name})),
+                NewEvent::new("user_created", actor.clone()).user(&contract_no, &u.user_id).detail(json!({"role": role, "name": u.name})),
             )?;
             Ok(u)
         })
@@ -1617,7 +1626,13 @@ impl App {
             if tx.rp_key(&name)?.is_some_and(|k| k.revoked_at.is_none()) {
                 return Err(Error::Conflict(format!("RP key {name} exists; revoke it first")));
             }
-            tx.put_rp_key(&RpKey { name: name.clone(), key_hash: hash.clone(), created_at: now, revoked_at: None, editions: editions.clone() })?;
+            tx.put_rp_key(&RpKey {
+                name: name.clone(),
+                key_hash: hash.clone(),
+                created_at: now,
+                revoked_at: None,
+                editions: editions.clone(),
+            })?;
             tx.audit(NewEvent::new("rp_key_added", actor.clone()).detail(json!({"name": name, "editions": editions})))?;
             Ok(())
         })?;
@@ -1627,7 +1642,8 @@ impl App {
     pub fn revoke_rp_key(&self, actor: &str, name: &str, now: Ms) -> Result<()> {
         let (name, actor) = (name.to_string(), actor.to_string());
         self.call(Durability::Durable, move |tx, _| {
-            let mut k = tx.rp_key(&name)?.filter(|k| k.revoked_at.is_none()).ok_or_else(|| Error::NotFound(format!("no live RP key {name}")))?;
+            let mut k =
+                tx.rp_key(&name)?.filter(|k| k.revoked_at.is_none()).ok_or_else(|| Error::NotFound(format!("no live RP key {name}")))?;
             k.revoked_at = Some(now);
             tx.put_rp_key(&k)?;
             tx.audit(NewEvent::new("rp_key_revoked", actor.clone()).detail(json!({"name": name})))?;
@@ -1713,7 +1729,6 @@ fn login_display(contract: &Contract, user: &User, client: &ClientInfo, now: Ms)
         ("Time".into(), rfc3339(now)),
     ]
 }
-
 
 #[cfg(test)]
 mod tests {

@@ -136,7 +136,16 @@ fn a_bad_answer_signature_leaves_the_challenge_pending() {
     assert_eq!(w.challenge(&id, 0).json["status"], "pending");
     let real = phone.fetch(&id);
     assert_eq!(phone.answer(&real, "approve").json["status"], "approved");
-    assert_eq!(phone.signed("POST", "/api/v1/device/challenges/ch_nope/response", Some(&json!({"token_id": phone.token_id, "decision": "approve", "signature": "x"}))).status, 404);
+    assert_eq!(
+        phone
+            .signed(
+                "POST",
+                "/api/v1/device/challenges/ch_nope/response",
+                Some(&json!({"token_id": phone.token_id, "decision": "approve", "signature": "x"}))
+            )
+            .status,
+        404
+    );
 }
 
 #[test]
@@ -245,7 +254,10 @@ fn approvals_follow_the_edition_policy() {
     let r = approve(C, "taro", "transaction", None);
     assert_eq!((r.status, r.code()), (400, "bad_request"));
     assert!(r.json["error"]["message"].as_str().unwrap().starts_with("transaction_password"));
-    assert_eq!(approve(C, "taro", "transaction", Some("wrong-txpass")).json, json!({"result": "deny", "reason": "bad_transaction_password"}));
+    assert_eq!(
+        approve(C, "taro", "transaction", Some("wrong-txpass")).json,
+        json!({"result": "deny", "reason": "bad_transaction_password"})
+    );
     let r = approve(C, "taro", "transaction", Some(TX_PASSWORD));
     let id = r.json["challenge_id"].as_str().unwrap();
     let ch = phone.fetch(id);
@@ -319,7 +331,11 @@ fn five_failed_registrations_revoke_the_token() {
     }
     // Even the right codes cannot use the revoked token now (another user tries).
     w.user(C, "hanako", "user");
-    let r = w.s.post("/api/v1/registrations", &[], &json!({"contract_no": C, "user_id": "hanako", "password": PASSWORD, "token_id": phone.token_id, "otp1": a, "otp2": b}));
+    let r = w.s.post(
+        "/api/v1/registrations",
+        &[],
+        &json!({"contract_no": C, "user_id": "hanako", "password": PASSWORD, "token_id": phone.token_id, "otp1": a, "otp2": b}),
+    );
     assert_eq!((r.status, r.code()), (422, "token_or_otp_mismatch"), "{}", r.text);
     let r = phone.signed("GET", "/api/v1/device/challenges", None);
     assert_eq!((r.status, r.code()), (403, "token_revoked"));
@@ -388,14 +404,20 @@ fn device_requests_must_be_signed_and_fresh() {
     let url = w.s.url("/api/v1/device/challenges");
     assert_eq!(request("GET", &url, &[], None).code(), "unauthorized");
     // Signed 2 minutes ago.
-    let old: Vec<(&str, String)> = phone.key.headers(&phone.token_id, "GET", "/api/v1/device/challenges", b"", onepush::client::now_secs() - 120).into_iter().collect();
+    let old: Vec<(&str, String)> = phone
+        .key
+        .headers(&phone.token_id, "GET", "/api/v1/device/challenges", b"", onepush::client::now_secs() - 120)
+        .into_iter()
+        .collect();
     assert_eq!(request("GET", &url, &old, None).status, 401);
     // Signed for another path.
-    let other: Vec<(&str, String)> = phone.key.headers(&phone.token_id, "GET", "/api/v1/device/provision", b"", onepush::client::now_secs()).into_iter().collect();
+    let other: Vec<(&str, String)> =
+        phone.key.headers(&phone.token_id, "GET", "/api/v1/device/provision", b"", onepush::client::now_secs()).into_iter().collect();
     assert_eq!(request("GET", &url, &other, None).status, 401);
     // Signed by another key.
     let stranger = onepush::client::DeviceKey::generate();
-    let forged: Vec<(&str, String)> = stranger.headers(&phone.token_id, "GET", "/api/v1/device/challenges", b"", onepush::client::now_secs()).into_iter().collect();
+    let forged: Vec<(&str, String)> =
+        stranger.headers(&phone.token_id, "GET", "/api/v1/device/challenges", b"", onepush::client::now_secs()).into_iter().collect();
     assert_eq!(request("GET", &url, &forged, None).status, 401);
     assert_eq!(phone.signed("GET", "/api/v1/device/challenges", None).status, 200);
     // An answer naming another token than the signer's.
@@ -479,7 +501,11 @@ fn bad_input_gets_clear_errors_and_never_breaks_the_server() {
     assert_eq!(r.status, 400);
 
     let approval = |display: Value| {
-        w.s.post("/api/v1/approvals", &w.rp(), &json!({"contract_no": C, "user_id": "taro", "kind": "notice", "transaction_password": TX_PASSWORD, "display": display}))
+        w.s.post(
+            "/api/v1/approvals",
+            &w.rp(),
+            &json!({"contract_no": C, "user_id": "taro", "kind": "notice", "transaction_password": TX_PASSWORD, "display": display}),
+        )
     };
     let r = approval(json!([["Amount", "JPY\u{0000}1"]]));
     assert!(r.json["error"]["message"].as_str().unwrap().starts_with("display[0] value"), "{}", r.text);
@@ -544,11 +570,23 @@ fn admin_api_needs_a_session() {
     let r = w.s.post("/api/v1/admin/contracts", &w.admin(), &json!({"contract_no": "2", "name": "x", "edition": "gold"}));
     assert!(r.json["error"]["message"].as_str().unwrap().starts_with("edition"));
     w.user(C, "taro", "service_admin");
-    let r = w.s.post(&format!("/api/v1/admin/contracts/{C}/users"), &w.admin(), &json!({"user_id": "taro", "name": "T", "role": "user", "password": PASSWORD}));
+    let r = w.s.post(
+        &format!("/api/v1/admin/contracts/{C}/users"),
+        &w.admin(),
+        &json!({"user_id": "taro", "name": "T", "role": "user", "password": PASSWORD}),
+    );
     assert_eq!(r.status, 409);
-    let r = w.s.post("/api/v1/admin/contracts/404/users", &w.admin(), &json!({"user_id": "x", "name": "T", "role": "user", "password": PASSWORD}));
+    let r = w.s.post(
+        "/api/v1/admin/contracts/404/users",
+        &w.admin(),
+        &json!({"user_id": "x", "name": "T", "role": "user", "password": PASSWORD}),
+    );
     assert_eq!(r.status, 404);
-    let r = w.s.post(&format!("/api/v1/admin/contracts/{C}/users"), &w.admin(), &json!({"user_id": "y", "name": "T", "role": "boss", "password": PASSWORD}));
+    let r = w.s.post(
+        &format!("/api/v1/admin/contracts/{C}/users"),
+        &w.admin(),
+        &json!({"user_id": "y", "name": "T", "role": "boss", "password": PASSWORD}),
+    );
     assert!(r.json["error"]["message"].as_str().unwrap().starts_with("role"));
     let u = w.s.get(&format!("/api/v1/users/{C}/taro"), &w.rp()).json;
     assert_eq!(u["role"], "service_admin");
@@ -618,8 +656,15 @@ fn the_demo_acts_only_on_its_own_contracts_and_only_on_loopback() {
     let r = s.post("/api/v1/admin/session", &[], &json!({"username": "alice", "password": "operator-pass-1"}));
     let admin = vec![("Cookie", r.header("set-cookie").unwrap().split(';').next().unwrap().to_string())];
     for no in ["1000000001", "3000000003"] {
-        assert_eq!(s.post("/api/v1/admin/contracts", &admin, &json!({"contract_no": no, "name": "Bank's own", "edition": "jweb"})).status, 201);
-        let r = s.post(&format!("/api/v1/admin/contracts/{no}/users"), &admin, &json!({"user_id": "taro", "name": "T", "role": "service_admin", "password": PASSWORD}));
+        assert_eq!(
+            s.post("/api/v1/admin/contracts", &admin, &json!({"contract_no": no, "name": "Bank's own", "edition": "jweb"})).status,
+            201
+        );
+        let r = s.post(
+            &format!("/api/v1/admin/contracts/{no}/users"),
+            &admin,
+            &json!({"user_id": "taro", "name": "T", "role": "service_admin", "password": PASSWORD}),
+        );
         assert_eq!(r.status, 201, "{}", r.text);
     }
     s.kill();
@@ -703,7 +748,9 @@ fn metrics_show_latencies_sweeper_lag_and_store_size() {
     let id = w.login_challenge(C, "taro");
     let (url, rp) = (w.s.url(&format!("/api/v1/challenges/{id}?wait=10")), w.rp());
     let waiter = std::thread::spawn(move || request("GET", &url, &rp, None));
-    eventually("the RP waiter parked", 10, || (metric(&w.s.get("/metrics", &[]).text, "onepush_parked_requests{side=\"rp\"}") == 1.0).then_some(()));
+    eventually("the RP waiter parked", 10, || {
+        (metric(&w.s.get("/metrics", &[]).text, "onepush_parked_requests{side=\"rp\"}") == 1.0).then_some(())
+    });
     assert_eq!(phone.answer(&phone.fetch(&id), "approve").status, 200);
     assert_eq!(waiter.join().unwrap().json["status"], "approved");
     // One the sweeper closes, with the RP parked on it too.
@@ -728,7 +775,11 @@ fn cli_config_check_and_exit_codes() {
     let dir = std::env::temp_dir().join(format!("onepush-cfg-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let good = dir.join("good.toml");
-    std::fs::write(&good, format!("data_dir = \"{}\"\nchallenge_ttl = \"90s\"\n[editions.fx]\npush_on_transaction = true\n", dir.join("d").display())).unwrap();
+    std::fs::write(
+        &good,
+        format!("data_dir = \"{}\"\nchallenge_ttl = \"90s\"\n[editions.fx]\npush_on_transaction = true\n", dir.join("d").display()),
+    )
+    .unwrap();
     assert_eq!(cli(&good, &["config", "check"], None).0, 0);
     let bad = dir.join("bad.toml");
     std::fs::write(&bad, "challenge_tll = \"90s\"\n").unwrap();
@@ -1223,7 +1274,9 @@ fn sighup_reloads_what_can_change_and_names_the_rest() {
     };
     let id = w.login_challenge(C, "taro");
     assert_eq!(ttl(&id), 60);
-    let text = std::fs::read_to_string(&w.s.config).unwrap().replace("challenge_ttl = \"60s\"", "challenge_ttl = \"90s\"\ntoken_prefix = \"BANK\"");
+    let text = std::fs::read_to_string(&w.s.config)
+        .unwrap()
+        .replace("challenge_ttl = \"60s\"", "challenge_ttl = \"90s\"\ntoken_prefix = \"BANK\"");
     std::fs::write(&w.s.config, text).unwrap();
     // SAFETY: sending a signal to our own child.
     unsafe { libc::kill(w.s.pid as i32, libc::SIGHUP) };
@@ -1256,7 +1309,12 @@ fn receiver() -> (String, std::sync::mpsc::Receiver<String>) {
                 buf.extend_from_slice(&chunk[..n]);
                 let text = String::from_utf8_lossy(&buf).to_string();
                 if let Some((head, body)) = text.split_once("\r\n\r\n") {
-                    let len = head.lines().find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse::<usize>().unwrap_or(0))).unwrap_or(0);
+                    let len = head
+                        .lines()
+                        .find_map(|l| {
+                            l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse::<usize>().unwrap_or(0))
+                        })
+                        .unwrap_or(0);
                     if body.len() >= len {
                         let _ = tx.send(format!("{}\n{}", head.lines().next().unwrap_or(""), body));
                         let _ = c.write_all(b"HTTP/1.1 201 Created\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
@@ -1282,7 +1340,11 @@ fn a_push_endpoint_gets_a_wake_up_with_the_challenge_id_only() {
     let r = w.s.post("/api/v1/device/provision", &[], &key.provision_body(Some("p"), Some(&endpoint)));
     let token = r.json["token_id"].as_str().unwrap().to_string();
     let (o1, o2) = onepush::client::registration_otps(r.json["otp_secret"].as_str().unwrap(), onepush::client::now_secs() as u64).unwrap();
-    let r = w.s.post("/api/v1/registrations", &[], &json!({"contract_no": C, "user_id": "taro", "password": PASSWORD, "token_id": token, "otp1": o1, "otp2": o2}));
+    let r = w.s.post(
+        "/api/v1/registrations",
+        &[],
+        &json!({"contract_no": C, "user_id": "taro", "password": PASSWORD, "token_id": token, "otp1": o1, "otp2": o2}),
+    );
     assert_eq!(r.status, 201);
     let id = w.login_challenge(C, "taro");
     let req = got.recv_timeout(Duration::from_secs(10)).expect("a wake-up POST");
@@ -1302,12 +1364,19 @@ fn a_dead_push_endpoint_is_counted_and_never_delays_the_rp() {
     w.contract(C, "jweb");
     w.user(C, "taro", "user");
     // A port nobody listens on.
-    let dead = { let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap(); l.local_addr().unwrap() };
+    let dead = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
     let key = onepush::client::DeviceKey::generate();
     let r = w.s.post("/api/v1/device/provision", &[], &key.provision_body(None, Some(&format!("http://{dead}/up"))));
     let token = r.json["token_id"].as_str().unwrap().to_string();
     let (o1, o2) = onepush::client::registration_otps(r.json["otp_secret"].as_str().unwrap(), onepush::client::now_secs() as u64).unwrap();
-    w.s.post("/api/v1/registrations", &[], &json!({"contract_no": C, "user_id": "taro", "password": PASSWORD, "token_id": token, "otp1": o1, "otp2": o2}));
+    w.s.post(
+        "/api/v1/registrations",
+        &[],
+        &json!({"contract_no": C, "user_id": "taro", "password": PASSWORD, "token_id": token, "otp1": o1, "otp2": o2}),
+    );
     let t = Instant::now();
     w.login_challenge(C, "taro");
     assert!(t.elapsed() < Duration::from_millis(800), "login took {:?}", t.elapsed());
@@ -1350,7 +1419,12 @@ fn systemd_hears_ready_and_watchdog_pings() {
 fn x_forwarded_for_counts_only_from_a_trusted_proxy() {
     let provisioned_ip = |s: &Server| {
         let key = onepush::client::DeviceKey::generate();
-        let r = request("POST", &s.url("/api/v1/device/provision"), &[("X-Forwarded-For", "198.51.100.7".into())], json_body(&key.provision_body(None, None)));
+        let r = request(
+            "POST",
+            &s.url("/api/v1/device/provision"),
+            &[("X-Forwarded-For", "198.51.100.7".into())],
+            json_body(&key.provision_body(None, None)),
+        );
         assert_eq!(r.status, 201);
         let events = s.cli(&["audit", "export"], None).1;
         let last: Value = serde_json::from_str(events.lines().rev().find(|l| l.contains("token_provisioned")).unwrap()).unwrap();
@@ -1363,9 +1437,19 @@ fn x_forwarded_for_counts_only_from_a_trusted_proxy() {
     // Behind a trusted front that says https, the admin cookie is Secure.
     let (code, _, _) = trusted.cli(&["operator", "add", "alice", "--password-stdin"], Some("operator-pass-1"));
     assert_eq!(code, 0);
-    let r = request("POST", &trusted.url("/api/v1/admin/session"), &[("X-Forwarded-Proto", "https".into())], json_body(&json!({"username": "alice", "password": "operator-pass-1"})));
+    let r = request(
+        "POST",
+        &trusted.url("/api/v1/admin/session"),
+        &[("X-Forwarded-Proto", "https".into())],
+        json_body(&json!({"username": "alice", "password": "operator-pass-1"})),
+    );
     assert!(r.header("set-cookie").unwrap().contains("Secure"));
-    let r = request("POST", &untrusted.url("/api/v1/admin/session"), &[("X-Forwarded-Proto", "https".into())], json_body(&json!({"username": "x", "password": "operator-pass-1"})));
+    let r = request(
+        "POST",
+        &untrusted.url("/api/v1/admin/session"),
+        &[("X-Forwarded-Proto", "https".into())],
+        json_body(&json!({"username": "x", "password": "operator-pass-1"})),
+    );
     assert_eq!(r.status, 401);
 }
 

@@ -152,7 +152,8 @@ fn a_huge_declared_length_is_413_at_once_and_the_body_is_never_read() {
     // At the limit is not over it: 64 KiB of JSON is read (and is not a login).
     let body = format!("{{\"contract_no\": \"{}\"}}", "1".repeat(65_536 - 19));
     assert_eq!(body.len(), 65_536);
-    let req = format!("POST /api/v1/login HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}", body.len());
+    let req =
+        format!("POST /api/v1/login HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}", body.len());
     let (a, _) = exchange(&s, req.as_bytes());
     assert_eq!(a.unwrap().status, 401, "read, then refused for its missing key");
     assert!(metric(&s, "onepush_http_edge_rejections_total{code=\"body_too_large\"}") >= 5.0);
@@ -162,7 +163,8 @@ fn a_huge_declared_length_is_413_at_once_and_the_body_is_never_read() {
 fn a_csv_import_over_64_kib_is_refused_without_a_session_before_its_body_is_read() {
     let s = Server::start("");
     let t = Instant::now();
-    let (a, mut r) = exchange(&s, b"POST /api/v1/admin/import HTTP/1.1\r\nHost: x\r\nContent-Type: text/csv\r\nContent-Length: 4000000\r\n\r\nno,");
+    let (a, mut r) =
+        exchange(&s, b"POST /api/v1/admin/import HTTP/1.1\r\nHost: x\r\nContent-Type: text/csv\r\nContent-Length: 4000000\r\n\r\nno,");
     let a = a.unwrap();
     assert_eq!((a.status, a.code().as_str()), (401, "unauthorized"), "{}", a.body);
     assert!(t.elapsed() < Duration::from_secs(1));
@@ -254,7 +256,8 @@ fn slow_bodies_hold_no_worker_and_end_in_408() {
     let mut stuck: Vec<BufReader<TcpStream>> = (0..workers * 2)
         .map(|_| {
             let mut c = connect(&s);
-            c.write_all(b"POST /api/v1/login HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 5000\r\n\r\n{").unwrap();
+            c.write_all(b"POST /api/v1/login HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 5000\r\n\r\n{")
+                .unwrap();
             BufReader::new(c)
         })
         .collect();
@@ -367,7 +370,10 @@ fn past_max_connections_a_new_connection_gets_503_and_parked_polls_count() {
     // not a thread) ...
     for _ in 0..16 {
         let mut c = connect(&w.s);
-        let poll = format!("GET /api/v1/challenges/{id}?wait=20 HTTP/1.1\r\nHost: x\r\nConnection: close\r\nAuthorization: Bearer {}\r\n\r\n", w.rp_key);
+        let poll = format!(
+            "GET /api/v1/challenges/{id}?wait=20 HTTP/1.1\r\nHost: x\r\nConnection: close\r\nAuthorization: Bearer {}\r\n\r\n",
+            w.rp_key
+        );
         c.write_all(poll.as_bytes()).unwrap();
         held.push(c);
     }
@@ -434,7 +440,8 @@ fn ambiguous_framing_is_400_and_closes() {
     assert_eq!(a.status, 401, "read and refused for its missing key: {}", a.body);
     // A chunked body over the route's limit: 413, then close.
     let chunk = "a".repeat(40_000);
-    let (a, _) = exchange(&s, format!("{login}Transfer-Encoding: chunked\r\n\r\n9c40\r\n{chunk}\r\n9c40\r\n{chunk}\r\n0\r\n\r\n").as_bytes());
+    let (a, _) =
+        exchange(&s, format!("{login}Transfer-Encoding: chunked\r\n\r\n9c40\r\n{chunk}\r\n9c40\r\n{chunk}\r\n0\r\n\r\n").as_bytes());
     assert_eq!(a.unwrap().status, 413);
     // Garbage in a chunk size: 400.
     let (a, _) = exchange(&s, format!("{login}Transfer-Encoding: chunked\r\n\r\nzz\r\n{{}}\r\n0\r\n\r\n").as_bytes());
@@ -587,7 +594,10 @@ fn chunk_size_lines_and_header_lines_are_strict() {
     assert_eq!(a.unwrap().status, 417);
     // 100-continue: the server asks for the body, then answers.
     let mut c = connect(&s);
-    c.write_all(b"POST /api/v1/login HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\n").unwrap();
+    c.write_all(
+        b"POST /api/v1/login HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\n",
+    )
+    .unwrap();
     let mut r = BufReader::new(c.try_clone().unwrap());
     let mut line = String::new();
     r.read_line(&mut line).unwrap();

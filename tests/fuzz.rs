@@ -150,7 +150,13 @@ fn wire_input() -> impl Strategy<Value = Vec<u8>> {
 /// An in-process tiny_http with onepush's edge limits (short timeouts) and
 /// two workers that read each body through onepush's reader and answer.
 fn edge_server() -> (Arc<tiny_http::Server>, String) {
-    let edge = onepush::config::EdgeLimits { header_timeout: 300, body_timeout: 300, keepalive_timeout: 300, send_timeout: 1000, max_connections: 512 };
+    let edge = onepush::config::EdgeLimits {
+        header_timeout: 300,
+        body_timeout: 300,
+        keepalive_timeout: 300,
+        send_timeout: 1000,
+        max_connections: 512,
+    };
     let limits = onepush::http::limits(&edge, Arc::new(onepush::metrics::Metrics::default()));
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap().to_string();
@@ -196,7 +202,11 @@ fn fuzz_the_vendored_request_parser() {
     let result = runner.run(&wire_input(), |input| {
         let n = executions.fetch_add(1, Ordering::SeqCst);
         let (out, took) = send(&addr, &input).map_err(TestCaseError::fail)?;
-        prop_assert!(out.is_empty() || out.starts_with(b"HTTP/1.1 ") || out.starts_with(b"HTTP/1.0 "), "not an HTTP answer: {:?}", String::from_utf8_lossy(&out[..out.len().min(200)]));
+        prop_assert!(
+            out.is_empty() || out.starts_with(b"HTTP/1.1 ") || out.starts_with(b"HTTP/1.0 "),
+            "not an HTTP answer: {:?}",
+            String::from_utf8_lossy(&out[..out.len().min(200)])
+        );
         // An answer never waits past the timeouts (0.3 s) plus the linger after a rejection (2 s).
         prop_assert!(took < Duration::from_secs(4), "took {took:?}");
         prop_assert_eq!(PANICS.load(Ordering::SeqCst), 0, "a thread panicked");
@@ -221,10 +231,41 @@ fn fuzz_the_vendored_request_parser() {
 /// Every field name of the JSON inputs, so that generated objects reach
 /// past "unknown field" into the validation of each.
 const FIELDS: &[&str] = &[
-    "contract_no", "user_id", "password", "client", "ip", "user_agent", "kind", "transaction_password", "display",
-    "public_key", "proof", "label", "push_endpoint", "token_id", "otp1", "otp2", "decision", "number", "report_fraud",
-    "signature", "name", "edition", "role", "reason", "usable_until", "actor_user_id", "push_suspended", "notice_id",
-    "title", "body", "lang", "starts_at", "ends_at", "username", "code",
+    "contract_no",
+    "user_id",
+    "password",
+    "client",
+    "ip",
+    "user_agent",
+    "kind",
+    "transaction_password",
+    "display",
+    "public_key",
+    "proof",
+    "label",
+    "push_endpoint",
+    "token_id",
+    "otp1",
+    "otp2",
+    "decision",
+    "number",
+    "report_fraud",
+    "signature",
+    "name",
+    "edition",
+    "role",
+    "reason",
+    "usable_until",
+    "actor_user_id",
+    "push_suspended",
+    "notice_id",
+    "title",
+    "body",
+    "lang",
+    "starts_at",
+    "ends_at",
+    "username",
+    "code",
 ];
 
 fn text() -> impl Strategy<Value = String> {
@@ -262,8 +303,11 @@ fn json_value() -> impl Strategy<Value = Value> {
     leaf.prop_recursive(3, 24, 6, |inner| {
         prop_oneof![
             proptest::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
-            proptest::collection::vec((prop_oneof![4 => proptest::sample::select(FIELDS).prop_map(str::to_string), 1 => text()], inner), 0..8)
-                .prop_map(|kv| Value::Object(kv.into_iter().collect())),
+            proptest::collection::vec(
+                (prop_oneof![4 => proptest::sample::select(FIELDS).prop_map(str::to_string), 1 => text()], inner),
+                0..8
+            )
+            .prop_map(|kv| Value::Object(kv.into_iter().collect())),
         ]
     })
 }

@@ -385,12 +385,7 @@ pub(crate) mod tests {
     }
 
     fn settings() -> GateSettings {
-        GateSettings {
-            system_suspended: false,
-            require_registration: false,
-            max_challenges_per_window: 5,
-            challenge_window: 600_000,
-        }
+        GateSettings { system_suspended: false, require_registration: false, max_challenges_per_window: 5, challenge_window: 600_000 }
     }
 
     #[test]
@@ -398,19 +393,12 @@ pub(crate) mod tests {
         let c = contract();
         let s = settings();
         assert_eq!(gate(&c, &user(Registration::Active), true, &s, NOW), Gate::Push);
-        assert_eq!(
-            gate(&c, &user(Registration::Unregistered), true, &s, NOW),
-            Gate::Allow(AllowReason::PushNotRegistered)
-        );
+        assert_eq!(gate(&c, &user(Registration::Unregistered), true, &s, NOW), Gate::Allow(AllowReason::PushNotRegistered));
         let strict = GateSettings { require_registration: true, ..s };
-        assert_eq!(
-            gate(&c, &user(Registration::Unregistered), true, &strict, NOW),
-            Gate::Deny(DenyReason::RegistrationRequired)
-        );
-        for (reg, reason) in [
-            (Registration::Suspended, AllowReason::PushSuspended),
-            (Registration::Deregistered, AllowReason::PushDeregistered),
-        ] {
+        assert_eq!(gate(&c, &user(Registration::Unregistered), true, &strict, NOW), Gate::Deny(DenyReason::RegistrationRequired));
+        for (reg, reason) in
+            [(Registration::Suspended, AllowReason::PushSuspended), (Registration::Deregistered, AllowReason::PushDeregistered)]
+        {
             let mut u = user(reg);
             u.usable_until = Some(NOW + DAY);
             assert_eq!(gate(&c, &u, true, &s, NOW), Gate::Allow(reason));
@@ -435,14 +423,8 @@ pub(crate) mod tests {
     fn system_suspension_and_policy() {
         let c = contract();
         let s = GateSettings { system_suspended: true, ..settings() };
-        assert_eq!(
-            gate(&c, &user(Registration::Active), true, &s, NOW),
-            Gate::Allow(AllowReason::PushSystemSuspended)
-        );
-        assert_eq!(
-            gate(&c, &user(Registration::Active), false, &settings(), NOW),
-            Gate::Allow(AllowReason::PushNotRequired)
-        );
+        assert_eq!(gate(&c, &user(Registration::Active), true, &s, NOW), Gate::Allow(AllowReason::PushSystemSuspended));
+        assert_eq!(gate(&c, &user(Registration::Active), false, &settings(), NOW), Gate::Allow(AllowReason::PushNotRequired));
     }
 
     #[test]

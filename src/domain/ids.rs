@@ -19,11 +19,7 @@ impl TokenId {
     /// Parses a token ID as people type it: spaces and hyphens are ignored,
     /// lower case is accepted. The prefix must be `prefix`, the check digit right.
     pub fn parse(input: &str, prefix: &str) -> Result<TokenId> {
-        let cleaned: String = input
-            .chars()
-            .filter(|c| !matches!(c, ' ' | '-'))
-            .map(|c| c.to_ascii_uppercase())
-            .collect();
+        let cleaned: String = input.chars().filter(|c| !matches!(c, ' ' | '-')).map(|c| c.to_ascii_uppercase()).collect();
         let bad = |why: &str| Error::bad_field("token_id", why);
         if cleaned.len() != prefix.len() + 8 || !cleaned.is_ascii() {
             return Err(bad(&format!("must be {} letters and 8 digits", prefix.len())));
@@ -75,7 +71,11 @@ pub fn luhn_digit(payload: &str) -> u8 {
             let d = u32::from(b - b'0');
             if i % 2 == 0 {
                 let x = d * 2;
-                if x > 9 { x - 9 } else { x }
+                if x > 9 {
+                    x - 9
+                } else {
+                    x
+                }
             } else {
                 d
             }
@@ -111,10 +111,7 @@ pub fn check_contract_no(field: &str, s: &str) -> Result<()> {
 
 /// User ID: 1–32 of `[0-9A-Za-z._-]`.
 pub fn check_user_id(field: &str, s: &str) -> Result<()> {
-    if s.is_empty()
-        || s.len() > 32
-        || !s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
-    {
+    if s.is_empty() || s.len() > 32 || !s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-')) {
         return Err(Error::bad_field(field, "must be 1-32 of letters, digits, '.', '_' or '-'"));
     }
     Ok(())

@@ -77,13 +77,62 @@ use Registration::{Active, Deregistered, Suspended, Unregistered};
 /// SPEC R3. Stop is allowed from every state: a lost phone is reported
 /// whatever the registration; it ends an active or suspended registration.
 const TABLE: &[Row] = &[
-    Row { action: Action::Suspend, from: &[Active], needs: Needs::NotStopped, to: To::Reg(Suspended), ends_registration: false, cancels_pending: true },
-    Row { action: Action::Resume, from: &[Suspended], needs: Needs::NotStopped, to: To::Reg(Active), ends_registration: false, cancels_pending: false },
-    Row { action: Action::Deregister, from: &[Active, Suspended], needs: Needs::Nothing, to: To::Reg(Deregistered), ends_registration: true, cancels_pending: true },
-    Row { action: Action::Stop, from: &[Active, Suspended], needs: Needs::NotStopped, to: To::Reg(Deregistered), ends_registration: true, cancels_pending: true },
-    Row { action: Action::Stop, from: &[Unregistered, Deregistered], needs: Needs::NotStopped, to: To::Same, ends_registration: false, cancels_pending: true },
-    Row { action: Action::Unstop, from: &[Unregistered, Active, Suspended, Deregistered], needs: Needs::Stopped, to: To::Same, ends_registration: false, cancels_pending: false },
-    Row { action: Action::Unlock, from: &[Unregistered, Active, Suspended, Deregistered], needs: Needs::Locked, to: To::Same, ends_registration: false, cancels_pending: false },
+    Row {
+        action: Action::Suspend,
+        from: &[Active],
+        needs: Needs::NotStopped,
+        to: To::Reg(Suspended),
+        ends_registration: false,
+        cancels_pending: true,
+    },
+    Row {
+        action: Action::Resume,
+        from: &[Suspended],
+        needs: Needs::NotStopped,
+        to: To::Reg(Active),
+        ends_registration: false,
+        cancels_pending: false,
+    },
+    Row {
+        action: Action::Deregister,
+        from: &[Active, Suspended],
+        needs: Needs::Nothing,
+        to: To::Reg(Deregistered),
+        ends_registration: true,
+        cancels_pending: true,
+    },
+    Row {
+        action: Action::Stop,
+        from: &[Active, Suspended],
+        needs: Needs::NotStopped,
+        to: To::Reg(Deregistered),
+        ends_registration: true,
+        cancels_pending: true,
+    },
+    Row {
+        action: Action::Stop,
+        from: &[Unregistered, Deregistered],
+        needs: Needs::NotStopped,
+        to: To::Same,
+        ends_registration: false,
+        cancels_pending: true,
+    },
+    Row {
+        action: Action::Unstop,
+        from: &[Unregistered, Active, Suspended, Deregistered],
+        needs: Needs::Stopped,
+        to: To::Same,
+        ends_registration: false,
+        cancels_pending: false,
+    },
+    Row {
+        action: Action::Unlock,
+        from: &[Unregistered, Active, Suspended, Deregistered],
+        needs: Needs::Locked,
+        to: To::Same,
+        ends_registration: false,
+        cancels_pending: false,
+    },
 ];
 
 /// What an allowed action does.
@@ -105,18 +154,15 @@ pub fn plan(user: &User, action: Action) -> Result<Plan> {
         Needs::Stopped => user.stopped,
         Needs::Locked => user.password_locked,
     };
-    let row = TABLE
-        .iter()
-        .find(|r| r.action == action && r.from.contains(&user.registration) && holds(r.needs))
-        .ok_or_else(|| {
-            Error::InvalidTransition(format!(
-                "{} is not allowed for a user who is {}{}{}",
-                action.as_str(),
-                user.registration.as_str(),
-                if user.stopped { ", stopped" } else { "" },
-                if user.password_locked { ", password-locked" } else { "" },
-            ))
-        })?;
+    let row = TABLE.iter().find(|r| r.action == action && r.from.contains(&user.registration) && holds(r.needs)).ok_or_else(|| {
+        Error::InvalidTransition(format!(
+            "{} is not allowed for a user who is {}{}{}",
+            action.as_str(),
+            user.registration.as_str(),
+            if user.stopped { ", stopped" } else { "" },
+            if user.password_locked { ", password-locked" } else { "" },
+        ))
+    })?;
     Ok(Plan {
         action,
         before: user.registration,

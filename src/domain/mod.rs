@@ -23,18 +23,13 @@ pub fn rfc3339(ms: Ms) -> String {
 pub fn parse_rfc3339(field: &str, s: &str) -> crate::error::Result<Ms> {
     let t = humantime::parse_rfc3339_weak(s)
         .map_err(|_| crate::error::Error::bad_field(field, "must be an RFC 3339 time like 2026-11-25T04:31:42Z"))?;
-    let d = t
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_err(|_| crate::error::Error::bad_field(field, "must be after 1970"))?;
+    let d = t.duration_since(std::time::UNIX_EPOCH).map_err(|_| crate::error::Error::bad_field(field, "must be after 1970"))?;
     Ok(d.as_millis() as Ms)
 }
 
 /// The wall clock, read only at the edges (handlers, sweeper).
 pub fn now_ms() -> Ms {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as Ms)
-        .unwrap_or(0)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as Ms).unwrap_or(0)
 }
 
 #[cfg(test)]

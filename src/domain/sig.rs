@@ -17,9 +17,7 @@ pub fn b64(bytes: &[u8]) -> String {
 }
 
 pub fn unb64(field: &str, s: &str) -> Result<Vec<u8>> {
-    data_encoding::BASE64URL_NOPAD
-        .decode(s.as_bytes())
-        .map_err(|_| Error::bad_field(field, "must be base64url without padding"))
+    data_encoding::BASE64URL_NOPAD.decode(s.as_bytes()).map_err(|_| Error::bad_field(field, "must be base64url without padding"))
 }
 
 pub fn sha256_hex(bytes: &[u8]) -> String {
@@ -62,10 +60,7 @@ pub fn dummy_key() -> VerifyingKey {
 
 pub fn parse_public_key(field: &str, s: &str) -> Result<VerifyingKey> {
     let raw = unb64(field, s)?;
-    let arr: [u8; 32] = raw
-        .as_slice()
-        .try_into()
-        .map_err(|_| Error::bad_field(field, "must be a 32-byte Ed25519 public key"))?;
+    let arr: [u8; 32] = raw.as_slice().try_into().map_err(|_| Error::bad_field(field, "must be a 32-byte Ed25519 public key"))?;
     let key = VerifyingKey::from_bytes(&arr).map_err(|_| Error::bad_field(field, "is not a valid Ed25519 public key"))?;
     if key.is_weak() {
         return Err(Error::bad_field(field, "is a weak Ed25519 key"));
@@ -131,12 +126,8 @@ mod tests {
     #[test]
     fn display_digest_and_response_messages_match_vectors() {
         let v = vectors();
-        let lines: Vec<(String, String)> = v["display_digest"]["display"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|l| (s(&l[0]).to_string(), s(&l[1]).to_string()))
-            .collect();
+        let lines: Vec<(String, String)> =
+            v["display_digest"]["display"].as_array().unwrap().iter().map(|l| (s(&l[0]).to_string(), s(&l[1]).to_string())).collect();
         let digest = display_digest(&lines);
         assert_eq!(digest, s(&v["display_digest"]["digest_hex"]));
         assert_eq!(display_digest(&[]), s(&v["display_digest"]["empty_display_digest_hex"]));

@@ -22,10 +22,8 @@ pub fn hotp(secret: &[u8], counter: u64, digits: u32) -> String {
     mac.update(&counter.to_be_bytes());
     let h = mac.finalize().into_bytes();
     let offset = usize::from(h[h.len() - 1] & 0x0f);
-    let bin = (u32::from(h[offset] & 0x7f) << 24)
-        | (u32::from(h[offset + 1]) << 16)
-        | (u32::from(h[offset + 2]) << 8)
-        | u32::from(h[offset + 3]);
+    let bin =
+        (u32::from(h[offset] & 0x7f) << 24) | (u32::from(h[offset + 1]) << 16) | (u32::from(h[offset + 2]) << 8) | u32::from(h[offset + 3]);
     let value = bin % 10u32.pow(digits);
     format!("{value:0width$}", width = digits as usize)
 }
@@ -38,14 +36,7 @@ pub fn totp(secret: &[u8], step: u64) -> String {
 /// Finds the step `t` for which `otp1` is the code of `t` and `otp2` the code
 /// of `t + 1`, with `t` within `window` steps of `now_step` and strictly after
 /// `last_used_step` (no replay). Returns `t + 1`, the last step consumed.
-pub fn match_consecutive(
-    secret: &[u8],
-    otp1: &str,
-    otp2: &str,
-    now_step: u64,
-    window: u64,
-    last_used_step: Option<u64>,
-) -> Option<u64> {
+pub fn match_consecutive(secret: &[u8], otp1: &str, otp2: &str, now_step: u64, window: u64, last_used_step: Option<u64>) -> Option<u64> {
     if otp1 == otp2 {
         return None;
     }

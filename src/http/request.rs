@@ -129,8 +129,7 @@ pub fn client_ip(req: &Request, trusted: &[IpAddr]) -> IpAddr {
 /// True when a trusted proxy says the client used TLS.
 pub fn via_tls(req: &Request, trusted: &[IpAddr]) -> bool {
     let peer = req.remote_addr().map(|a| a.ip());
-    peer.is_some_and(|p| trusted.contains(&p))
-        && header(req, "X-Forwarded-Proto").is_some_and(|v| v.eq_ignore_ascii_case("https"))
+    peer.is_some_and(|p| trusted.contains(&p)) && header(req, "X-Forwarded-Proto").is_some_and(|v| v.eq_ignore_ascii_case("https"))
 }
 
 pub fn cookie<'a>(req: &'a Request, name: &str) -> Option<&'a str> {

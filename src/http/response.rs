@@ -18,17 +18,11 @@ pub fn status_of(e: &Error) -> u16 {
     match e {
         Error::BadRequest(_) => 400,
         Error::Unauthorized(_) | Error::BadSignature | Error::BadCredentials => 401,
-        Error::Forbidden(_)
-        | Error::TokenRevoked
-        | Error::PasswordLocked
-        | Error::AccountStopped
-        | Error::ContractCancelled => 403,
+        Error::Forbidden(_) | Error::TokenRevoked | Error::PasswordLocked | Error::AccountStopped | Error::ContractCancelled => 403,
         Error::NotFound(_) => 404,
-        Error::Conflict(_)
-        | Error::ChallengeClosed
-        | Error::AlreadyRegistered
-        | Error::TokenAlreadyBound
-        | Error::InvalidTransition(_) => 409,
+        Error::Conflict(_) | Error::ChallengeClosed | Error::AlreadyRegistered | Error::TokenAlreadyBound | Error::InvalidTransition(_) => {
+            409
+        }
         Error::MethodNotAllowed { .. } => 405,
         Error::RequestTimeout => 408,
         Error::BodyTooLarge(_) => 413,
@@ -152,11 +146,7 @@ impl Exchange {
             self.metrics.http_errors_5xx.fetch_add(1, Relaxed);
         }
         let ms = self.started.elapsed().as_secs_f64() * 1000.0;
-        log::info!(
-            "req={} {method} {path} {status} {ms:.1}ms{}",
-            self.id,
-            if outcome.is_err() { " (client gone)" } else { "" }
-        );
+        log::info!("req={} {method} {path} {status} {ms:.1}ms{}", self.id, if outcome.is_err() { " (client gone)" } else { "" });
     }
 }
 
@@ -165,13 +155,8 @@ impl Drop for Exchange {
         if self.req.is_some() {
             log::error!("request {} was dropped unanswered", self.id);
             let e = Error::Internal("unanswered".into());
-            let ex = Exchange {
-                req: self.req.take(),
-                started: self.started,
-                id: self.id,
-                metrics: self.metrics.clone(),
-                extra_headers: vec![],
-            };
+            let ex =
+                Exchange { req: self.req.take(), started: self.started, id: self.id, metrics: self.metrics.clone(), extra_headers: vec![] };
             ex.error(&e);
         }
     }

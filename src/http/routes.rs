@@ -14,8 +14,8 @@ use super::waiters::{self, device_list, Msg};
 use super::{assets, Http, DEMO_RP};
 use crate::domain::ids::Password;
 use crate::domain::{now_ms, parse_rfc3339, rfc3339};
-use crate::operations::{notice_view, AuditQuery};
 use crate::error::Error;
+use crate::operations::{notice_view, AuditQuery};
 use crate::service::{contract_view, rp_view, user_view, DeviceRequest};
 use crate::store::Reader;
 
@@ -173,7 +173,6 @@ fn matches_pattern(pattern: &str, segs: &[&str]) -> bool {
     let p: Vec<&str> = pattern.trim_start_matches('/').split('/').collect();
     p.len() == segs.len() && p.iter().zip(segs).all(|(a, b)| a.starts_with('{') || a == b)
 }
-
 
 /// A file built into the binary (`static/`), sent without a copy.
 fn static_file(ex: Exchange, name: &str) {
@@ -554,7 +553,9 @@ fn admin_audit(http: &Arc<Http>, ex: Exchange) {
     let Some((_, ex)) = operator(http, ex) else { return };
     let req = ex.request();
     let num = |name: &str, default: u64| -> Result<u64, Error> {
-        query_param(req, name).filter(|v| !v.is_empty()).map_or(Ok(default), |v| v.parse().map_err(|_| Error::bad_field(name, "must be a whole number")))
+        query_param(req, name)
+            .filter(|v| !v.is_empty())
+            .map_or(Ok(default), |v| v.parse().map_err(|_| Error::bad_field(name, "must be a whole number")))
     };
     let text = |name: &str| query_param(req, name).filter(|v| !v.is_empty()).map(url_decode);
     let r = (|| {
@@ -570,9 +571,14 @@ fn admin_audit(http: &Arc<Http>, ex: Exchange) {
         }
         http.app.search_audit(&q)
     })();
-    ex.result(200, r.map(|(events, next)| json!({"events": events.iter().map(|e| json!({
+    ex.result(
+        200,
+        r.map(|(events, next)| {
+            json!({"events": events.iter().map(|e| json!({
         "seq": e.seq, "at": e.at, "type": e.kind, "actor": e.actor, "contract_no": e.contract_no,
-        "user_id": e.user_id, "detail": e.detail, "hash": e.hash})).collect::<Vec<_>>(), "next": next})))
+        "user_id": e.user_id, "detail": e.detail, "hash": e.hash})).collect::<Vec<_>>(), "next": next})
+        }),
+    )
 }
 
 fn admin_stats(http: &Arc<Http>, ex: Exchange) {
@@ -609,15 +615,13 @@ fn url_decode(v: &str) -> String {
     while i < b.len() {
         match b[i] {
             b'+' => out.push(b' '),
-            b'%' if i + 2 < b.len() => {
-                match u8::from_str_radix(std::str::from_utf8(&b[i + 1..i + 3]).unwrap_or("zz"), 16) {
-                    Ok(x) => {
-                        out.push(x);
-                        i += 2;
-                    }
-                    Err(_) => out.push(b'%'),
+            b'%' if i + 2 < b.len() => match u8::from_str_radix(std::str::from_utf8(&b[i + 1..i + 3]).unwrap_or("zz"), 16) {
+                Ok(x) => {
+                    out.push(x);
+                    i += 2;
                 }
-            }
+                Err(_) => out.push(b'%'),
+            },
             c => out.push(c),
         }
         i += 1;

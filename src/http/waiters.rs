@@ -25,8 +25,17 @@ use crate::error::Error;
 use crate::service::{device_view, rp_view, App, Event};
 
 pub enum Msg {
-    ParkRp { challenge_id: String, rp: String, ex: Exchange, deadline: Instant },
-    ParkDevice { token_id: String, ex: Exchange, deadline: Instant },
+    ParkRp {
+        challenge_id: String,
+        rp: String,
+        ex: Exchange,
+        deadline: Instant,
+    },
+    ParkDevice {
+        token_id: String,
+        ex: Exchange,
+        deadline: Instant,
+    },
     Event(Event),
     /// Answer everything parked, then acknowledge.
     Shutdown(Sender<()>),

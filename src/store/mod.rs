@@ -193,9 +193,13 @@ impl Store {
             return Err(Error::Conflict(format!("{} exists; choose a new file", dest.display())));
         }
         let name = dest.file_name().ok_or_else(|| Error::BadRequest(format!("{}: not a file name", dest.display())))?;
-        let partial = dest.with_file_name(format!(".{}.{}.{}.partial", name.to_string_lossy(), std::process::id(), crate::domain::ids::random_b64(6)));
-        let file =
-            crate::secrets::create_private(&partial).map_err(|e| Error::Internal(format!("backup: {}: {e}", partial.display())))?;
+        let partial = dest.with_file_name(format!(
+            ".{}.{}.{}.partial",
+            name.to_string_lossy(),
+            std::process::id(),
+            crate::domain::ids::random_b64(6)
+        ));
+        let file = crate::secrets::create_private(&partial).map_err(|e| Error::Internal(format!("backup: {}: {e}", partial.display())))?;
         let n = self.copy_into(file, &partial);
         let linked = n.as_ref().map_err(Clone::clone).and_then(|_| {
             // link(2) never replaces: a file or symlink put at `dest` meanwhile is refused.
@@ -216,7 +220,8 @@ impl Store {
 
     fn copy_into(&self, file: std::fs::File, partial: &Path) -> Result<u64> {
         let backend = redb::backends::FileBackend::new(file).map_err(|e| Error::Internal(format!("backup: {}: {e}", partial.display())))?;
-        let out = Database::builder().create_with_backend(backend).map_err(|e| Error::Internal(format!("backup: {}: {e}", partial.display())))?;
+        let out =
+            Database::builder().create_with_backend(backend).map_err(|e| Error::Internal(format!("backup: {}: {e}", partial.display())))?;
         let r = self.db.begin_read()?;
         let mut w = out.begin_write()?;
         w.set_durability(redb::Durability::Immediate)?;
@@ -232,8 +237,25 @@ impl Store {
                 }
             })*};
         }
-        copy!(CONTRACTS, USERS, TOKENS, CHALLENGES, CHALLENGE_EXPIRY, TOKEN_PENDING, PROVISION_EXPIRY, RP_KEYS, RP_KEY_HASHES,
-              TOKEN_KEYS, OPERATORS, AUDIT, META, NOTICES, AUDIT_BY_SUBJECT, CHALLENGES_BY_TIME, FRAUD_REPORTS);
+        copy!(
+            CONTRACTS,
+            USERS,
+            TOKENS,
+            CHALLENGES,
+            CHALLENGE_EXPIRY,
+            TOKEN_PENDING,
+            PROVISION_EXPIRY,
+            RP_KEYS,
+            RP_KEY_HASHES,
+            TOKEN_KEYS,
+            OPERATORS,
+            AUDIT,
+            META,
+            NOTICES,
+            AUDIT_BY_SUBJECT,
+            CHALLENGES_BY_TIME,
+            FRAUD_REPORTS
+        );
         w.commit()?;
         drop(out);
         Ok(n)
@@ -290,13 +312,7 @@ pub struct WriteTx {
 pub trait RawReader {
     fn get_bytes(&self, table: redb::TableDefinition<&str, &[u8]>, key: &str) -> Result<Option<Vec<u8>>>;
     /// Records with keys in `[from, to)`, at most `limit`.
-    fn range_bytes(
-        &self,
-        table: redb::TableDefinition<&str, &[u8]>,
-        from: &str,
-        to: &str,
-        limit: usize,
-    ) -> Result<Vec<(String, Vec<u8>)>>;
+    fn range_bytes(&self, table: redb::TableDefinition<&str, &[u8]>, from: &str, to: &str, limit: usize) -> Result<Vec<(String, Vec<u8>)>>;
     /// Ids of the pending challenges of a token, oldest first.
     fn pending_ids(&self, token_id: &str) -> Result<Vec<String>>;
     fn rp_name_by_hash(&self, key_hash: &str) -> Result<Option<String>>;
@@ -421,7 +437,11 @@ macro_rules! impl_reader {
 impl_reader!(ReadTx);
 impl_reader!(WriteTx);
 
-fn get<T: serde::de::DeserializeOwned>(r: &(impl RawReader + ?Sized), table: redb::TableDefinition<&str, &[u8]>, key: &str) -> Result<Option<T>> {
+fn get<T: serde::de::DeserializeOwned>(
+    r: &(impl RawReader + ?Sized),
+    table: redb::TableDefinition<&str, &[u8]>,
+    key: &str,
+) -> Result<Option<T>> {
     r.get_bytes(table, key)?.map(|b| codec::decode(&b)).transpose()
 }
 

@@ -125,10 +125,7 @@ impl Writer {
         let (tx, rx) = mpsc::channel::<Box<dyn Job>>();
         let stats = Arc::new(WriterStats::default());
         let s = stats.clone();
-        thread::Builder::new()
-            .name("writer".into())
-            .spawn(move || run(&db, &audit_key, &rx, &s))
-            .expect("spawning the writer thread");
+        thread::Builder::new().name("writer".into()).spawn(move || run(&db, &audit_key, &rx, &s)).expect("spawning the writer thread");
         Writer { tx, stats }
     }
 
@@ -188,7 +185,12 @@ fn run(db: &Database, audit_key: &OnceLock<AuditKey>, rx: &Receiver<Box<dyn Job>
     log::debug!("writer stopped");
 }
 
-fn commit_batch(db: &Database, audit_key: Option<&AuditKey>, batch: &mut [Box<dyn Job>], audit_head: &mut Option<(u64, String)>) -> Result<()> {
+fn commit_batch(
+    db: &Database,
+    audit_key: Option<&AuditKey>,
+    batch: &mut [Box<dyn Job>],
+    audit_head: &mut Option<(u64, String)>,
+) -> Result<()> {
     let durable = batch.iter().any(|j| j.durability() == Durability::Durable);
     loop {
         let mut txn = db.begin_write()?;
@@ -250,7 +252,8 @@ mod tests {
     fn attempts_are_counted_per_window_and_purged_after_it() {
         let (dir, store) = temp_store();
         let w = store.writer();
-        let count = |now: crate::domain::Ms| w.call(Durability::Durable, move |t| t.count_attempt("signin/203.0.113.7", 2, 1_000, now)).unwrap();
+        let count =
+            |now: crate::domain::Ms| w.call(Durability::Durable, move |t| t.count_attempt("signin/203.0.113.7", 2, 1_000, now)).unwrap();
         assert_eq!(count(0), Ok(()));
         assert_eq!(count(100), Ok(()));
         assert_eq!(count(400), Err(600), "the third in the window waits for its end");

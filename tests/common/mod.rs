@@ -45,11 +45,7 @@ impl Resp {
 }
 
 fn agent() -> ureq::Agent {
-    ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(Duration::from_secs(60)))
-        .build()
-        .into()
+    ureq::Agent::config_builder().http_status_as_error(false).timeout_global(Some(Duration::from_secs(60))).build().into()
 }
 
 /// One HTTP request. `body` is (content type, bytes).
@@ -64,11 +60,7 @@ pub fn request(method: &str, url: &str, headers: &[(&str, String)], body: Option
     }
     .unwrap_or_else(|e| panic!("{method} {url}: {e}"));
     let status = resp.status().as_u16();
-    let headers = resp
-        .headers()
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").to_string()))
-        .collect();
+    let headers = resp.headers().iter().map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").to_string())).collect();
     let text = resp.into_body().read_to_string().unwrap_or_default();
     let json = serde_json::from_str(&text).unwrap_or(Value::Null);
     Resp { status, json, text, headers }
@@ -244,11 +236,7 @@ pub fn cli(config: &std::path::Path, args: &[&str], stdin: Option<&str>) -> (i32
         }
     }
     let out = child.wait_with_output().unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
 }
 
 /// A server with an RP key, an operator session, and helpers to set up users.
@@ -281,7 +269,8 @@ impl World {
     }
 
     pub fn contract(&self, no: &str, edition: &str) {
-        let r = self.s.post("/api/v1/admin/contracts", &self.admin(), &json!({"contract_no": no, "name": "Mito Trading", "edition": edition}));
+        let r =
+            self.s.post("/api/v1/admin/contracts", &self.admin(), &json!({"contract_no": no, "name": "Mito Trading", "edition": edition}));
         assert_eq!(r.status, 201, "{}", r.text);
     }
 

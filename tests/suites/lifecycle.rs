@@ -187,7 +187,12 @@ fn contract_cancel_deregisters_everyone_and_refuses_every_login() {
 fn deleting_a_user_deregisters_and_revokes() {
     let w = World::new("");
     let phone = w.registered(C, "jweb", "taro");
-    let r = request("DELETE", &w.s.url(&format!("/api/v1/admin/contracts/{C}/users/taro")), &w.admin(), json_body(&json!({"reason": "left the company"})));
+    let r = request(
+        "DELETE",
+        &w.s.url(&format!("/api/v1/admin/contracts/{C}/users/taro")),
+        &w.admin(),
+        json_body(&json!({"reason": "left the company"})),
+    );
     assert_eq!(r.status, 200, "{}", r.text);
     assert_eq!(phone.signed("GET", "/api/v1/device/challenges", None).code(), "token_revoked");
     assert_eq!(login_json(&w, "taro"), json!({"result": "deny", "reason": "bad_credentials"}));
@@ -201,7 +206,11 @@ fn changing_the_service_admin_deregisters_the_previous_one() {
     w.user(C, "boss", "service_admin");
     let boss_phone = w.registered(C, "jweb", "boss");
     w.user(C, "next", "user");
-    let r = w.s.post(&format!("/api/v1/admin/contracts/{C}/service-admin"), &w.admin(), &json!({"user_id": "next", "reason": "personnel change"}));
+    let r = w.s.post(
+        &format!("/api/v1/admin/contracts/{C}/service-admin"),
+        &w.admin(),
+        &json!({"user_id": "next", "reason": "personnel change"}),
+    );
     assert_eq!(r.json["service_admin"], "next", "{}", r.text);
     let boss = user(&w, "boss");
     assert_eq!((boss["role"].as_str(), boss["registration"].as_str()), (Some("user"), Some("deregistered")));
@@ -243,7 +252,11 @@ fn system_suspension_needs_a_notice_and_allows_without_push() {
     let r = put(json!({"push_suspended": true}));
     assert_eq!(r.status, 400);
     assert!(r.json["error"]["message"].as_str().unwrap().starts_with("notice_id"));
-    let n = w.s.post("/api/v1/admin/notices", &w.admin(), &json!({"kind": "outage", "title": "ワンプッシュ認証の一時停止", "body": "障害のため", "lang": "ja"}));
+    let n = w.s.post(
+        "/api/v1/admin/notices",
+        &w.admin(),
+        &json!({"kind": "outage", "title": "ワンプッシュ認証の一時停止", "body": "障害のため", "lang": "ja"}),
+    );
     assert_eq!(n.status, 201, "{}", n.text);
     let id = n.json["id"].as_str().unwrap();
     assert_eq!(put(json!({"push_suspended": true, "notice_id": "n_nope"})).status, 400);
@@ -269,14 +282,23 @@ fn system_suspension_needs_a_notice_and_allows_without_push() {
 fn notices_by_time_window_and_language() {
     let w = World::new("");
     let mk = |title: &str, lang: &str, starts: &str, ends: Option<&str>| {
-        let r = w.s.post("/api/v1/admin/notices", &w.admin(), &json!({"kind": "maintenance", "title": title, "body": "b", "lang": lang, "starts_at": starts, "ends_at": ends}));
+        let r = w.s.post(
+            "/api/v1/admin/notices",
+            &w.admin(),
+            &json!({"kind": "maintenance", "title": title, "body": "b", "lang": lang, "starts_at": starts, "ends_at": ends}),
+        );
         assert_eq!(r.status, 201, "{}", r.text);
     };
     mk("past", "ja", "2020-01-01T00:00:00Z", Some("2020-01-02T00:00:00Z"));
     mk("current", "ja", "2020-01-01T00:00:00Z", None);
     mk("future", "en", "2099-01-01T00:00:00Z", Some("2099-01-02T00:00:00Z"));
     let titles = |q: &str| -> Vec<String> {
-        w.s.get(&format!("/api/v1/notices{q}"), &[]).json["notices"].as_array().unwrap().iter().map(|n| n["title"].as_str().unwrap().to_string()).collect()
+        w.s.get(&format!("/api/v1/notices{q}"), &[]).json["notices"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|n| n["title"].as_str().unwrap().to_string())
+            .collect()
     };
     assert_eq!(titles(""), ["current"]);
     assert_eq!(titles("?from=2020-01-01T12:00:00Z&to=2020-01-01T13:00:00Z").len(), 2);
@@ -299,8 +321,21 @@ fn one_users_history_is_in_the_audit_in_order_with_actor_and_reason() {
     }
     let r = w.s.get(&format!("/api/v1/admin/audit?contract_no={C}&user_id=taro"), &w.admin());
     let events = r.json["events"].as_array().unwrap();
-    let steps: Vec<&str> = events.iter().map(|e| e["type"].as_str().unwrap()).filter(|t| *t == "registered" || t.starts_with("user_")).collect();
-    assert_eq!(steps, ["user_created", "registered", "user_suspended", "user_resumed", "user_deregistered", "registered", "user_stopped", "user_unstopped"]);
+    let steps: Vec<&str> =
+        events.iter().map(|e| e["type"].as_str().unwrap()).filter(|t| *t == "registered" || t.starts_with("user_")).collect();
+    assert_eq!(
+        steps,
+        [
+            "user_created",
+            "registered",
+            "user_suspended",
+            "user_resumed",
+            "user_deregistered",
+            "registered",
+            "user_stopped",
+            "user_unstopped"
+        ]
+    );
     let seqs: Vec<u64> = events.iter().map(|e| e["seq"].as_u64().unwrap()).collect();
     assert!(seqs.windows(2).all(|p| p[0] < p[1]), "in order");
     let stopped = events.iter().find(|e| e["type"] == "user_stopped").unwrap();
@@ -463,7 +498,11 @@ fn backups_are_0600_new_files_never_written_through_a_symlink() {
         assert_eq!(std::fs::read(dest).unwrap(), before);
     }
     // No temporary file is left behind.
-    let left: Vec<_> = std::fs::read_dir(&w.s.dir).unwrap().filter_map(|e| e.ok()).filter(|e| e.file_name().to_string_lossy().ends_with(".partial")).collect();
+    let left: Vec<_> = std::fs::read_dir(&w.s.dir)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".partial"))
+        .collect();
     assert!(left.is_empty(), "{left:?}");
 }
 
