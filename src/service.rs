@@ -60,6 +60,8 @@ pub const SIGNIN_RATE_WINDOW: Ms = 600 * SECOND;
 /// What parked waiters must hear, sent after the commit that caused it.
 #[derive(Debug, Clone)]
 pub enum Event {
+    /// A challenge was created (counted by the after-commit hook only).
+    Created(Kind),
     /// A challenge left `pending`; `at` is when its commit finished.
     Closed(Box<Challenge>, Instant),
     /// A token has (new) pending challenges.
@@ -71,6 +73,36 @@ pub enum Event {
 }
 
 pub type Notify = Arc<dyn Fn(Event) + Send + Sync>;
+
+/// The one after-commit hook. Every event of a committed job passes here
+/// once, whatever use case made it, and never for a job that was rolled back
+/// or re-run: the counters, the delivered marks, then the parked waiters and
+/// wake-ups (through `notify`). Nothing is counted or woken by hand.
+struct AfterCommit {
+    metrics: Arc<Metrics>,
+    delivered: Arc<Mutex<HashMap<String, Ms>>>,
+    notify: Notify,
+}
+
+impl AfterCommit {
+    fn run(&self, events: Vec<Event>) {
+        let committed = Instant::now();
+        for e in events {
+            match e {
+                Event::Created(kind) => self.metrics.challenge_created(kind),
+                Event::Closed(c, _) => {
+                    self.metrics.challenge_closed(c.kind, c.status);
+                    if c.report_fraud {
+                        self.metrics.fraud_reports.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                    self.delivered.lock().expect("delivered lock poisoned").remove(&c.id);
+                    (self.notify)(Event::Closed(c, committed));
+                }
+                other => (self.notify)(other),
+            }
+        }
+    }
+}
 // ---------------------------------------------------------------- inputs
 
 #[derive(Debug, Default, Clone, Deserialize)]
@@ -396,8 +428,7 @@ impl App {
         F: FnMut(&mut WriteTx, &mut Vec<Event>) -> Result<T> + Send + 'static,
         C: FnOnce(Result<T>) + Send + 'static,
     {
-        let notify = self.notify.clone();
-        let delivered = self.delivered.clone();
+        let hook = AfterCommit { metrics: self.metrics.clone(), delivered: self.delivered.clone(), notify: self.notify.clone() };
         self.writer.submit(
             durability,
             move |tx| {
@@ -407,16 +438,7 @@ impl App {
             },
             move |r| match r {
                 Ok((v, events)) => {
-                    let committed = Instant::now();
-                    for e in events {
-                        notify(match e {
-                            Event::Closed(c, _) => {
-                                delivered.lock().expect("delivered lock poisoned").remove(&c.id);
-                                Event::Closed(c, committed)
-                            }
-                            other => other,
-                        });
-                    }
+                    hook.run(events);
                     done(Ok(v))
                 }
                 Err(e) => done(Err(e)),
@@ -832,7 +854,7 @@ impl App {
             cancel_cause: None,
         };
         tx.put_challenge(&c)?;
-        self.metrics.challenge_created(kind);
+        events.push(Event::Created(kind));
         if let Some(endpoint) = tx.token(&token_id)?.and_then(|t| t.push_endpoint) {
             events.push(Event::Wake(crate::wakeup::Wake { endpoint, challenge_id: c.id.clone() }));
         }
@@ -875,13 +897,6 @@ impl App {
         Ok(())
     }
 
-    pub(crate) fn note_closed(&self, c: &Challenge) {
-        self.metrics.challenge_closed(c.kind, c.status);
-        if c.report_fraud {
-            self.metrics.fraud_reports.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        }
-    }
-
     /// GET /api/v1/challenges/{id}: 404 for unknown ids and other RPs' challenges.
     pub fn challenge_for_rp(&self, rp: &str, id: &str) -> Result<Challenge> {
         let r = self.store.read()?;
@@ -906,15 +921,7 @@ impl App {
                 app.record_closed(tx, events, &c, &format!("rp:{rp}"))?;
                 Ok(c)
             },
-            {
-                let app = self.clone();
-                move |r: Result<Challenge>| {
-                    if let Ok(c) = &r {
-                        app.note_closed(c);
-                    }
-                    done(r)
-                }
-            },
+            done,
         );
     }
 
@@ -1145,11 +1152,9 @@ impl App {
                 let app = self.clone();
                 move |r: Result<(Result<Status>, Challenge)>| match r {
                     Ok((result, c)) => {
-                        if !c.is_pending() && c.decided_at == Some(now) {
-                            app.note_closed(&c);
-                            if result.is_ok() {
-                                app.metrics.decision_latency.observe(std::time::Duration::from_millis(now.saturating_sub(c.created_at)));
-                            }
+                        // The phone's decision (not a late answer closing it by time).
+                        if result.is_ok() && !c.is_pending() && c.decided_at == Some(now) {
+                            app.metrics.decision_latency.observe(std::time::Duration::from_millis(now.saturating_sub(c.created_at)));
                         }
                         done(result)
                     }
@@ -1404,7 +1409,6 @@ impl App {
             Ok(closed)
         })?;
         for c in &closed {
-            self.note_closed(c);
             self.metrics.sweeper_lag.observe(std::time::Duration::from_millis(now.saturating_sub(c.expires_at)));
         }
         let next = self.store.read()?.earliest_expiry()?;

@@ -146,7 +146,8 @@ impl Waiters {
                     p.ex.error(&Error::TokenRevoked);
                 }
             }
-            Msg::Event(Event::Wake(_)) => {} // routed to the wake-up threads, not here
+            // Wake-ups go to their own threads; creations are only counted.
+            Msg::Event(Event::Wake(_) | Event::Created(_)) => {}
             Msg::Shutdown(_) => unreachable!("handled in run"),
         }
     }

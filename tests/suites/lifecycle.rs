@@ -520,3 +520,69 @@ fn closed_challenges_go_after_challenge_retention_and_the_audit_keeps_them() {
     assert!(w.s.get("/api/v1/admin/audit?type=challenges_purged", &w.admin()).json["events"][0]["detail"]["count"].as_u64().unwrap() >= 1);
     assert_eq!(w.s.cli(&["audit", "verify"], None).0, 0);
 }
+
+/// Every way a challenge leaves `pending` goes through the one after-commit
+/// hook: each moves `onepush_challenges_closed_total` exactly once, as many
+/// as the audit log's `challenge_closed` entries.
+#[test]
+fn every_closure_of_a_challenge_is_counted_once() {
+    let w = World::new("challenge_ttl = \"2s\"\nsweep_interval = \"200ms\"\nmax_pending_per_user = 1\nmax_challenges_per_window = 1000");
+    let closed = || -> u64 {
+        let m = w.s.get("/metrics", &[]).text;
+        m.lines()
+            .filter(|l| l.starts_with("onepush_challenges_closed_total{"))
+            .map(|l| l.rsplit(' ').next().unwrap().parse::<u64>().unwrap())
+            .sum()
+    };
+    let created = || -> u64 {
+        let m = w.s.get("/metrics", &[]).text;
+        m.lines()
+            .filter(|l| l.starts_with("onepush_challenges_created_total{"))
+            .map(|l| l.rsplit(' ').next().unwrap().parse::<u64>().unwrap())
+            .sum()
+    };
+    let phone = w.registered(C, "jweb", "taro");
+    let _hanako = w.registered(C, "jweb", "hanako");
+    let _jiro = w.registered("1000000002", "jweb", "jiro");
+    let reason = json!({"reason": "test"});
+    let mut expect = 0;
+    let mut step = |what: &str, f: &mut dyn FnMut()| {
+        f();
+        expect += 1;
+        let n = eventually(what, 10, || Some(closed()).filter(|n| *n >= expect));
+        assert_eq!(n, expect, "{what}: counted {n} closures, expected {expect}");
+    };
+    let a = w.login_challenge(C, "taro");
+    let mut b = String::new();
+    step("superseded by a newer challenge", &mut || b = w.login_challenge(C, "taro"));
+    assert_eq!(w.challenge(&a, 0).json["status"], "cancelled");
+    step("answered by the phone", &mut || {
+        phone.answer(&phone.fetch(&b), "approve");
+    });
+    step("cancelled by the RP", &mut || {
+        let c = w.login_challenge(C, "taro");
+        assert_eq!(request("DELETE", &w.s.url(&format!("/api/v1/challenges/{c}")), &w.rp(), None).status, 200);
+    });
+    step("expired by the sweeper", &mut || {
+        w.login_challenge(C, "taro");
+        std::thread::sleep(Duration::from_millis(2500));
+    });
+    step("the account stopped (cascade)", &mut || {
+        w.login_challenge(C, "taro");
+        assert_eq!(act(&w, "taro", "stop", reason.clone()).status, 200);
+    });
+    step("the user deleted (cascade)", &mut || {
+        w.login_challenge(C, "hanako");
+        let url = w.s.url(&format!("/api/v1/admin/contracts/{C}/users/hanako"));
+        assert_eq!(request("DELETE", &url, &w.admin(), json_body(&reason)).status, 200);
+    });
+    step("the contract cancelled (cascade)", &mut || {
+        w.login_challenge("1000000002", "jiro");
+        assert_eq!(w.s.post("/api/v1/admin/contracts/1000000002/cancel", &w.admin(), &reason).status, 200);
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(closed(), expect, "no closure counted twice");
+    assert_eq!(created(), expect, "each challenge created counted once");
+    let audited = crate::audit_lines(&w.s).iter().filter(|e| e["type"] == "challenge_closed").count() as u64;
+    assert_eq!(audited, expect, "the audit log holds one entry per closure");
+}
