@@ -167,8 +167,8 @@ impl App {
         let app = self.clone();
         self.call(Durability::Durable, move |tx, events| {
             let contract = tx.contract(&c)?.ok_or_else(|| Error::NotFound("no such contract".into()))?;
-            if contract.status == ContractStatus::Cancelled && action != Action::Unlock {
-                return Err(Error::InvalidTransition("the contract is cancelled".into()));
+            if action != Action::Unlock {
+                contract.check_open()?;
             }
             let mut user = tx.user(&c, &u)?.ok_or_else(|| Error::NotFound("no such user".into()))?;
             app.act_on_user(tx, events, &mut user, action, &reason, until, &actor, now)?;
@@ -220,9 +220,7 @@ impl App {
         let app = self.clone();
         self.call(Durability::Durable, move |tx, events| {
             let mut contract = tx.contract(&c)?.ok_or_else(|| Error::NotFound("no such contract".into()))?;
-            if contract.status == ContractStatus::Cancelled {
-                return Err(Error::InvalidTransition("the contract is already cancelled".into()));
-            }
+            contract.check_open()?;
             for mut u in tx.users_of(&c)? {
                 if matches!(u.registration, Registration::Active | Registration::Suspended) {
                     app.act_on_user(
@@ -282,9 +280,7 @@ impl App {
         let app = self.clone();
         self.call(Durability::Durable, move |tx, events| {
             let mut contract = tx.contract(&c)?.ok_or_else(|| Error::NotFound("no such contract".into()))?;
-            if contract.status == ContractStatus::Cancelled {
-                return Err(Error::InvalidTransition("the contract is cancelled".into()));
-            }
+            contract.check_open()?;
             let mut new_admin = tx.user(&c, &new_id)?.ok_or_else(|| Error::NotFound("no such user".into()))?;
             let previous = contract.service_admin.clone();
             if previous.as_deref() == Some(new_id.as_str()) {
@@ -574,9 +570,7 @@ impl App {
                     p.check("transaction_password")?;
                 }
                 let contract = r.contract(f[0])?.ok_or_else(|| Error::bad_field("contract_no", "no such contract"))?;
-                if contract.status == ContractStatus::Cancelled {
-                    return Err(Error::bad_field("contract_no", "the contract is cancelled"));
-                }
+                contract.check_open().map_err(|e| Error::bad_field("contract_no", e.to_string()))?;
                 if r.user(f[0], f[1])?.is_some() {
                     return Err(Error::bad_field("user_id", "exists already"));
                 }

@@ -1562,9 +1562,7 @@ impl App {
         let contract_no = contract_no.to_string();
         self.call(Durability::Durable, move |tx, _| {
             let mut contract = tx.contract(&contract_no)?.ok_or_else(|| Error::NotFound("no such contract".into()))?;
-            if contract.status == ContractStatus::Cancelled {
-                return Err(Error::Conflict("the contract is cancelled".into()));
-            }
+            contract.check_open()?;
             if tx.user(&contract_no, &input.user_id)?.is_some() {
                 return Err(Error::Conflict(format!("user {} exists in contract {contract_no}", input.user_id)));
             }

@@ -68,6 +68,19 @@ pub struct Contract {
     pub cancelled_at: Option<Ms>,
 }
 
+impl Contract {
+    /// The one rule for operators' changes under a contract: none once it
+    /// is cancelled (409 `invalid_transition`, as for any change the state
+    /// does not allow). Customers meet the same state as 403
+    /// `contract_cancelled` at registration and as a login's deny reason.
+    pub fn check_open(&self) -> Result<()> {
+        match self.status {
+            ContractStatus::Cancelled => Err(Error::InvalidTransition(format!("contract {} is cancelled", self.contract_no))),
+            _ => Ok(()),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct User {
     pub contract_no: String,

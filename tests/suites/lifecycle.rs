@@ -181,6 +181,20 @@ fn contract_cancel_deregisters_everyone_and_refuses_every_login() {
     assert_eq!(Phone::provision(&w.s).register(&w.s, C, "jiro", PASSWORD).code(), "contract_cancelled");
     let r = w.s.post(&format!("/api/v1/admin/contracts/{C}/cancel"), &w.admin(), &json!({"reason": "again"}));
     assert_eq!(r.code(), "invalid_transition");
+    // Every operator change under the cancelled contract is the same 409
+    // (creating a user answered `conflict`, and the CSV import a bare 400).
+    let r = w.s.post(
+        &format!("/api/v1/admin/contracts/{C}/users"),
+        &w.admin(),
+        &json!({"user_id": "saburo", "name": "Saburo", "role": "user", "password": PASSWORD}),
+    );
+    assert_eq!((r.status, r.code()), (409, "invalid_transition"), "{}", r.text);
+    assert_eq!(act(&w, "jiro", "suspend", json!({"reason": "x"})).code(), "invalid_transition");
+    let r = w.s.post(&format!("/api/v1/admin/contracts/{C}/service-admin"), &w.admin(), &json!({"user_id": "jiro", "reason": "x"}));
+    assert_eq!(r.code(), "invalid_transition", "{}", r.text);
+    let csv = format!("{C},saburo,Saburo,user,{PASSWORD}\n");
+    let r = request("POST", &w.s.url("/api/v1/admin/import"), &w.admin(), Some(("text/csv", csv.into_bytes())));
+    assert!(r.text.contains(&format!("contract {C} is cancelled")), "{}", r.text);
 }
 
 #[test]
