@@ -36,7 +36,6 @@ pub mod domain;
 pub mod error;
 pub mod http;
 pub mod metrics;
-pub mod operations;
 pub mod passwords;
 pub mod secrets;
 pub mod service;

@@ -8,6 +8,7 @@ pub mod assets;
 pub mod request;
 pub mod response;
 pub mod routes;
+pub mod views;
 pub mod waiters;
 
 use std::net::{SocketAddr, TcpListener};

@@ -15,8 +15,9 @@ use super::{assets, Http, DEMO_RP};
 use crate::domain::ids::Password;
 use crate::domain::{now_ms, parse_rfc3339, rfc3339};
 use crate::error::Error;
-use crate::operations::{notice_view, AuditQuery};
-use crate::service::{contract_view, rp_view, user_view, DeviceRequest};
+use crate::http::views::{contract_view, notice_view, rp_view, user_view};
+use crate::service::AuditQuery;
+use crate::service::DeviceRequest;
 use crate::store::Reader;
 
 /// Every endpoint: method and path pattern (`{x}` is one segment).

@@ -22,7 +22,8 @@ use serde_json::json;
 use super::response::Exchange;
 use crate::domain::{now_ms, rfc3339};
 use crate::error::Error;
-use crate::service::{device_view, rp_view, App, Event};
+use crate::http::views::{device_view, rp_view};
+use crate::service::{App, Event};
 
 pub enum Msg {
     ParkRp {

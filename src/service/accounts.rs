@@ -1,29 +1,30 @@
-//! Account lifecycle and administration (SPEC R3, R4, R5): operator and
-//! customer actions with their cascades, contracts, notices, system-wide
-//! suspension, audit search, statistics and CSV import.
+//! Accounts (SPEC R3, R4): contracts, users and their lifecycle.
 //!
-//! Every action is one write job: the state machine of
-//! `domain::lifecycle` decides, then the cascade (token revoked, pending
-//! challenges cancelled, parked polls answered) and the audit entry (actor,
-//! reason, before and after) are written in the same transaction.
+//! Every action is one write job: the state machine of `domain::lifecycle`
+//! decides, then the cascade (token revoked, pending challenges cancelled,
+//! parked polls answered) and the audit entry (actor, reason, before and
+//! after) are written in the same transaction.
 
-use std::collections::{BTreeMap, HashSet};
-use std::sync::Arc;
+use super::*;
 
-use serde::Deserialize;
-use serde_json::{json, Value};
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewContract {
+    pub contract_no: String,
+    pub name: String,
+    pub edition: String,
+}
 
-use crate::audit::{AuditEvent, NewEvent};
-use crate::domain::account::{Contract, ContractStatus, Registration, Role, User};
-use crate::domain::challenge::{CancelCause, Status};
-use crate::domain::ids::{self, check_contract_no, check_text, check_user_id, Password};
-use crate::domain::lifecycle::{self, Action, Plan};
-use crate::domain::{parse_rfc3339, rfc3339, Ms};
-use crate::error::{Error, Result};
-use crate::service::{App, Event, NewUser};
-use crate::store::{Durability, Notice, RawReader, Reader, SystemState, WriteTx};
-
-pub const DAY: Ms = 86_400_000;
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewUser {
+    pub user_id: String,
+    pub name: String,
+    pub role: String,
+    pub password: Password,
+    #[serde(default)]
+    pub transaction_password: Option<Password>,
+}
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -53,48 +54,90 @@ pub struct ServiceAdminInput {
     pub reason: String,
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SystemInput {
-    pub push_suspended: bool,
-    #[serde(default)]
-    pub notice_id: Option<String>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct NoticeInput {
-    pub kind: String,
-    pub title: String,
-    pub body: String,
-    #[serde(default)]
-    pub lang: Option<String>,
-    #[serde(default)]
-    pub starts_at: Option<String>,
-    #[serde(default)]
-    pub ends_at: Option<String>,
-}
-
-/// Filters of `GET /api/v1/admin/audit`.
-#[derive(Debug, Default)]
-pub struct AuditQuery {
-    pub after: u64,
-    pub limit: usize,
-    pub contract_no: Option<String>,
-    pub user_id: Option<String>,
-    pub kind: Option<String>,
-}
-
-pub fn notice_view(n: &Notice) -> Value {
-    json!({"id": n.id, "kind": n.kind, "title": n.title, "body": n.body, "lang": n.lang,
-           "starts_at": rfc3339(n.starts_at), "ends_at": n.ends_at.map(rfc3339)})
-}
-
-fn check_reason(r: &str) -> Result<()> {
+pub(super) fn check_reason(r: &str) -> Result<()> {
     check_text("reason", r, 1, 500)
 }
 
+pub(super) fn action_event(a: Action) -> &'static str {
+    match a {
+        Action::Suspend => "user_suspended",
+        Action::Resume => "user_resumed",
+        Action::Deregister => "user_deregistered",
+        Action::Stop => "user_stopped",
+        Action::Unstop => "user_unstopped",
+        Action::Unlock => "user_unlocked",
+    }
+}
+
 impl App {
+    pub fn create_contract(&self, operator: &str, input: NewContract, now: Ms) -> Result<Contract> {
+        check_contract_no("contract_no", &input.contract_no)?;
+        check_text("name", &input.name, 1, 100)?;
+        if !self.cfg().editions.contains_key(&input.edition) {
+            let names: Vec<_> = self.cfg().editions.keys().cloned().collect();
+            return Err(Error::bad_field("edition", format!("must be one of {}", names.join(", "))));
+        }
+        let actor = format!("operator:{operator}");
+        self.call(Durability::Durable, move |tx, _| {
+            if tx.contract(&input.contract_no)?.is_some() {
+                return Err(Error::Conflict(format!("contract {} exists", input.contract_no)));
+            }
+            let c = Contract {
+                contract_no: input.contract_no.clone(),
+                name: input.name.clone(),
+                edition: input.edition.clone(),
+                status: ContractStatus::Active,
+                service_admin: None,
+                created_at: now,
+                cancelled_at: None,
+            };
+            tx.put_contract(&c)?;
+            tx.audit(
+                NewEvent::new("contract_created", actor.clone())
+                    .contract(&c.contract_no)
+                    .detail(json!({"name": c.name, "edition": c.edition})),
+            )?;
+            Ok(c)
+        })
+    }
+
+    pub fn create_user(&self, operator: &str, contract_no: &str, input: NewUser, now: Ms) -> Result<User> {
+        check_contract_no("contract_no", contract_no)?;
+        check_user_id("user_id", &input.user_id)?;
+        check_text("name", &input.name, 1, 100)?;
+        let role = Role::parse("role", &input.role)?;
+        input.password.check("password")?;
+        if let Some(p) = &input.transaction_password {
+            p.check("transaction_password")?;
+        }
+        let password_hash = self.passwords.hash(input.password.expose())?;
+        let tx_hash = input.transaction_password.as_ref().map(|p| self.passwords.hash(p.expose())).transpose()?;
+        let actor = format!("operator:{operator}");
+        let contract_no = contract_no.to_string();
+        self.call(Durability::Durable, move |tx, _| {
+            let mut contract = tx.contract(&contract_no)?.ok_or_else(|| Error::NotFound("no such contract".into()))?;
+            contract.check_open()?;
+            if tx.user(&contract_no, &input.user_id)?.is_some() {
+                return Err(Error::Conflict(format!("user {} exists in contract {contract_no}", input.user_id)));
+            }
+            if role == Role::ServiceAdmin {
+                if let Some(sa) = &contract.service_admin {
+                    return Err(Error::Conflict(format!("the contract's service admin is {sa}; change it with service-admin")));
+                }
+            }
+            let u = User::new(&contract_no, &input.user_id, &input.name, role, password_hash.clone(), tx_hash.clone(), now);
+            if role == Role::ServiceAdmin {
+                contract.service_admin = Some(u.user_id.clone());
+                tx.put_contract(&contract)?;
+            }
+            tx.put_user(&u)?;
+            tx.audit(
+                NewEvent::new("user_created", actor.clone()).user(&contract_no, &u.user_id).detail(json!({"role": role, "name": u.name})),
+            )?;
+            Ok(u)
+        })
+    }
+
     /// Applies an action to a user inside a write job: the state machine,
     /// then the cascade and the audit entry. `actor` names who did it.
     #[allow(clippy::too_many_arguments)]
@@ -138,7 +181,15 @@ impl App {
         Ok(plan)
     }
 
-    fn revoke_token(&self, tx: &mut WriteTx, events: &mut Vec<Event>, token_id: &str, reason: &str, actor: &str, now: Ms) -> Result<()> {
+    pub(super) fn revoke_token(
+        &self,
+        tx: &mut WriteTx,
+        events: &mut Vec<Event>,
+        token_id: &str,
+        reason: &str,
+        actor: &str,
+        now: Ms,
+    ) -> Result<()> {
         if let Some(mut t) = tx.token(token_id)? {
             if !t.is_revoked() {
                 t.revoke(reason, now);
@@ -318,226 +369,6 @@ impl App {
         })
     }
 
-    // ------------------------------------------------------------ system and notices
-
-    pub fn system(&self) -> Result<SystemState> {
-        self.store.read()?.system()
-    }
-
-    /// `PUT /api/v1/admin/system`: push suspension needs a notice to turn on.
-    pub fn set_system(&self, operator: &str, input: SystemInput, now: Ms) -> Result<SystemState> {
-        if input.push_suspended && input.notice_id.is_none() {
-            return Err(Error::bad_field("notice_id", "is required to suspend push authentication (tell the customers why)"));
-        }
-        let actor = format!("operator:{operator}");
-        self.call(Durability::Durable, move |tx, _| {
-            if let Some(id) = &input.notice_id {
-                if tx.notice(id)?.is_none() {
-                    return Err(Error::bad_field("notice_id", "no such notice"));
-                }
-            }
-            let before = tx.system()?;
-            let after = SystemState { push_suspended: input.push_suspended, notice_id: input.notice_id.clone() };
-            tx.put_system(&after)?;
-            tx.audit(NewEvent::new("system_changed", actor.clone()).detail(json!({
-                "before": {"push_suspended": before.push_suspended, "notice_id": before.notice_id},
-                "after": {"push_suspended": after.push_suspended, "notice_id": after.notice_id},
-                "at": rfc3339(now),
-            })))?;
-            Ok(after)
-        })
-    }
-
-    pub fn create_notice(&self, operator: &str, input: NoticeInput, now: Ms) -> Result<Notice> {
-        if !matches!(input.kind.as_str(), "outage" | "maintenance" | "terms" | "info") {
-            return Err(Error::bad_field("kind", "must be outage, maintenance, terms or info"));
-        }
-        check_text("title", &input.title, 1, 200)?;
-        if input.body.chars().count() > 10_000 || input.body.chars().any(|c| c.is_control() && c != '\n') {
-            return Err(Error::bad_field("body", "must be at most 10000 characters, without control characters but newlines"));
-        }
-        let lang = input.lang.unwrap_or_else(|| "ja".into());
-        if !matches!(lang.as_str(), "ja" | "en") {
-            return Err(Error::bad_field("lang", "must be ja or en"));
-        }
-        let starts_at = input.starts_at.as_deref().map(|s| parse_rfc3339("starts_at", s)).transpose()?.unwrap_or(now);
-        let ends_at = input.ends_at.as_deref().map(|s| parse_rfc3339("ends_at", s)).transpose()?;
-        if ends_at.is_some_and(|e| e <= starts_at) {
-            return Err(Error::bad_field("ends_at", "must be after starts_at"));
-        }
-        let n = Notice {
-            id: format!("n_{}", ids::random_hex(8)),
-            kind: input.kind,
-            title: input.title,
-            body: input.body,
-            lang,
-            starts_at,
-            ends_at,
-            created_at: now,
-        };
-        let actor = format!("operator:{operator}");
-        let rec = n.clone();
-        self.call(Durability::Durable, move |tx, _| {
-            tx.put_notice(&rec)?;
-            tx.audit(NewEvent::new("notice_created", actor.clone()).detail(json!({"id": rec.id, "kind": rec.kind, "title": rec.title})))?;
-            Ok(())
-        })?;
-        Ok(n)
-    }
-
-    pub fn delete_notice(&self, operator: &str, id: &str) -> Result<()> {
-        let (id, actor) = (id.to_string(), format!("operator:{operator}"));
-        self.call(Durability::Durable, move |tx, _| {
-            if tx.system()?.push_suspended && tx.system()?.notice_id.as_deref() == Some(id.as_str()) {
-                return Err(Error::Conflict("this notice explains the current push suspension; end the suspension first".into()));
-            }
-            if !tx.delete_notice(&id)? {
-                return Err(Error::NotFound("no such notice".into()));
-            }
-            tx.audit(NewEvent::new("notice_deleted", actor.clone()).detail(json!({"id": id})))?;
-            Ok(())
-        })
-    }
-
-    pub fn notices(&self) -> Result<Vec<Notice>> {
-        let mut all = self.store.read()?.notices()?;
-        all.sort_by_key(|n| std::cmp::Reverse(n.starts_at));
-        Ok(all)
-    }
-
-    /// Public notices whose time overlaps `[from, to]` (both default to now).
-    pub fn public_notices(&self, from: Ms, to: Ms, lang: Option<&str>) -> Result<Vec<Notice>> {
-        Ok(self
-            .notices()?
-            .into_iter()
-            .filter(|n| n.starts_at <= to && n.ends_at.is_none_or(|e| e > from))
-            .filter(|n| lang.is_none_or(|l| n.lang == l))
-            .collect())
-    }
-
-    // ------------------------------------------------------------ queries
-
-    /// `GET /api/v1/admin/contracts?q=&limit=&after=`: contract-number order;
-    /// `q` matches the start of the number or any part of the name.
-    pub fn contracts(&self, q: &str, after: &str, limit: usize) -> Result<(Vec<Contract>, Option<String>)> {
-        let r = self.store.read()?;
-        let q = q.to_lowercase();
-        let mut out = Vec::new();
-        let mut cursor = after.to_string();
-        loop {
-            let page = r.contracts_after(&cursor, 500)?;
-            if page.is_empty() {
-                return Ok((out, None));
-            }
-            for c in page {
-                cursor = c.contract_no.clone();
-                if q.is_empty() || c.contract_no.to_lowercase().starts_with(&q) || c.name.to_lowercase().contains(&q) {
-                    if out.len() == limit {
-                        let next = out.last().map(|c: &Contract| c.contract_no.clone());
-                        return Ok((out, next));
-                    }
-                    out.push(c);
-                }
-            }
-        }
-    }
-
-    pub fn contract_detail(&self, contract_no: &str) -> Result<(Contract, Vec<User>)> {
-        let r = self.store.read()?;
-        let c = r.contract(contract_no)?.ok_or_else(|| Error::NotFound("no such contract".into()))?;
-        Ok((c, r.users_of(contract_no)?))
-    }
-
-    /// `GET /api/v1/admin/audit`: events after `after`, oldest first, filtered.
-    pub fn search_audit(&self, q: &AuditQuery) -> Result<(Vec<AuditEvent>, Option<u64>)> {
-        let r = self.store.read()?;
-        let limit = q.limit.clamp(1, 1000);
-        let wanted = |e: &AuditEvent| q.kind.as_deref().is_none_or(|k| e.kind == k);
-        let mut out = Vec::new();
-        match &q.contract_no {
-            Some(c) => {
-                for seq in r.audit_seqs_about(c, q.user_id.as_deref())?.into_iter().filter(|s| *s > q.after) {
-                    if let Some(e) = r.audit_at(seq)? {
-                        if wanted(&e) {
-                            if out.len() == limit {
-                                return Ok((out, Some(seq - 1)));
-                            }
-                            out.push(e);
-                        }
-                    }
-                }
-                Ok((out, None))
-            }
-            None => {
-                let mut after = q.after;
-                // A bounded scan per call: the cursor lets the caller go on.
-                for _ in 0..50 {
-                    let page = r.audit_after(after, 2000)?;
-                    if page.is_empty() {
-                        return Ok((out, None));
-                    }
-                    for e in page {
-                        after = e.seq;
-                        if wanted(&e) {
-                            out.push(e);
-                            if out.len() == limit {
-                                return Ok((out, Some(after)));
-                            }
-                        }
-                    }
-                }
-                Ok((out, Some(after)))
-            }
-        }
-    }
-
-    /// `GET /api/v1/admin/stats`.
-    pub fn stats(&self, now: Ms) -> Result<Value> {
-        let r = self.store.read()?;
-        let mut by_state: BTreeMap<&str, u64> = Registration::ALL.iter().map(|s| (s.as_str(), 0)).collect();
-        let (mut locked, mut stopped, mut contracts, mut cancelled) = (0, 0, 0, 0);
-        let mut cursor = String::new();
-        loop {
-            let page = r.contracts_after(&cursor, 500)?;
-            if page.is_empty() {
-                break;
-            }
-            for c in page {
-                contracts += 1;
-                if c.status == ContractStatus::Cancelled {
-                    cancelled += 1;
-                }
-                for u in r.users_of(&c.contract_no)? {
-                    *by_state.entry(u.registration.as_str()).or_default() += 1;
-                    locked += u64::from(u.password_locked);
-                    stopped += u64::from(u.stopped);
-                }
-                cursor = c.contract_no;
-            }
-        }
-        let since = now.saturating_sub(DAY);
-        let mut outcomes: BTreeMap<&str, u64> = Status::ALL.iter().map(|s| (s.as_str(), 0)).collect();
-        for id in r.challenge_ids_since(since)? {
-            if let Some(c) = r.challenge(&id)? {
-                *outcomes.entry(c.status.as_str()).or_default() += 1;
-            }
-        }
-        let frauds = r.fraud_reports_since(since)?;
-        Ok(json!({
-            "contracts": {"total": contracts, "cancelled": cancelled},
-            "users": {"by_registration": by_state, "password_locked": locked, "stopped": stopped},
-            "challenges_last_24h": outcomes,
-            "pending": r.pending_count()?,
-            "fraud_reports_last_24h": frauds.len(),
-            "fraud_reports": frauds.iter().rev().take(50).map(|f| json!({
-                "challenge_id": f.challenge_id, "contract_no": f.contract_no, "user_id": f.user_id,
-                "kind": f.kind, "reported_at": rfc3339(f.reported_at)})).collect::<Vec<_>>(),
-            "push_suspended": r.system()?.push_suspended,
-        }))
-    }
-
-    // ------------------------------------------------------------ CSV import
-
     /// Users from CSV (`contract_no,user_id,name,role,password,transaction_password`),
     /// all or nothing: any bad line and nothing is written. Returns the number
     /// created, or the bad lines with what is wrong with each.
@@ -627,66 +458,5 @@ impl App {
             Ok(())
         })?;
         Ok(Ok(n))
-    }
-}
-
-/// A demo user: contract, edition, user ID, role, password, transaction password.
-pub type DemoUser = (&'static str, &'static str, &'static str, &'static str, &'static str, Option<&'static str>);
-
-/// What `serve --demo` sets up, to print.
-pub struct DemoSeed {
-    pub users: Vec<DemoUser>,
-}
-
-pub const DEMO_USERS: &[DemoUser] = &[
-    ("1000000001", "jweb", "taro", "user", "demo-pass-1", Some("demo-tx-1234")),
-    ("1000000001", "jweb", "hanako", "service_admin", "demo-pass-2", Some("demo-tx-5678")),
-    ("2000000002", "fx", "jiro", "admin", "demo-pass-3", None),
-];
-
-impl App {
-    /// `serve --demo`: a JWEBOFFICE and an FX contract with users. Idempotent.
-    pub fn seed_demo(&self, now: Ms) -> Result<DemoSeed> {
-        let mut mine = self.store.read()?.demo_contracts()?;
-        for (no, name, edition) in [("1000000001", "デモ商事株式会社", "jweb"), ("2000000002", "デモ外為株式会社", "fx")] {
-            if self.store.read()?.contract(no)?.is_none() {
-                self.create_contract(
-                    "demo",
-                    crate::service::NewContract { contract_no: no.into(), name: name.into(), edition: edition.into() },
-                    now,
-                )?;
-                mine.push(no.to_string());
-                let list = mine.clone();
-                self.call(Durability::Durable, move |tx, _| tx.put_demo_contracts(&list))?;
-            }
-        }
-        for (no, _, uid, role, pw, tx) in DEMO_USERS {
-            // A bank's own contract with the same number is never touched.
-            if !mine.iter().any(|m| m == no) {
-                continue;
-            }
-            if self.store.read()?.user(no, uid)?.is_none() {
-                let input = NewUser {
-                    user_id: uid.to_string(),
-                    name: uid.to_string(),
-                    role: role.to_string(),
-                    password: Password::new(pw.to_string()),
-                    transaction_password: tx.map(|t| Password::new(t.to_string())),
-                };
-                self.create_user("demo", no, input, now)?;
-            }
-        }
-        Ok(DemoSeed { users: DEMO_USERS.iter().filter(|u| mine.iter().any(|m| m == u.0)).copied().collect() })
-    }
-}
-
-fn action_event(a: Action) -> &'static str {
-    match a {
-        Action::Suspend => "user_suspended",
-        Action::Resume => "user_resumed",
-        Action::Deregister => "user_deregistered",
-        Action::Stop => "user_stopped",
-        Action::Unstop => "user_unstopped",
-        Action::Unlock => "user_unlocked",
     }
 }

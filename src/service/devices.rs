@@ -1,0 +1,185 @@
+//! Devices: provisioning a phone's key and OTP secret, and authenticating
+//! its signed requests (one 401 for an unknown token and a bad signature).
+
+use super::*;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProvisionInput {
+    pub public_key: String,
+    pub proof: String,
+    #[serde(default)]
+    pub label: Option<String>,
+    #[serde(default)]
+    pub push_endpoint: Option<String>,
+}
+
+/// The parts of a device request that its signature covers.
+pub struct DeviceRequest<'a> {
+    pub token_id: &'a str,
+    /// `X-Onepush-Time`, unix seconds as sent.
+    pub time: &'a str,
+    pub signature: &'a str,
+    pub method: &'a str,
+    pub path: &'a str,
+    pub body: &'a [u8],
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ProvisionOutput {
+    pub token_id: String,
+    pub otp_secret: String,
+    pub otp_algorithm: &'static str,
+    pub otp_digits: u32,
+    pub otp_period: u64,
+    pub server_time: String,
+}
+
+pub(super) fn check_push_endpoint(e: &str) -> Result<()> {
+    check_text("push_endpoint", e, 1, 512)?;
+    if !(e.starts_with("https://") || e.starts_with("http://")) || e.contains(char::is_whitespace) {
+        return Err(Error::bad_field("push_endpoint", "must be an http(s) URL"));
+    }
+    Ok(())
+}
+
+impl App {
+    /// POST /api/v1/device/provision (SPEC R1.1).
+    pub fn provision(
+        self: &Arc<Self>,
+        input: ProvisionInput,
+        ip: IpAddr,
+        now: Ms,
+        done: impl FnOnce(Result<ProvisionOutput>) + Send + 'static,
+    ) {
+        let prepared = (|| {
+            let key = sig::parse_public_key("public_key", &input.public_key)?;
+            // One spelling per key, so that the index below finds a key however it was sent.
+            if data_encoding::BASE64URL_NOPAD.encode(key.as_bytes()) != input.public_key {
+                return Err(Error::bad_field("public_key", "must be base64url without padding"));
+            }
+            if !sig::verify(&key, &sig::provision_message(&input.public_key), &input.proof) {
+                return Err(Error::bad_field("proof", "is not a valid signature of the provisioning message"));
+            }
+            if let Some(l) = &input.label {
+                check_text("label", l, 1, 64)?;
+            }
+            if let Some(e) = &input.push_endpoint {
+                check_push_endpoint(e)?;
+            }
+            self.rate_limit_provision(ip, now)?;
+            Ok(())
+        })();
+        if let Err(e) = prepared {
+            return done(Err(e));
+        }
+        let mut secret = vec![0u8; totp::SECRET_LEN];
+        rand::fill(&mut secret[..]);
+        let prefix = self.cfg().token_prefix.clone();
+        let expires = now + self.cfg().provision_ttl;
+        let app = self.clone();
+        self.submit(
+            Durability::Durable,
+            move |tx, _| {
+                // A public key is provisioned once: a captured provisioning
+                // body cannot make a second token for the same phone key.
+                if tx.token_by_public_key(&input.public_key)?.is_some() {
+                    return Err(Error::Conflict("this public key is already provisioned".into()));
+                }
+                let mut token_id = TokenId::generate(&prefix);
+                let mut tries = 0;
+                while tx.token(token_id.as_str())?.is_some() {
+                    tries += 1;
+                    if tries > 20 {
+                        return Err(Error::Internal("could not find a free token ID".into()));
+                    }
+                    token_id = TokenId::generate(&prefix);
+                }
+                let t = Token {
+                    token_id: token_id.to_string(),
+                    public_key: input.public_key.clone(),
+                    otp_secret_sealed: app.secrets.seal(token_id.as_str().as_bytes(), &secret)?,
+                    label: input.label.clone(),
+                    push_endpoint: input.push_endpoint.clone(),
+                    created_at: now,
+                    provision_expires_at: expires,
+                    bound_to: None,
+                    bound_at: None,
+                    revoked_at: None,
+                    revoke_reason: None,
+                    last_otp_step: None,
+                    failures: 0,
+                };
+                tx.put_token(&t)?;
+                tx.audit(
+                    NewEvent::new("token_provisioned", format!("device:{token_id}"))
+                        .detail(json!({"token_id": token_id.as_str(), "label": t.label, "ip": ip.to_string(),
+                                       "push_endpoint": t.push_endpoint.is_some()})),
+                )?;
+                Ok(ProvisionOutput {
+                    token_id: token_id.to_string(),
+                    otp_secret: data_encoding::BASE32_NOPAD.encode(&secret),
+                    otp_algorithm: "SHA1",
+                    otp_digits: totp::DIGITS,
+                    otp_period: totp::PERIOD_SECS,
+                    server_time: rfc3339(now),
+                })
+            },
+            {
+                let metrics = self.metrics.clone();
+                move |r: Result<ProvisionOutput>| {
+                    if r.is_ok() {
+                        metrics.provisioned.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                    done(r)
+                }
+            },
+        );
+    }
+
+    pub(super) fn rate_limit_provision(&self, ip: IpAddr, now: Ms) -> Result<()> {
+        self.rate_limit("provision", ip, PROVISION_RATE_LIMIT, PROVISION_RATE_WINDOW, now)
+    }
+
+    /// Checks the signed headers of a device request (API.md "Signed device
+    /// requests"). Returns the token.
+    pub fn authenticate_device(&self, r: &DeviceRequest<'_>, now: Ms) -> Result<Token> {
+        let unauthorized = |m: &str| Error::Unauthorized(m.to_string());
+        let t: i64 = r.time.parse().map_err(|_| unauthorized("X-Onepush-Time must be unix seconds"))?;
+        let skew = (t.saturating_mul(1000)).abs_diff(now as i64);
+        if skew > 60 * SECOND {
+            return Err(unauthorized("X-Onepush-Time is more than 60 s from server time"));
+        }
+        // An unknown token and a bad signature get the same answer, at the
+        // same cost (a signature is checked either way): token IDs cannot be
+        // probed (API.md).
+        const INVALID: &str = "the token or the request signature is not valid";
+        let message = sig::device_message(r.method, r.path, t, r.body);
+        let Some(token) = self.store.read()?.token(r.token_id)? else {
+            let _ = sig::verify(&sig::dummy_key(), &message, r.signature);
+            return Err(unauthorized(INVALID));
+        };
+        let key = self.device_key(&token.public_key)?;
+        if !sig::verify(&key, &message, r.signature) {
+            return Err(unauthorized(INVALID));
+        }
+        if token.is_revoked() {
+            return Err(Error::TokenRevoked);
+        }
+        Ok(token)
+    }
+
+    /// A token's public key, decoded once.
+    pub(super) fn device_key(&self, public_key: &str) -> Result<ed25519_dalek::VerifyingKey> {
+        if let Some(k) = self.keys.lock().expect("key cache lock poisoned").get(public_key) {
+            return Ok(*k);
+        }
+        let k = sig::parse_public_key("public_key", public_key)?;
+        let mut cache = self.keys.lock().expect("key cache lock poisoned");
+        if cache.len() >= 100_000 {
+            cache.clear();
+        }
+        cache.insert(public_key.to_string(), k);
+        Ok(k)
+    }
+}

@@ -1,0 +1,438 @@
+//! The gate (SPEC R2): a login or an approval decided from the account's
+//! state and its edition's policy, and the push challenge it opens.
+
+use super::*;
+
+#[derive(Debug, Default, Clone, Deserialize)]
+pub struct ClientInfo {
+    pub ip: Option<String>,
+    pub user_agent: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoginInput {
+    pub contract_no: String,
+    pub user_id: String,
+    pub password: Password,
+    #[serde(default)]
+    pub client: ClientInfo,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApprovalInput {
+    pub contract_no: String,
+    pub user_id: String,
+    pub kind: String,
+    #[serde(default)]
+    pub transaction_password: Option<Password>,
+    pub display: Vec<(String, String)>,
+    #[serde(default)]
+    pub client: ClientInfo,
+}
+
+/// The answer to a login or approval.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "result", rename_all = "snake_case")]
+pub enum GateAnswer {
+    Challenge {
+        challenge_id: String,
+        expires_at: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        number: Option<String>,
+    },
+    Allow {
+        reason: AllowReason,
+    },
+    Deny {
+        reason: DenyReason,
+    },
+}
+
+/// A login or approval, checked and ready for its write job.
+pub(super) struct GateRequest {
+    /// "login" or "approval": the audit type and the metrics label.
+    op: &'static str,
+    rp: String,
+    contract_no: String,
+    user_id: String,
+    kind: Kind,
+    creds: Credentials,
+    /// The lines of an approval; a login's are composed in `decide`.
+    display: Option<Vec<(String, String)>>,
+    client: ClientInfo,
+}
+
+/// How the password check went, decided before the job is queued.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Credentials {
+    Unknown,
+    Locked,
+    Wrong,
+    Right,
+}
+
+pub(super) fn answer_result(a: &GateAnswer) -> &'static str {
+    match a {
+        GateAnswer::Challenge { .. } => "challenge",
+        GateAnswer::Allow { .. } => "allow",
+        GateAnswer::Deny { .. } => "deny",
+    }
+}
+
+pub(super) fn client_json(c: &ClientInfo) -> serde_json::Value {
+    json!({"ip": c.ip, "user_agent": c.user_agent})
+}
+
+pub(super) fn check_client(c: &ClientInfo) -> Result<ClientInfo> {
+    if let Some(ip) = &c.ip {
+        ip.parse::<IpAddr>().map_err(|_| Error::bad_field("client.ip", "must be an IP address"))?;
+    }
+    if let Some(ua) = &c.user_agent {
+        check_text("client.user_agent", ua, 0, 512)?;
+    }
+    Ok(c.clone())
+}
+
+pub fn check_display(lines: &[(String, String)]) -> Result<()> {
+    use unicode_properties::{GeneralCategory, UnicodeGeneralCategory};
+    if lines.is_empty() {
+        return Err(Error::bad_field("display", "must have at least one line"));
+    }
+    if lines.len() > MAX_DISPLAY_LINES {
+        return Err(Error::bad_field("display", format!("must have at most {MAX_DISPLAY_LINES} lines")));
+    }
+    for (i, (label, value)) in lines.iter().enumerate() {
+        for (part, text, max) in [("label", label, 40), ("value", value, 200)] {
+            let field = format!("display[{i}] {part}");
+            check_text(&field, text, 1, max)?;
+            // Bidi overrides and isolates, zero-width characters: they can make
+            // the phone show something other than what is signed (API.md).
+            if text.chars().any(|c| c.general_category() == GeneralCategory::Format) {
+                return Err(Error::bad_field(&field, "must not contain Unicode format characters (bidi controls, zero-width)"));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The lines a login shows on the phone, composed by onepush.
+pub(super) fn login_display(contract: &Contract, user: &User, client: &ClientInfo, now: Ms) -> Vec<(String, String)> {
+    let service = match contract.edition.as_str() {
+        "jweb" => "JWEBOFFICE".to_string(),
+        "fx" => "JWEBOFFICE 外為版".to_string(),
+        other => other.to_string(),
+    };
+    vec![
+        ("Service".into(), service),
+        ("Contract".into(), contract.contract_no.clone()),
+        ("User".into(), user.user_id.clone()),
+        ("Client".into(), client.ip.clone().unwrap_or_else(|| "-".into())),
+        ("Time".into(), rfc3339(now)),
+    ]
+}
+
+impl App {
+    pub(super) fn check_credentials(&self, user: Option<&User>, password: &Password) -> Credentials {
+        match user {
+            None => {
+                self.passwords.verify(None, password.expose());
+                Credentials::Unknown
+            }
+            Some(u) if u.password_locked => Credentials::Locked,
+            Some(u) => {
+                if self.passwords.verify(Some(&u.password_hash), password.expose()) {
+                    Credentials::Right
+                } else {
+                    Credentials::Wrong
+                }
+            }
+        }
+    }
+
+    /// POST /api/v1/login (SPEC R2.1, R3).
+    pub fn login(self: &Arc<Self>, rp: String, input: LoginInput, now: Ms, done: impl FnOnce(Result<GateAnswer>) + Send + 'static) {
+        let prepared = (|| {
+            check_contract_no("contract_no", &input.contract_no)?;
+            check_user_id("user_id", &input.user_id)?;
+            input.password.check("password")?;
+            let client = check_client(&input.client)?;
+            let r = self.store.read()?;
+            // A contract outside the RP key's editions is as unknown to it.
+            let user = match r.contract(&input.contract_no)? {
+                Some(c) if self.rp_sees(&r, &rp, &c)? => r.user(&input.contract_no, &input.user_id)?,
+                _ => None,
+            };
+            Ok((self.check_credentials(user.as_ref(), &input.password), client))
+        })();
+        let (creds, client) = match prepared {
+            Ok(p) => p,
+            Err(e) => return done(Err(e)),
+        };
+        let req = GateRequest {
+            op: "login",
+            rp,
+            contract_no: input.contract_no,
+            user_id: input.user_id,
+            kind: Kind::Login,
+            creds,
+            display: None,
+            client,
+        };
+        self.submit_gate(req, now, done);
+    }
+
+    /// POST /api/v1/approvals (SPEC R2.2).
+    pub fn approve(self: &Arc<Self>, rp: String, input: ApprovalInput, now: Ms, done: impl FnOnce(Result<GateAnswer>) + Send + 'static) {
+        let prepared = (|| {
+            check_contract_no("contract_no", &input.contract_no)?;
+            check_user_id("user_id", &input.user_id)?;
+            let kind = match input.kind.as_str() {
+                "notice" => Kind::Notice,
+                "transaction" => Kind::Transaction,
+                _ => return Err(Error::bad_field("kind", "must be notice or transaction")),
+            };
+            check_display(&input.display)?;
+            let client = check_client(&input.client)?;
+            if let Some(p) = &input.transaction_password {
+                p.check("transaction_password")?;
+            }
+            let r = self.store.read()?;
+            let contract = match r.contract(&input.contract_no)? {
+                Some(c) if self.rp_sees(&r, &rp, &c)? => Some(c),
+                _ => None,
+            };
+            let user = match &contract {
+                Some(_) => r.user(&input.contract_no, &input.user_id)?,
+                None => None,
+            };
+            let needs_password = match &contract {
+                Some(c) => self.edition(&c.edition)?.needs_transaction_password(kind),
+                None => input.transaction_password.is_some(),
+            };
+            let creds = match (&user, needs_password, &input.transaction_password) {
+                (None, _, Some(p)) => {
+                    self.passwords.verify(None, p.expose());
+                    Credentials::Unknown
+                }
+                (None, _, None) => Credentials::Unknown,
+                (Some(u), _, _) if u.password_locked => Credentials::Locked,
+                (Some(_), true, None) => {
+                    return Err(Error::bad_field("transaction_password", "is required for this kind in this contract's edition"))
+                }
+                (Some(u), true, Some(p)) => {
+                    if self.passwords.verify(u.transaction_password_hash.as_deref(), p.expose()) {
+                        Credentials::Right
+                    } else {
+                        Credentials::Wrong
+                    }
+                }
+                (Some(_), false, _) => Credentials::Right,
+            };
+            Ok((kind, creds, client))
+        })();
+        let (kind, creds, client) = match prepared {
+            Ok(p) => p,
+            Err(e) => return done(Err(e)),
+        };
+        let req = GateRequest {
+            op: "approval",
+            rp,
+            contract_no: input.contract_no,
+            user_id: input.user_id,
+            kind,
+            creds,
+            display: Some(input.display),
+            client,
+        };
+        self.submit_gate(req, now, done);
+    }
+
+    /// The write job of a login or approval: `decide`, its audit entry
+    /// (with the lines for an approval), and the count in `/metrics`.
+    pub(super) fn submit_gate(self: &Arc<Self>, req: GateRequest, now: Ms, done: impl FnOnce(Result<GateAnswer>) + Send + 'static) {
+        let app = self.clone();
+        let actor = format!("rp:{}", req.rp);
+        let op = req.op;
+        self.submit(
+            Durability::Durable,
+            move |tx, events| {
+                let r = &req;
+                let (answer, reason) =
+                    app.decide(tx, events, &r.rp, &r.contract_no, &r.user_id, r.kind, r.creds, r.display.as_deref(), &r.client, now)?;
+                let mut detail = json!({"result": answer_result(&answer), "reason": reason, "client": client_json(&r.client)});
+                if let Some(lines) = &r.display {
+                    detail["kind"] = json!(r.kind.as_str());
+                    detail["display"] = json!(lines);
+                }
+                if let GateAnswer::Challenge { challenge_id, .. } = &answer {
+                    detail["challenge_id"] = json!(challenge_id);
+                }
+                tx.audit(NewEvent::new(r.op, actor.clone()).user(&r.contract_no, &r.user_id).detail(detail))?;
+                Ok(answer)
+            },
+            {
+                let app = self.clone();
+                move |r: Result<GateAnswer>| {
+                    if let Ok(a) = &r {
+                        app.count_decision(op, a);
+                    }
+                    done(r)
+                }
+            },
+        );
+    }
+
+    pub(super) fn count_decision(&self, op: &'static str, a: &GateAnswer) {
+        match a {
+            GateAnswer::Challenge { .. } => self.metrics.decision(op, "challenge", "push"),
+            GateAnswer::Allow { reason } => self.metrics.decision(op, "allow", reason.as_str()),
+            GateAnswer::Deny { reason } => self.metrics.decision(op, "deny", reason.as_str()),
+        }
+    }
+
+    /// The shared body of login and approval, inside the write job: password
+    /// counters, then `gate`, then the challenge. Returns the answer and its
+    /// reason for the audit entry.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn decide(
+        &self,
+        tx: &mut WriteTx,
+        events: &mut Vec<Event>,
+        rp: &str,
+        contract_no: &str,
+        user_id: &str,
+        kind: Kind,
+        creds: Credentials,
+        display: Option<&[(String, String)]>,
+        client: &ClientInfo,
+        now: Ms,
+    ) -> Result<(GateAnswer, &'static str)> {
+        let deny = |r: DenyReason| Ok((GateAnswer::Deny { reason: r }, r.as_str()));
+        let wrong = if kind == Kind::Login { DenyReason::BadCredentials } else { DenyReason::BadTransactionPassword };
+        let (Some(contract), Some(mut user)) = (tx.contract(contract_no)?, tx.user(contract_no, user_id)?) else {
+            return deny(DenyReason::BadCredentials);
+        };
+        match creds {
+            Credentials::Unknown => return deny(DenyReason::BadCredentials),
+            Credentials::Locked => return deny(DenyReason::PasswordLocked),
+            _ if user.password_locked => return deny(DenyReason::PasswordLocked),
+            Credentials::Wrong => {
+                let locked = user.password_failed(self.cfg().password_max_failures);
+                tx.put_user(&user)?;
+                if locked {
+                    tx.audit(
+                        NewEvent::new("password_locked", "system")
+                            .user(contract_no, user_id)
+                            .detail(json!({"failures": user.password_failures})),
+                    )?;
+                }
+                return deny(wrong);
+            }
+            Credentials::Right => {}
+        }
+        let policy = self.edition(&contract.edition)?;
+        let system = tx.system()?;
+        let verdict = gate(&contract, &user, policy.push_for(kind), &self.gate_settings(system.push_suspended), now);
+        if user.password_failures > 0 {
+            user.password_ok();
+            tx.put_user(&user)?;
+        }
+        match verdict {
+            Gate::Deny(r) => deny(r),
+            Gate::Allow(r) => Ok((GateAnswer::Allow { reason: r }, r.as_str())),
+            Gate::Push => {
+                let lines = match display {
+                    Some(d) => d.to_vec(),
+                    None => login_display(&contract, &user, client, now),
+                };
+                let c = self.open_challenge(tx, events, rp, kind, &mut user, lines, now)?;
+                Ok((GateAnswer::Challenge { challenge_id: c.id.clone(), expires_at: rfc3339(c.expires_at), number: c.number }, "push"))
+            }
+        }
+    }
+
+    /// Creates a challenge for an active user, superseding older pending ones
+    /// beyond `max_pending_per_user`.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn open_challenge(
+        &self,
+        tx: &mut WriteTx,
+        events: &mut Vec<Event>,
+        rp: &str,
+        kind: Kind,
+        user: &mut User,
+        display: Vec<(String, String)>,
+        now: Ms,
+    ) -> Result<Challenge> {
+        let token_id = user
+            .token_id
+            .clone()
+            .ok_or_else(|| Error::Internal(format!("active user {}/{} has no token", user.contract_no, user.user_id)))?;
+        let pending = tx.pending_for_token(&token_id)?;
+        let excess = (pending.len() + 1).saturating_sub(self.cfg().max_pending_per_user as usize);
+        for mut old in pending.into_iter().take(excess) {
+            self.apply_delivered(&mut old);
+            old.cancel(CancelCause::Superseded, now)?;
+            self.record_closed(tx, events, &old, "system")?;
+        }
+        user.challenge_created(now, self.cfg().challenge_window, self.cfg().max_challenges_per_window);
+        tx.put_user(user)?;
+        let (number, number_choices) = if self.cfg().number_challenge {
+            let (n, choices) = number_challenge();
+            (Some(n), Some(choices))
+        } else {
+            (None, None)
+        };
+        let c = Challenge {
+            id: ids::new_challenge_id(),
+            rp: rp.to_string(),
+            kind,
+            contract_no: user.contract_no.clone(),
+            user_id: user.user_id.clone(),
+            token_id: token_id.clone(),
+            display_digest: sig::display_digest(&display),
+            display,
+            number,
+            number_choices,
+            status: Status::Pending,
+            created_at: now,
+            expires_at: now + self.cfg().challenge_ttl,
+            delivered_at: None,
+            decided_at: None,
+            answered_by: None,
+            signature: None,
+            report_fraud: false,
+            cancel_cause: None,
+        };
+        tx.put_challenge(&c)?;
+        events.push(Event::Created(kind));
+        if let Some(endpoint) = tx.token(&token_id)?.and_then(|t| t.push_endpoint) {
+            events.push(Event::Wake(crate::wakeup::Wake { endpoint, challenge_id: c.id.clone() }));
+        }
+        events.push(Event::Pending(token_id));
+        Ok(c)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_display;
+
+    fn line(label: &str, value: &str) -> Vec<(String, String)> {
+        vec![(label.to_string(), value.to_string())]
+    }
+
+    #[test]
+    fn display_lines_refuse_format_characters_and_keep_japanese_text() {
+        assert!(check_display(&line("振込先", "水戸商事株式会社")).is_ok());
+        assert!(check_display(&line("金額", "１，２５０，０００円 👍 JPY 1,250,000")).is_ok());
+        for cf in ['\u{202e}', '\u{202a}', '\u{2066}', '\u{2069}', '\u{200b}', '\u{200d}', '\u{feff}', '\u{00ad}', '\u{061c}'] {
+            let e = check_display(&line("Payee", &format!("Mito{cf}Trading"))).unwrap_err();
+            assert!(e.to_string().starts_with("display[0] value: must not contain Unicode format"), "{cf:?}: {e}");
+            let e = check_display(&line(&format!("Pay{cf}ee"), "x")).unwrap_err();
+            assert!(e.to_string().starts_with("display[0] label"), "{cf:?}: {e}");
+        }
+    }
+}

@@ -1,0 +1,238 @@
+//! Operators and the appliance's own keys: sessions, the one-time bootstrap
+//! code, operator accounts, RP keys, and the signed audit head.
+
+use super::*;
+
+impl App {
+    /// Makes the one-time bootstrap code if no operator exists yet; `serve`
+    /// shows it. It lives in memory only, is valid for `bootstrap_ttl`, and
+    /// is gone once used or once any operator exists (API.md).
+    pub fn bootstrap_code(&self, now: Ms) -> Result<Option<String>> {
+        if self.store.read()?.operator_count()? > 0 {
+            return Ok(None);
+        }
+        let raw = data_encoding::BASE32_NOPAD.encode(&{
+            let mut b = [0u8; 10];
+            rand::fill(&mut b[..]);
+            b
+        });
+        let code = format!("{}-{}-{}-{}", &raw[..4], &raw[4..8], &raw[8..12], &raw[12..16]);
+        *self.bootstrap.lock().expect("bootstrap lock poisoned") = Some((code.clone(), now));
+        Ok(Some(code))
+    }
+
+    /// POST /api/v1/admin/bootstrap: the first operator, with the one-time code.
+    /// Returns a session for the new operator.
+    pub fn bootstrap(&self, code: &str, username: &str, password: &Password, ip: IpAddr, now: Ms) -> Result<String> {
+        self.rate_limit("signin", ip, SIGNIN_RATE_LIMIT, SIGNIN_RATE_WINDOW, now)?;
+        {
+            let mut slot = self.bootstrap.lock().expect("bootstrap lock poisoned");
+            // Any operator, however made (the CLI too), ends the code.
+            if slot.is_some() && self.store.read()?.operator_count()? > 0 {
+                *slot = None;
+            }
+            let Some((expected, made)) = slot.as_ref() else {
+                return Err(Error::Conflict("an operator exists, or the one-time code was used; sign in instead".into()));
+            };
+            if now >= made.saturating_add(self.cfg().bootstrap_ttl) {
+                *slot = None;
+                return Err(Error::Conflict(
+                    "the one-time code has expired; create an operator with: onepush operator add NAME --password-stdin".into(),
+                ));
+            }
+            let ok = bool::from(subtle::ConstantTimeEq::ct_eq(expected.as_bytes(), code.trim().to_uppercase().as_bytes()));
+            if !ok {
+                return Err(Error::Unauthorized("the one-time code is wrong".into()));
+            }
+            // Validate before spending the code.
+            check_user_id("username", username)?;
+            password.check("password")?;
+            *slot = None;
+        }
+        self.set_operator("bootstrap", username, password, true, now)?;
+        // Counted once above, with the code: the sign-in that follows is not another attempt.
+        self.sign_in(username, password, now)
+    }
+
+    /// POST /api/v1/admin/session: returns the session cookie value.
+    pub fn admin_login(&self, username: &str, password: &Password, ip: IpAddr, now: Ms) -> Result<String> {
+        self.rate_limit("signin", ip, SIGNIN_RATE_LIMIT, SIGNIN_RATE_WINDOW, now)?;
+        self.sign_in(username, password, now)
+    }
+
+    /// Checks an operator's password, audits the attempt, opens a session.
+    pub(super) fn sign_in(&self, username: &str, password: &Password, now: Ms) -> Result<String> {
+        let op = if username.is_empty() || username.len() > 64 { None } else { self.store.read()?.operator(username)? };
+        let ok = self.passwords.verify(op.as_ref().map(|o| o.password_hash.as_str()), password.expose());
+        let actor = format!("operator:{}", if op.is_some() { username } else { "?" });
+        // The audit log is never purged: a stranger's name is kept to 64 characters.
+        let name: String = username.chars().take(64).collect();
+        let detail = json!({"username": name, "ok": ok});
+        self.call(Durability::Durable, move |tx, _| {
+            tx.audit(NewEvent::new("operator_login", actor.clone()).detail(detail.clone()))?;
+            Ok(())
+        })?;
+        if !ok {
+            return Err(Error::Unauthorized("username or password is wrong".into()));
+        }
+        let token = ids::random_b64(32);
+        let mut s = self.sessions.lock().expect("session lock poisoned");
+        s.retain(|_, v| now < v.created + SESSION_MAX && now < v.last_seen + SESSION_IDLE);
+        s.insert(sig::sha256_hex(token.as_bytes()), Session { operator: username.to_string(), created: now, last_seen: now });
+        Ok(token)
+    }
+
+    /// The operator behind a session cookie, or 401.
+    pub fn admin_session(&self, token: &str, now: Ms) -> Result<String> {
+        let key = sig::sha256_hex(token.as_bytes());
+        let mut s = self.sessions.lock().expect("session lock poisoned");
+        match s.get_mut(&key) {
+            Some(v) if now < v.created + SESSION_MAX && now < v.last_seen + SESSION_IDLE => {
+                v.last_seen = now;
+                Ok(v.operator.clone())
+            }
+            Some(_) => {
+                s.remove(&key);
+                Err(Error::Unauthorized("session expired; sign in again".into()))
+            }
+            None => Err(Error::Unauthorized("sign in first".into())),
+        }
+    }
+
+    pub fn admin_logout(&self, token: &str) {
+        self.sessions.lock().expect("session lock poisoned").remove(&sig::sha256_hex(token.as_bytes()));
+    }
+
+    /// `onepush operator add` / `passwd`.
+    pub fn set_operator(&self, actor: &str, name: &str, password: &Password, create: bool, now: Ms) -> Result<()> {
+        check_user_id("name", name)?;
+        password.check("password")?;
+        let hash = self.passwords.hash(password.expose())?;
+        let (name, actor) = (name.to_string(), actor.to_string());
+        self.call(Durability::Durable, move |tx, _| {
+            let exists = tx.operator(&name)?.is_some();
+            if create && exists {
+                return Err(Error::Conflict(format!("operator {name} exists")));
+            }
+            if !create && !exists {
+                return Err(Error::NotFound(format!("no operator {name}")));
+            }
+            tx.put_operator(&Operator { name: name.clone(), password_hash: hash.clone(), created_at: now })?;
+            let kind = if create { "operator_added" } else { "operator_password_changed" };
+            tx.audit(NewEvent::new(kind, actor.clone()).detail(json!({"operator": name})))?;
+            Ok(())
+        })?;
+        if create {
+            // The first operator exists: the one-time code has done its job.
+            *self.bootstrap.lock().expect("bootstrap lock poisoned") = None;
+            let _ = std::fs::remove_file(self.cfg().data_dir.join(BOOTSTRAP_CODE_FILE));
+        }
+        Ok(())
+    }
+
+    /// `onepush rp-key add NAME`: returns the key, which is stored only hashed.
+    pub fn add_rp_key(&self, actor: &str, name: &str, editions: &[String], now: Ms) -> Result<String> {
+        check_user_id("name", name)?;
+        if name == crate::http::DEMO_RP {
+            return Err(Error::bad_field("name", "\"demo\" is the demo bank's own RP name"));
+        }
+        for e in editions {
+            self.edition(e).map_err(|_| Error::bad_field("--edition", format!("{e:?} is not an edition of the config")))?;
+        }
+        let editions = editions.to_vec();
+        let key = format!("opk_{}", ids::random_b64(32));
+        let hash = sig::sha256_hex(key.as_bytes());
+        let (name, actor) = (name.to_string(), actor.to_string());
+        self.call(Durability::Durable, move |tx, _| {
+            if tx.rp_key(&name)?.is_some_and(|k| k.revoked_at.is_none()) {
+                return Err(Error::Conflict(format!("RP key {name} exists; revoke it first")));
+            }
+            tx.put_rp_key(&RpKey {
+                name: name.clone(),
+                key_hash: hash.clone(),
+                created_at: now,
+                revoked_at: None,
+                editions: editions.clone(),
+            })?;
+            tx.audit(NewEvent::new("rp_key_added", actor.clone()).detail(json!({"name": name, "editions": editions})))?;
+            Ok(())
+        })?;
+        Ok(key)
+    }
+
+    pub fn revoke_rp_key(&self, actor: &str, name: &str, now: Ms) -> Result<()> {
+        let (name, actor) = (name.to_string(), actor.to_string());
+        self.call(Durability::Durable, move |tx, _| {
+            let mut k =
+                tx.rp_key(&name)?.filter(|k| k.revoked_at.is_none()).ok_or_else(|| Error::NotFound(format!("no live RP key {name}")))?;
+            k.revoked_at = Some(now);
+            tx.put_rp_key(&k)?;
+            tx.audit(NewEvent::new("rp_key_revoked", actor.clone()).detail(json!({"name": name})))?;
+            Ok(())
+        })?;
+        let mut cache = self.rp_cache.lock().expect("rp cache lock poisoned");
+        cache.0 += 1;
+        cache.1.clear();
+        Ok(())
+    }
+
+    /// `onepush audit verify`: the number of events, or where the chain breaks.
+    pub fn verify_audit(&self) -> Result<std::result::Result<u64, crate::audit::Broken>> {
+        let key = self.store.audit_key().ok_or_else(|| Error::Internal("the store has no audit key".into()))?.public();
+        self.store.verify_audit(&key)
+    }
+
+    /// Compares the signed audit head with the chain's end before anything
+    /// is appended: the next append would sign over a cut or rewritten log,
+    /// so what is found is logged and kept in the store, and `audit verify`
+    /// goes on reporting it. A store from before signed heads gets its first
+    /// one when its audit key is made.
+    pub(super) fn check_audit_head(&self, key: &ed25519_dalek::VerifyingKey, key_created: bool, now: Ms) -> Result<()> {
+        let r = self.store.read()?;
+        let last = r.audit_last()?;
+        let head = r.audit_signed_head()?;
+        let found = match (&head, &last) {
+            (None, None) => return Ok(()),
+            (None, Some(last)) if key_created => {
+                let Some(k) = self.store.audit_key() else { return Ok(()) };
+                let signed = k.sign(last.seq, &last.hash, rfc3339(now));
+                drop(r);
+                self.writer.call(Durability::Durable, move |tx| tx.put_audit_signed_head(&signed))?;
+                log::info!("audit log: its head (entry {}) is now signed with the new audit key", last.seq);
+                return Ok(());
+            }
+            (head, last) => {
+                let at_head = match head {
+                    Some(h) => r.audit_at(h.seq)?.map(|e| e.hash),
+                    None => None,
+                };
+                crate::audit::check_head(last.as_ref().map_or(0, |e| e.seq), at_head.as_deref(), head.as_ref(), key)
+            }
+        };
+        drop(r);
+        if let Err(b) = found {
+            log::error!("audit log broken at entry {}: {}; kept for `onepush audit verify`", b.seq, b.why);
+            let record = crate::audit::HeadBreak { found_at: rfc3339(now), seq: b.seq, why: b.why };
+            self.writer.call(Durability::Durable, move |tx| tx.put_audit_head_break(&record))?;
+        }
+        Ok(())
+    }
+
+    /// Logs the signed audit head, so the journal holds anchors that someone
+    /// with write access to the store cannot rewrite (the sweeper calls this
+    /// every 10 minutes).
+    pub fn log_audit_head(&self) {
+        let public = self.store.audit_key().map(|k| k.public_b64()).unwrap_or_default();
+        match self.store.read().and_then(|r| r.audit_signed_head()) {
+            Ok(Some(h)) => log::info!(
+                "audit head: entry {} hash {} signed {} signature {} (audit public key {public})",
+                h.seq,
+                h.hash,
+                h.signed_at,
+                h.signature
+            ),
+            Ok(None) => log::info!("audit head: the log is empty (audit public key {public})"),
+            Err(e) => log::error!("audit head: {e}"),
+        }
+    }
+}

@@ -1,0 +1,232 @@
+//! Registration (SPEC R1): binding a provisioned phone to a user who proves
+//! the password and two OTPs. Failures count against the token only once
+//! the user's credentials were right.
+
+use super::*;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegistrationInput {
+    pub contract_no: String,
+    pub user_id: String,
+    pub password: Password,
+    pub token_id: String,
+    pub otp1: String,
+    pub otp2: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RegistrationOutput {
+    pub registration: &'static str,
+    pub token_id: String,
+    pub registered_at: String,
+}
+
+impl App {
+    /// POST /api/v1/registrations (SPEC R1.4–R1.7).
+    pub fn register(
+        self: &Arc<Self>,
+        input: RegistrationInput,
+        ip: IpAddr,
+        now: Ms,
+        done: impl FnOnce(Result<RegistrationOutput>) + Send + 'static,
+    ) {
+        let prepared = (|| {
+            self.rate_limit("registration", ip, REGISTRATION_RATE_LIMIT, REGISTRATION_RATE_WINDOW, now)?;
+            check_contract_no("contract_no", &input.contract_no)?;
+            check_user_id("user_id", &input.user_id)?;
+            input.password.check("password")?;
+            let token_id = TokenId::parse(&input.token_id, &self.cfg().token_prefix)?;
+            for (f, v) in [("otp1", &input.otp1), ("otp2", &input.otp2)] {
+                if v.len() != 6 || !v.bytes().all(|b| b.is_ascii_digit()) {
+                    return Err(Error::bad_field(f, "must be 6 digits"));
+                }
+            }
+            let r = self.store.read()?;
+            let user = match r.contract(&input.contract_no)? {
+                Some(_) => r.user(&input.contract_no, &input.user_id)?,
+                None => None,
+            };
+            // Registration checks the password of a locked account too: it
+            // says `password_locked` only to the right one (API.md).
+            let creds = match user.as_ref() {
+                Some(u) if u.password_locked => match self.passwords.verify(Some(&u.password_hash), input.password.expose()) {
+                    true => Credentials::Right,
+                    false => Credentials::Wrong,
+                },
+                other => self.check_credentials(other, &input.password),
+            };
+            Ok((creds, token_id))
+        })();
+        let (creds, token_id) = match prepared {
+            Ok(p) => p,
+            Err(e) => return done(Err(e)),
+        };
+        let app = self.clone();
+        let (contract_no, user_id, otp1, otp2) = (input.contract_no, input.user_id, input.otp1, input.otp2);
+        self.submit(
+            Durability::Durable,
+            move |tx, events| app.register_job(tx, events, &contract_no, &user_id, token_id.as_str(), &otp1, &otp2, creds, now),
+            {
+                let app = self.clone();
+                move |r: Result<Result<RegistrationOutput>>| {
+                    let r = r.and_then(|inner| inner);
+                    let counter = if r.is_ok() { &app.metrics.registrations } else { &app.metrics.registration_failures };
+                    counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    done(r)
+                }
+            },
+        );
+    }
+
+    /// The registration job. Failures that must be counted are written and
+    /// returned as the inner error, so their counters commit.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn register_job(
+        &self,
+        tx: &mut WriteTx,
+        events: &mut Vec<Event>,
+        contract_no: &str,
+        user_id: &str,
+        token_id: &str,
+        otp1: &str,
+        otp2: &str,
+        creds: Credentials,
+        now: Ms,
+    ) -> Result<Result<RegistrationOutput>> {
+        let actor = format!("user:{contract_no}/{user_id}");
+        let mut token = tx.token(token_id)?;
+        let contract = tx.contract(contract_no)?;
+        let user = tx.user(contract_no, user_id)?;
+        let failed = |tx: &mut WriteTx, events: &mut Vec<Event>, token: Option<&mut Token>, e: Error| {
+            self.registration_failed(tx, events, &actor, contract_no, user_id, token_id, token, e, now)
+        };
+        // A wrong or unknown contract, user or password never counts against
+        // the token (a stranger naming someone's token must not revoke it),
+        // and a locked account says so only to the right password (API.md).
+        let (mut user, contract) = match (contract, user, creds) {
+            (Some(c), Some(u), Credentials::Right) if !u.password_locked => (u, c),
+            (_, Some(u), Credentials::Right) if u.password_locked => return failed(tx, events, None, Error::PasswordLocked),
+            (_, Some(mut u), Credentials::Wrong) => {
+                if !u.password_locked {
+                    let locked = u.password_failed(self.cfg().password_max_failures);
+                    tx.put_user(&u)?;
+                    if locked {
+                        tx.audit(NewEvent::new("password_locked", "system").user(contract_no, user_id))?;
+                    }
+                }
+                return failed(tx, events, None, Error::BadCredentials);
+            }
+            _ => return failed(tx, events, None, Error::BadCredentials),
+        };
+        user.password_ok();
+        match self.try_bind(&contract, &mut user, token.as_mut(), otp1, otp2, now) {
+            Ok(()) => {
+                let token = token.ok_or_else(|| Error::Internal("bound a missing token".into()))?;
+                tx.put_token(&token)?;
+                tx.put_user(&user)?;
+                tx.audit(
+                    NewEvent::new("registered", actor.clone())
+                        .user(contract_no, user_id)
+                        .detail(json!({"token_id": token_id, "otp_step": token.last_otp_step})),
+                )?;
+                Ok(Ok(RegistrationOutput {
+                    registration: Registration::Active.as_str(),
+                    token_id: token_id.to_string(),
+                    registered_at: rfc3339(now),
+                }))
+            }
+            Err(e) => {
+                if matches!(e, Error::TokenOrOtpMismatch) {
+                    user.registration_failures = user.registration_failures.saturating_add(1);
+                    user.last_registration_failure = Some(now);
+                }
+                // Keeps the password-failure reset and the registration counters.
+                tx.put_user(&user)?;
+                failed(tx, events, token.as_mut(), e)
+            }
+        }
+    }
+
+    /// A failed registration: counted on the token only for a token or code
+    /// failure after the credentials were right (never for a wrong or
+    /// unknown contract, user or password), audited, and returned as the
+    /// inner error so the job commits.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn registration_failed(
+        &self,
+        tx: &mut WriteTx,
+        events: &mut Vec<Event>,
+        actor: &str,
+        contract_no: &str,
+        user_id: &str,
+        token_id: &str,
+        token: Option<&mut Token>,
+        e: Error,
+        now: Ms,
+    ) -> Result<Result<RegistrationOutput>> {
+        // Only failures after the credentials were right reach here with a token.
+        if matches!(e, Error::TokenOrOtpMismatch) {
+            self.count_token_failure(tx, events, token, now)?;
+        }
+        tx.audit(
+            NewEvent::new("registration_failed", actor.to_string())
+                .user(contract_no, user_id)
+                .detail(json!({"token_id": token_id, "code": e.code()})),
+        )?;
+        Ok(Err(e))
+    }
+
+    /// The rules after a right password: contract, stop, one phone per user,
+    /// rate, token state and the two OTPs. Changes `user` and `token` only on success.
+    pub(super) fn try_bind(
+        &self,
+        contract: &Contract,
+        user: &mut User,
+        token: Option<&mut Token>,
+        otp1: &str,
+        otp2: &str,
+        now: Ms,
+    ) -> Result<()> {
+        user.check_can_register(contract)?;
+        if user.registration_failures >= self.cfg().otp_max_failures {
+            if let Some(last) = user.last_registration_failure {
+                if now < last + REGISTRATION_LOCKOUT {
+                    return Err(Error::RateLimited { retry_after_secs: (last + REGISTRATION_LOCKOUT - now).div_ceil(SECOND) });
+                }
+            }
+        }
+        let token = token.ok_or(Error::TokenOrOtpMismatch)?;
+        if token.bound_to.is_some() && !token.is_revoked() {
+            return Err(Error::TokenAlreadyBound);
+        }
+        if !token.open_for_registration(now) {
+            return Err(Error::TokenOrOtpMismatch);
+        }
+        let secret = self.secrets.open(token.token_id.as_bytes(), &token.otp_secret_sealed)?;
+        let step = totp::match_consecutive(&secret, otp1, otp2, totp::step_at(now / SECOND), self.cfg().otp_window, token.last_otp_step)
+            .ok_or(Error::TokenOrOtpMismatch)?;
+        token.last_otp_step = Some(step);
+        token.bound_to = Some((user.contract_no.clone(), user.user_id.clone()));
+        token.bound_at = Some(now);
+        token.failures = 0;
+        user.register(&token.token_id, now);
+        Ok(())
+    }
+
+    pub(super) fn count_token_failure(&self, tx: &mut WriteTx, events: &mut Vec<Event>, token: Option<&mut Token>, now: Ms) -> Result<()> {
+        let Some(t) = token else { return Ok(()) };
+        if !t.open_for_registration(now) {
+            return Ok(());
+        }
+        t.failures = t.failures.saturating_add(1);
+        if t.failures >= self.cfg().otp_max_failures {
+            t.revoke("too many failed registrations", now);
+            tx.audit(
+                NewEvent::new("token_revoked", "system").detail(json!({"token_id": t.token_id, "reason": "too many failed registrations"})),
+            )?;
+            events.push(Event::TokenRevoked(t.token_id.clone()));
+        }
+        tx.put_token(t)
+    }
+}
