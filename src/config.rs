@@ -164,6 +164,7 @@ fn kind(key: &str, s: &str) -> Result<Kind, ConfigError> {
 
 impl Config {
     /// Defaults only: what `onepush serve` runs with and no file.
+    #[allow(clippy::expect_used, reason = "the built-in defaults are valid; the unit tests build them")]
     pub fn defaults() -> Config {
         Config::build(RawConfig::default(), &Overrides::default()).expect("the defaults are valid")
     }

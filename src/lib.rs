@@ -28,6 +28,8 @@
 //! - `control`: management commands, run in-process or through the running
 //!   server's Unix socket.
 
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
+
 pub mod audit;
 pub mod client;
 pub mod config;
@@ -41,4 +43,5 @@ pub mod secrets;
 pub mod service;
 pub mod store;
 pub mod sweeper;
+pub mod sync;
 pub mod wakeup;

@@ -229,7 +229,7 @@ fn manage(cfg: &Config, cmd: Command) -> ExitCode {
                 eprintln!("onepush: no store at {}", cfg.store_path().display());
                 return ExitCode::from(1);
             }
-            match open_app(cfg, Arc::new(|_| {})) {
+            match open_app(cfg, Arc::default(), Arc::new(|_| {})) {
                 Ok(app) => control::execute(&app, cmd),
                 Err(e) => {
                     eprintln!("onepush: {e}");
@@ -289,7 +289,7 @@ fn restore(cfg: &Config, src: &std::path::Path) -> ExitCode {
         return fail(format!("{}: {e}", target.display()));
     }
     restrict(&target, 0o600);
-    match open_app(cfg, Arc::new(|_| {})).and_then(|app| app.verify_audit().map_err(|e| format!("{e:?}"))) {
+    match open_app(cfg, Arc::default(), Arc::new(|_| {})).and_then(|app| app.verify_audit().map_err(|e| format!("{e:?}"))) {
         Ok(Ok(n)) => {
             println!("restored {} ({check} audit entries); audit log intact: {n} entries", src.display());
             ExitCode::SUCCESS
@@ -299,7 +299,7 @@ fn restore(cfg: &Config, src: &std::path::Path) -> ExitCode {
     }
 }
 
-fn open_app(cfg: &Config, notify: onepush::service::Notify) -> Result<App, String> {
+fn open_app(cfg: &Config, metrics: Arc<onepush::metrics::Metrics>, notify: onepush::service::Notify) -> Result<App, String> {
     std::fs::create_dir_all(&cfg.data_dir).map_err(|e| format!("{}: {e}", cfg.data_dir.display()))?;
     restrict(&cfg.data_dir, 0o700);
     let store = Store::open(&cfg.store_path()).map_err(|e| match e {
@@ -307,7 +307,7 @@ fn open_app(cfg: &Config, notify: onepush::service::Notify) -> Result<App, Strin
         other => format!("opening the store: {other:?}"),
     })?;
     restrict(&cfg.store_path(), 0o600);
-    App::new(cfg.clone(), store, notify).map_err(|e| format!("{e:?}"))
+    App::new(cfg.clone(), store, metrics, notify).map_err(|e| format!("{e:?}"))
 }
 
 fn restrict(path: &std::path::Path, mode: u32) {
@@ -471,27 +471,21 @@ fn serve(cfg: Config, demo: bool, config_path: Option<PathBuf>, overrides: Overr
     raise_fd_limit();
     let (wtx, wrx) = std::sync::mpsc::channel::<http::waiters::Msg>();
     let notify_tx = std::sync::Mutex::new(wtx.clone());
-    // Wake-ups need the metrics, which the app owns: set once the app exists.
-    let wakeups: Arc<std::sync::OnceLock<onepush::wakeup::Wakeups>> = Arc::new(std::sync::OnceLock::new());
-    let wk = wakeups.clone();
+    let metrics = Arc::new(onepush::metrics::Metrics::default());
+    let wakeups = onepush::wakeup::Wakeups::start(metrics.clone());
     let notify: onepush::service::Notify = Arc::new(move |ev| match ev {
-        onepush::service::Event::Wake(w) => {
-            if let Some(wk) = wk.get() {
-                wk.send(w);
-            }
-        }
+        onepush::service::Event::Wake(w) => wakeups.send(w),
         other => {
             let _ = notify_tx.lock().expect("notify lock poisoned").send(http::waiters::Msg::Event(other));
         }
     });
-    let app = match open_app(&cfg, notify) {
+    let app = match open_app(&cfg, metrics, notify) {
         Ok(a) => Arc::new(a),
         Err(e) => {
             eprintln!("onepush: {e}");
             return ExitCode::from(1);
         }
     };
-    let _ = wakeups.set(onepush::wakeup::Wakeups::start(app.metrics.clone()));
     let listener = match http::bind(cfg.listen) {
         Ok(l) => l,
         Err(e) => {

@@ -94,7 +94,7 @@ impl Metrics {
 
     /// `operation` is login or approval, `result` allow/deny/challenge.
     pub fn decision(&self, operation: &'static str, result: &'static str, reason: &'static str) {
-        let mut m = self.logins.lock().expect("metrics lock poisoned");
+        let mut m = crate::sync::lock(&self.logins);
         *m.entry((operation, result, reason)).or_insert(0) += 1;
     }
 
@@ -105,7 +105,7 @@ impl Metrics {
         }
     }
 
-    pub fn render(&self, store_bytes: u64, writer: &crate::store::WriterStats) -> String {
+    pub fn render(&self, store_bytes: u64, writer: &WriterStats) -> String {
         let mut out = String::with_capacity(8192);
         let _ = writeln!(out, "# HELP onepush_challenges_created_total Push challenges created, by kind.");
         let _ = writeln!(out, "# TYPE onepush_challenges_created_total counter");
@@ -123,7 +123,7 @@ impl Metrics {
         }
         let _ = writeln!(out, "# HELP onepush_decisions_total Login and approval answers to the RP, by result and reason.");
         let _ = writeln!(out, "# TYPE onepush_decisions_total counter");
-        for ((op, result, reason), v) in self.logins.lock().expect("metrics lock poisoned").iter() {
+        for ((op, result, reason), v) in crate::sync::lock(&self.logins).iter() {
             let _ = writeln!(out, "onepush_decisions_total{{operation=\"{op}\",result=\"{result}\",reason=\"{reason}\"}} {v}");
         }
         let counters: [(&str, &str, u64); 12] = [
@@ -172,6 +172,16 @@ impl Metrics {
     }
 }
 
+/// What the store's single writer has done, for `/metrics`.
+#[derive(Default)]
+pub struct WriterStats {
+    pub commits: AtomicU64,
+    pub jobs: AtomicU64,
+    pub failed_batches: AtomicU64,
+    /// Time from the start of a batch's transaction to its commit returning.
+    pub commit_time: Histogram,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -183,7 +193,7 @@ mod tests {
         m.challenge_closed(Kind::Login, Status::Approved);
         m.decision("login", "deny", "bad_credentials");
         m.wake_latency.observe(Duration::from_micros(300));
-        let text = m.render(4096, &crate::store::WriterStats::default());
+        let text = m.render(4096, &WriterStats::default());
         assert!(text.contains("onepush_challenges_closed_total{kind=\"login\",status=\"approved\"} 1"));
         assert!(text.contains("onepush_decisions_total{operation=\"login\",result=\"deny\",reason=\"bad_credentials\"} 1"));
         assert!(text.contains("onepush_wake_latency_seconds_bucket{le=\"0.0005\"} 1"));

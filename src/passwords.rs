@@ -76,17 +76,17 @@ impl Passwords {
     }
 
     fn take_area(&self) -> Vec<Block> {
-        let mut areas = self.areas.lock().expect("argon2 pool lock poisoned");
+        let mut areas = crate::sync::lock(&self.areas);
         loop {
             if let Some(a) = areas.pop() {
                 return a;
             }
-            areas = self.freed.wait(areas).expect("argon2 pool lock poisoned");
+            areas = crate::sync::wait(&self.freed, areas);
         }
     }
 
     fn give_area(&self, area: Vec<Block>) {
-        self.areas.lock().expect("argon2 pool lock poisoned").push(area);
+        crate::sync::lock(&self.areas).push(area);
         self.freed.notify_one();
     }
 }

@@ -14,6 +14,7 @@ use crate::service::App;
 
 const AUDIT_HEAD_LOG_EVERY: Ms = 600 * SECOND;
 
+#[allow(clippy::expect_used, reason = "started once at start: without this thread there is no service")]
 pub fn spawn(app: Arc<App>, stop: Receiver<()>) -> std::thread::JoinHandle<()> {
     let mut log_head_at = 0;
     std::thread::Builder::new()

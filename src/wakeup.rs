@@ -57,7 +57,7 @@ impl Wakeups {
 
 fn run(rx: &Mutex<Receiver<Wake>>, agent: &ureq::Agent, metrics: &Metrics) {
     loop {
-        let next = rx.lock().expect("wake-up queue lock poisoned").recv();
+        let next = crate::sync::lock(rx).recv();
         let Ok(w) = next else { return };
         let body = serde_json::json!({"challenge_id": w.challenge_id}).to_string();
         let mut delivered = false;

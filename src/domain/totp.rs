@@ -17,6 +17,7 @@ pub fn step_at(unix_secs: u64) -> u64 {
 }
 
 /// The HOTP value for `counter`, with `digits` digits (zero-padded).
+#[allow(clippy::expect_used, reason = "HMAC takes a key of any length, so new_from_slice cannot fail")]
 pub fn hotp(secret: &[u8], counter: u64, digits: u32) -> String {
     let mut mac = <Hmac<Sha1> as KeyInit>::new_from_slice(secret).expect("HMAC takes keys of any length");
     mac.update(&counter.to_be_bytes());

@@ -161,7 +161,7 @@ pub fn run_workers(http: Arc<Http>, server: Arc<tiny_http::Server>, workers: usi
                     }
                 }
             })
-            .expect("spawning an HTTP worker");
+            .map_err(|e| format!("spawning an HTTP worker: {e}"))?;
     }
     watch_tiny_http_threads(fatal_tx);
     let mut stopped = 0;

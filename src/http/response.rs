@@ -73,6 +73,7 @@ pub struct Exchange {
     extra_headers: Vec<Header>,
 }
 
+#[allow(clippy::expect_used, reason = "called with onepush's own header names and ASCII values only")]
 fn header(name: &str, value: &str) -> Header {
     Header::from_bytes(name.as_bytes(), value.as_bytes()).expect("static header names and ASCII values")
 }
@@ -82,10 +83,12 @@ impl Exchange {
         Exchange { req: Some(req), started: Instant::now(), id: NEXT_ID.fetch_add(1, Relaxed), metrics, extra_headers: vec![] }
     }
 
+    #[allow(clippy::expect_used, reason = "an exchange holds its request until it answers, which consumes it")]
     pub fn request(&self) -> &Request {
         self.req.as_ref().expect("an exchange holds its request until it answers")
     }
 
+    #[allow(clippy::expect_used, reason = "an exchange holds its request until it answers, which consumes it")]
     pub fn request_mut(&mut self) -> &mut Request {
         self.req.as_mut().expect("an exchange holds its request until it answers")
     }

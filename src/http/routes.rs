@@ -87,6 +87,7 @@ pub fn handle(http: &Arc<Http>, req: tiny_http::Request) {
         (Get, ["api", "openapi.json"]) => static_file(ex, "openapi.json"),
         (Get, ["static", name]) => static_file(ex, name),
         (Get, [name]) if (*name != "demo" || http.demo) && assets::page(name).is_some() => {
+            #[allow(clippy::expect_used, reason = "the arm's guard found the page")]
             let a = assets::page(name).expect("the guard found it");
             ex.send(200, a.content_type, a.body)
         }

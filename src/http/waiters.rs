@@ -63,6 +63,7 @@ struct Waiters {
     next_id: u64,
 }
 
+#[allow(clippy::expect_used, reason = "started once at start: without this thread there is no service")]
 pub fn spawn(app: Arc<App>, rx: Receiver<Msg>) -> std::thread::JoinHandle<()> {
     std::thread::Builder::new()
         .name("waiters".into())

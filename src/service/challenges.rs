@@ -86,7 +86,7 @@ impl App {
     /// was fetched but never answered closes as `undelivered`.)
     pub fn deliver(&self, token_id: &str, now: Ms) -> Result<Vec<Challenge>> {
         let mut list: Vec<Challenge> = self.store.read()?.pending_for_token(token_id)?.into_iter().filter(|c| now < c.expires_at).collect();
-        let mut marks = self.delivered.lock().expect("delivered lock poisoned");
+        let mut marks = crate::sync::lock(&self.delivered);
         for c in &mut list {
             let at = *marks.entry(c.id.clone()).or_insert(now);
             c.mark_delivered(at);
@@ -96,7 +96,7 @@ impl App {
 
     /// Applies the in-memory delivered mark to a challenge about to close.
     pub(crate) fn apply_delivered(&self, c: &mut Challenge) {
-        if let Some(&at) = self.delivered.lock().expect("delivered lock poisoned").get(&c.id) {
+        if let Some(&at) = crate::sync::lock(&self.delivered).get(&c.id) {
             c.mark_delivered(at);
         }
     }

@@ -171,11 +171,11 @@ impl App {
 
     /// A token's public key, decoded once.
     pub(super) fn device_key(&self, public_key: &str) -> Result<ed25519_dalek::VerifyingKey> {
-        if let Some(k) = self.keys.lock().expect("key cache lock poisoned").get(public_key) {
+        if let Some(k) = crate::sync::lock(&self.keys).get(public_key) {
             return Ok(*k);
         }
         let k = sig::parse_public_key("public_key", public_key)?;
-        let mut cache = self.keys.lock().expect("key cache lock poisoned");
+        let mut cache = crate::sync::lock(&self.keys);
         if cache.len() >= 100_000 {
             cache.clear();
         }

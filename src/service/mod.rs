@@ -133,7 +133,7 @@ impl AfterCommit {
                     if c.report_fraud {
                         self.metrics.fraud_reports.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     }
-                    self.delivered.lock().expect("delivered lock poisoned").remove(&c.id);
+                    crate::sync::lock(&self.delivered).remove(&c.id);
                     (self.notify)(Event::Closed(c, committed));
                 }
                 other => (self.notify)(other),
@@ -173,7 +173,7 @@ pub struct App {
 }
 
 impl App {
-    pub fn new(cfg: Config, store: Store, notify: Notify) -> Result<App> {
+    pub fn new(cfg: Config, store: Store, metrics: Arc<Metrics>, notify: Notify) -> Result<App> {
         let passwords = Passwords::new(cfg.argon2_memory_kib, cfg.argon2_iterations)?;
         let secrets = crate::secrets::SecretBox::load_or_create(&cfg.secret_key_file).map_err(Error::Internal)?;
         let (audit_key, audit_key_created) = crate::audit::AuditKey::load_or_create(&cfg.audit_key_file).map_err(Error::Internal)?;
@@ -184,7 +184,7 @@ impl App {
             config: std::sync::RwLock::new(Arc::new(cfg)),
             store,
             writer,
-            metrics: Arc::new(Metrics::default()),
+            metrics,
             passwords,
             secrets,
             notify,
@@ -238,13 +238,13 @@ impl App {
 
     /// The settings in force.
     pub fn cfg(&self) -> Arc<Config> {
-        self.config.read().expect("config lock poisoned").clone()
+        crate::sync::read(&self.config).clone()
     }
 
     /// SIGHUP: takes the settings that can change while serving, and says
     /// which of the others differ (they need a restart).
     pub fn reload(&self, new: Config) -> Vec<&'static str> {
-        let mut guard = self.config.write().expect("config lock poisoned");
+        let mut guard = crate::sync::write(&self.config);
         let old = guard.clone();
         let mut kept = Vec::new();
         let mut next = new;
@@ -297,14 +297,14 @@ impl App {
     pub fn rp_for_key(&self, key: &str) -> Result<String> {
         let hash = sig::sha256_hex(key.as_bytes());
         let generation = {
-            let cache = self.rp_cache.lock().expect("rp cache lock poisoned");
+            let cache = crate::sync::lock(&self.rp_cache);
             if let Some(name) = cache.1.get(&hash) {
                 return Ok(name.clone());
             }
             cache.0
         };
         let name = self.store.read()?.rp_name_by_hash(&hash)?.ok_or_else(|| Error::Unauthorized("unknown or revoked API key".into()))?;
-        let mut cache = self.rp_cache.lock().expect("rp cache lock poisoned");
+        let mut cache = crate::sync::lock(&self.rp_cache);
         if cache.0 == generation && cache.1.len() < 10_000 {
             cache.1.insert(hash, name.clone());
         }

@@ -17,7 +17,7 @@ impl App {
             b
         });
         let code = format!("{}-{}-{}-{}", &raw[..4], &raw[4..8], &raw[8..12], &raw[12..16]);
-        *self.bootstrap.lock().expect("bootstrap lock poisoned") = Some((code.clone(), now));
+        *crate::sync::lock(&self.bootstrap) = Some((code.clone(), now));
         Ok(Some(code))
     }
 
@@ -26,7 +26,7 @@ impl App {
     pub fn bootstrap(&self, code: &str, username: &str, password: &Password, ip: IpAddr, now: Ms) -> Result<String> {
         self.rate_limit("signin", ip, SIGNIN_RATE_LIMIT, SIGNIN_RATE_WINDOW, now)?;
         {
-            let mut slot = self.bootstrap.lock().expect("bootstrap lock poisoned");
+            let mut slot = crate::sync::lock(&self.bootstrap);
             // Any operator, however made (the CLI too), ends the code.
             if slot.is_some() && self.store.read()?.operator_count()? > 0 {
                 *slot = None;
@@ -76,7 +76,7 @@ impl App {
             return Err(Error::Unauthorized("username or password is wrong".into()));
         }
         let token = ids::random_b64(32);
-        let mut s = self.sessions.lock().expect("session lock poisoned");
+        let mut s = crate::sync::lock(&self.sessions);
         s.retain(|_, v| now < v.created + SESSION_MAX && now < v.last_seen + SESSION_IDLE);
         s.insert(sig::sha256_hex(token.as_bytes()), Session { operator: username.to_string(), created: now, last_seen: now });
         Ok(token)
@@ -85,7 +85,7 @@ impl App {
     /// The operator behind a session cookie, or 401.
     pub fn admin_session(&self, token: &str, now: Ms) -> Result<String> {
         let key = sig::sha256_hex(token.as_bytes());
-        let mut s = self.sessions.lock().expect("session lock poisoned");
+        let mut s = crate::sync::lock(&self.sessions);
         match s.get_mut(&key) {
             Some(v) if now < v.created + SESSION_MAX && now < v.last_seen + SESSION_IDLE => {
                 v.last_seen = now;
@@ -100,7 +100,7 @@ impl App {
     }
 
     pub fn admin_logout(&self, token: &str) {
-        self.sessions.lock().expect("session lock poisoned").remove(&sig::sha256_hex(token.as_bytes()));
+        crate::sync::lock(&self.sessions).remove(&sig::sha256_hex(token.as_bytes()));
     }
 
     /// `onepush operator add` / `passwd`.
@@ -124,7 +124,7 @@ impl App {
         })?;
         if create {
             // The first operator exists: the one-time code has done its job.
-            *self.bootstrap.lock().expect("bootstrap lock poisoned") = None;
+            *crate::sync::lock(&self.bootstrap) = None;
             let _ = std::fs::remove_file(self.cfg().data_dir.join(BOOTSTRAP_CODE_FILE));
         }
         Ok(())
@@ -170,7 +170,7 @@ impl App {
             tx.audit(NewEvent::new("rp_key_revoked", actor.clone()).detail(json!({"name": name})))?;
             Ok(())
         })?;
-        let mut cache = self.rp_cache.lock().expect("rp cache lock poisoned");
+        let mut cache = crate::sync::lock(&self.rp_cache);
         cache.0 += 1;
         cache.1.clear();
         Ok(())

@@ -10,7 +10,7 @@
 //! writing would leave a partial change, so its whole batch is rolled back
 //! and re-run without it.
 
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, OnceLock};
 use std::thread;
@@ -22,7 +22,7 @@ use super::WriteTx;
 use crate::audit::AuditKey;
 use crate::domain::now_ms;
 use crate::error::{Error, Result};
-use crate::metrics::Histogram;
+use crate::metrics::WriterStats;
 
 const MAX_BATCH: usize = 512;
 
@@ -104,16 +104,6 @@ where
     }
 }
 
-/// What the writer has done, for `/metrics`.
-#[derive(Default)]
-pub struct WriterStats {
-    pub commits: AtomicU64,
-    pub jobs: AtomicU64,
-    pub failed_batches: AtomicU64,
-    /// Time from the start of a batch's transaction to its commit returning.
-    pub commit_time: Histogram,
-}
-
 #[derive(Clone)]
 pub struct Writer {
     tx: Sender<Box<dyn Job>>,
@@ -121,6 +111,7 @@ pub struct Writer {
 }
 
 impl Writer {
+    #[allow(clippy::expect_used, reason = "started once per store: without this thread nothing is written")]
     pub(super) fn start(db: Arc<Database>, audit_key: Arc<OnceLock<AuditKey>>) -> Writer {
         let (tx, rx) = mpsc::channel::<Box<dyn Job>>();
         let stats = Arc::new(WriterStats::default());
