@@ -17,7 +17,6 @@ use serde::{Deserialize, Serialize};
 use crate::domain::ids::Password;
 use crate::domain::{now_ms, rfc3339};
 use crate::service::App;
-use crate::store::Reader;
 
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(tag = "cmd", rename_all = "snake_case")]
@@ -61,7 +60,7 @@ pub fn execute(app: &App, cmd: Command) -> Output {
             Ok(key) => Output::ok(format!("{key}\n")),
             Err(e) => usage_or_fail(e),
         },
-        Command::RpKeyList => match app.store.read().and_then(|r| r.rp_keys()) {
+        Command::RpKeyList => match app.rp_keys() {
             Ok(keys) => Output::ok(
                 keys.iter()
                     .map(|k| {
@@ -105,7 +104,7 @@ pub fn execute(app: &App, cmd: Command) -> Output {
             },
             Err(e) => Output::fail(1, e),
         },
-        Command::Backup { dest } => match app.store.backup_to(std::path::Path::new(&dest)) {
+        Command::Backup { dest } => match app.backup_to(std::path::Path::new(&dest)) {
             Ok(n) => Output::ok(format!(
                 "backup written to {dest} ({n} records)\n\
                  the OTP secrets in it open only with the key file {key}, and its audit log verifies only with\n\
@@ -122,38 +121,10 @@ pub fn execute(app: &App, cmd: Command) -> Output {
                 },
             ),
         },
-        Command::AuditExport => {
-            let mut out = String::new();
-            let mut after = 0;
-            let r = match app.store.read() {
-                Ok(r) => r,
-                Err(e) => return Output::fail(1, e),
-            };
-            loop {
-                match r.audit_after(after, 10_000) {
-                    Ok(page) if page.is_empty() => break,
-                    Ok(page) => {
-                        for e in page {
-                            after = e.seq;
-                            out.push_str(&serde_json::to_string(&e).unwrap_or_default());
-                            out.push('\n');
-                        }
-                    }
-                    Err(e) => return Output::fail(1, e),
-                }
-            }
-            // The head signed in the same snapshot, so the export can be
-            // checked elsewhere with only the public key.
-            match r.audit_signed_head() {
-                Ok(Some(signed_head)) => {
-                    out.push_str(&serde_json::to_string(&crate::audit::ExportLine::Head { signed_head }).unwrap_or_default());
-                    out.push('\n');
-                }
-                Ok(None) => {}
-                Err(e) => return Output::fail(1, e),
-            }
-            Output::ok(out)
-        }
+        Command::AuditExport => match app.audit_export() {
+            Ok(out) => Output::ok(out),
+            Err(e) => Output::fail(1, e),
+        },
     }
 }
 

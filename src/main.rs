@@ -12,7 +12,7 @@ use clap::{Parser, Subcommand};
 use onepush::config::{Config, Overrides};
 use onepush::control::{self, Command};
 use onepush::service::App;
-use onepush::store::{Reader, Store};
+use onepush::store::Store;
 use onepush::{http, sweeper};
 
 #[derive(Parser)]
@@ -347,8 +347,7 @@ fn systemd_ready(app: Arc<onepush::service::App>) {
     let Some(every) = sd_notify::watchdog_enabled() else { return };
     let _ = std::thread::Builder::new().name("watchdog".into()).spawn(move || loop {
         std::thread::sleep(every / 2);
-        let healthy = app.store.read().and_then(|_| app.writer.call(onepush::store::Durability::Lazy, |_| Ok(()))).is_ok();
-        if healthy {
+        if app.healthy() {
             let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
         } else {
             log::error!("watchdog: the store does not answer");
@@ -452,7 +451,7 @@ fn handle_signals(
         let _ = http.waiters.send(http::waiters::Msg::Shutdown(ack_tx));
         let _ = ack_rx.recv_timeout(std::time::Duration::from_secs(3));
         // Everything queued before this empty job is committed when it returns.
-        let _ = http.app.writer.call(onepush::store::Durability::Durable, |_| Ok(()));
+        let _ = http.app.flush();
         log::info!("stopped in {} ms", started.elapsed().as_millis());
         std::process::exit(0);
     });
@@ -520,7 +519,7 @@ fn serve(cfg: Config, demo: bool, config_path: Option<PathBuf>, overrides: Overr
     println!("  pages:          http://{addr}/  /register  /app  /admin  /notices");
     println!("  API reference:  http://{addr}/api/openapi.json");
     if !demo {
-        if let Ok(list) = app.store.read().and_then(|r| r.demo_contracts()) {
+        if let Ok(list) = app.demo_contracts() {
             if !list.is_empty() {
                 log::warn!(
                     "the store holds the demo contracts {} whose users' passwords are published; cancel them (POST /api/v1/admin/contracts/NO/cancel) unless this is a demo",
@@ -544,11 +543,7 @@ fn serve(cfg: Config, demo: bool, config_path: Option<PathBuf>, overrides: Overr
             }
         }
     }
-    let (operators, rp_keys) = app
-        .store
-        .read()
-        .and_then(|r| Ok((r.operator_count()?, r.rp_keys()?.iter().filter(|k| k.revoked_at.is_none()).count())))
-        .unwrap_or((0, 0));
+    let (operators, rp_keys) = app.operator_and_live_key_counts().unwrap_or((0, 0));
     if operators == 0 {
         if let Ok(Some(code)) = app.bootstrap_code(onepush::domain::now_ms()) {
             use std::io::IsTerminal;

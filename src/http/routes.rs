@@ -15,10 +15,9 @@ use super::{assets, Http, DEMO_RP};
 use crate::domain::ids::Password;
 use crate::domain::{now_ms, parse_rfc3339, rfc3339};
 use crate::error::Error;
-use crate::http::views::{contract_view, notice_view, rp_view, user_view};
+use crate::http::views::{contract_view, notice_view, rp_view, system_view, user_view};
 use crate::service::AuditQuery;
 use crate::service::DeviceRequest;
-use crate::store::Reader;
 
 /// Every endpoint: method and path pattern (`{x}` is one segment).
 pub const ROUTES: &[(&str, &str)] = &[
@@ -81,7 +80,7 @@ pub fn handle(http: &Arc<Http>, req: tiny_http::Request) {
     match (&method, segs.as_slice()) {
         (Get, ["healthz"]) => healthz(http, ex),
         (Get, ["metrics"]) => {
-            let text = http.app.metrics.render(http.app.store.stats().file_bytes, &http.app.writer.stats);
+            let text = http.app.metrics_text();
             ex.send(200, "text/plain; version=0.0.4", text.into_bytes())
         }
         (Get, ["api", "openapi.json"]) => static_file(ex, "openapi.json"),
@@ -185,14 +184,14 @@ fn static_file(ex: Exchange, name: &str) {
 }
 
 fn healthz(http: &Arc<Http>, ex: Exchange) {
-    match http.app.store.read().and_then(|r| r.system()) {
-        Ok(_) => ex.json(200, &json!({"status": "ok"})),
+    match http.app.store_answers() {
+        Ok(()) => ex.json(200, &json!({"status": "ok"})),
         Err(e) => ex.error(&e),
     }
 }
 
 fn status(http: &Arc<Http>, ex: Exchange) {
-    match http.app.store.read().and_then(|r| r.system()) {
+    match http.app.system() {
         Ok(s) => ex.json(200, &json!({"push_suspended": s.push_suspended, "server_time": rfc3339(now_ms())})),
         Err(e) => ex.error(&e),
     }
@@ -518,10 +517,6 @@ fn admin_action(http: &Arc<Http>, ex: Exchange, no: &str, uid: &str, action: &st
     let Some((op, mut ex)) = operator(http, ex) else { return };
     let r = json_body(ex.request_mut()).and_then(|input| http.app.operator_action(&op, no, uid, action, input, now_ms()));
     ex.result(200, r.map(|u| user_view(&u)))
-}
-
-fn system_view(s: &crate::store::SystemState) -> serde_json::Value {
-    json!({"push_suspended": s.push_suspended, "notice_id": s.notice_id})
 }
 
 fn admin_get_system(http: &Arc<Http>, ex: Exchange) {

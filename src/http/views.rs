@@ -5,7 +5,7 @@ use serde_json::{json, Value};
 use crate::domain::account::{Contract, User};
 use crate::domain::challenge::Challenge;
 use crate::domain::rfc3339;
-use crate::store::Notice;
+use crate::store::{Notice, SystemState};
 
 /// A challenge as its RP sees it.
 pub fn rp_view(c: &Challenge) -> Value {
@@ -61,4 +61,9 @@ pub fn contract_view(c: &Contract) -> Value {
 pub fn notice_view(n: &Notice) -> Value {
     json!({"id": n.id, "kind": n.kind, "title": n.title, "body": n.body, "lang": n.lang,
            "starts_at": rfc3339(n.starts_at), "ends_at": n.ends_at.map(rfc3339)})
+}
+
+/// The system-wide switches as operators see them.
+pub fn system_view(s: &SystemState) -> Value {
+    json!({"push_suspended": s.push_suspended, "notice_id": s.notice_id})
 }

@@ -50,4 +50,9 @@ impl App {
         }
         Ok(DemoSeed { users: DEMO_USERS.iter().filter(|u| mine.iter().any(|m| m == u.0)).copied().collect() })
     }
+
+    /// The contracts `--demo` created (their users' passwords are published).
+    pub fn demo_contracts(&self) -> Result<Vec<String>> {
+        self.store.read()?.demo_contracts()
+    }
 }

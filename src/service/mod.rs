@@ -151,8 +151,8 @@ struct Session {
 pub struct App {
     /// Replaced whole on SIGHUP (`reload`); read with `cfg()`.
     config: std::sync::RwLock<Arc<Config>>,
-    pub store: Store,
-    pub writer: Writer,
+    store: Store,
+    writer: Writer,
     pub metrics: Arc<Metrics>,
     pub passwords: Passwords,
     pub secrets: crate::secrets::SecretBox,

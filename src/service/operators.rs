@@ -235,4 +235,66 @@ impl App {
             Err(e) => log::error!("audit head: {e}"),
         }
     }
+
+    /// `onepush rp-key list`: every key, live or revoked.
+    pub fn rp_keys(&self) -> Result<Vec<RpKey>> {
+        self.store.read()?.rp_keys()
+    }
+
+    /// How many operators and live RP keys exist (the start-up hints).
+    pub fn operator_and_live_key_counts(&self) -> Result<(u64, usize)> {
+        let r = self.store.read()?;
+        Ok((r.operator_count()?, r.rp_keys()?.iter().filter(|k| k.revoked_at.is_none()).count()))
+    }
+
+    /// `onepush backup DEST`: a consistent copy of the store, while serving.
+    pub fn backup_to(&self, dest: &std::path::Path) -> Result<u64> {
+        self.store.backup_to(dest)
+    }
+
+    /// `onepush audit export`: every entry as a JSON line, oldest first, then
+    /// the head signed in the same snapshot, so that the export can be
+    /// checked elsewhere with only the public key.
+    pub fn audit_export(&self) -> Result<String> {
+        let r = self.store.read()?;
+        let mut out = String::new();
+        let mut after = 0;
+        loop {
+            let page = r.audit_after(after, 10_000)?;
+            if page.is_empty() {
+                break;
+            }
+            for e in page {
+                after = e.seq;
+                out.push_str(&serde_json::to_string(&e).map_err(|e| Error::Internal(e.to_string()))?);
+                out.push('\n');
+            }
+        }
+        if let Some(signed_head) = r.audit_signed_head()? {
+            let line = crate::audit::ExportLine::Head { signed_head };
+            out.push_str(&serde_json::to_string(&line).map_err(|e| Error::Internal(e.to_string()))?);
+            out.push('\n');
+        }
+        Ok(out)
+    }
+
+    /// The watchdog's check: a read and an empty write job both answer.
+    pub fn healthy(&self) -> bool {
+        self.store.read().is_ok() && self.writer.call(Durability::Lazy, |_| Ok(())).is_ok()
+    }
+
+    /// Returns once everything queued before it is committed (shutdown).
+    pub fn flush(&self) -> Result<()> {
+        self.writer.call(Durability::Durable, |_| Ok(()))
+    }
+
+    /// `/healthz`: the store answers a read.
+    pub fn store_answers(&self) -> Result<()> {
+        self.store.read()?.system().map(|_| ())
+    }
+
+    /// `/metrics` in Prometheus text.
+    pub fn metrics_text(&self) -> String {
+        self.metrics.render(self.store.stats().file_bytes, &self.writer.stats)
+    }
 }
