@@ -26,6 +26,84 @@ pub struct NewUser {
     pub transaction_password: Option<Password>,
 }
 
+impl NewUser {
+    /// The field rules, for the admin API and the CSV import alike.
+    fn validate(&self) -> Result<Role> {
+        check_user_id("user_id", &self.user_id)?;
+        check_text("name", &self.name, 1, 100)?;
+        let role = Role::parse("role", &self.role)?;
+        self.password.check("password")?;
+        if let Some(p) = &self.transaction_password {
+            p.check("transaction_password")?;
+        }
+        Ok(role)
+    }
+}
+
+/// Why a user cannot be added under a contract.
+enum NewUserRefused {
+    NoContract,
+    /// The contract is cancelled (`Contract::check_open`), or the store failed.
+    Error(Error),
+    Exists,
+    /// The contract has this service admin already.
+    ServiceAdminTaken(String),
+}
+
+impl NewUserRefused {
+    /// As the admin API answers it.
+    fn api_error(self, contract_no: &str, user_id: &str) -> Error {
+        match self {
+            NewUserRefused::NoContract => Error::NotFound("no such contract".into()),
+            NewUserRefused::Error(e) => e,
+            NewUserRefused::Exists => Error::Conflict(format!("user {user_id} exists in contract {contract_no}")),
+            NewUserRefused::ServiceAdminTaken(sa) => {
+                Error::Conflict(format!("the contract's service admin is {sa}; change it with service-admin"))
+            }
+        }
+    }
+
+    /// As a line of the CSV import reports it, naming the column.
+    fn line_error(self) -> Error {
+        match self {
+            NewUserRefused::NoContract => Error::bad_field("contract_no", "no such contract"),
+            NewUserRefused::Error(e) => Error::bad_field("contract_no", e.to_string()),
+            NewUserRefused::Exists => Error::bad_field("user_id", "exists already"),
+            NewUserRefused::ServiceAdminTaken(_) => Error::bad_field("role", "the contract has a service admin already"),
+        }
+    }
+}
+
+/// The one check for a new user's place: the contract exists and is open,
+/// the user id is free in it, and a service admin is the contract's first.
+fn check_new_user(r: &impl Reader, contract_no: &str, user_id: &str, role: Role) -> std::result::Result<Contract, NewUserRefused> {
+    let contract = r.contract(contract_no).map_err(NewUserRefused::Error)?.ok_or(NewUserRefused::NoContract)?;
+    contract.check_open().map_err(NewUserRefused::Error)?;
+    if r.user(contract_no, user_id).map_err(NewUserRefused::Error)?.is_some() {
+        return Err(NewUserRefused::Exists);
+    }
+    if let (Role::ServiceAdmin, Some(sa)) = (role, &contract.service_admin) {
+        return Err(NewUserRefused::ServiceAdminTaken(sa.clone()));
+    }
+    Ok(contract)
+}
+
+/// The one write of a new user: the record, the contract's service admin
+/// when it is one, and the audit entry (`via` names the import).
+fn insert_user(tx: &mut WriteTx, contract: &mut Contract, u: &User, actor: &str, via: Option<&str>) -> Result<()> {
+    if u.role == Role::ServiceAdmin {
+        contract.service_admin = Some(u.user_id.clone());
+        tx.put_contract(contract)?;
+    }
+    tx.put_user(u)?;
+    let mut detail = json!({"role": u.role, "name": u.name});
+    if let Some(via) = via {
+        detail["via"] = json!(via);
+    }
+    tx.audit(NewEvent::new("user_created", actor.to_string()).user(&u.contract_no, &u.user_id).detail(detail))?;
+    Ok(())
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ActionInput {
@@ -103,37 +181,16 @@ impl App {
 
     pub fn create_user(&self, operator: &str, contract_no: &str, input: NewUser, now: Ms) -> Result<User> {
         check_contract_no("contract_no", contract_no)?;
-        check_user_id("user_id", &input.user_id)?;
-        check_text("name", &input.name, 1, 100)?;
-        let role = Role::parse("role", &input.role)?;
-        input.password.check("password")?;
-        if let Some(p) = &input.transaction_password {
-            p.check("transaction_password")?;
-        }
+        let role = input.validate()?;
         let password_hash = self.passwords.hash(input.password.expose())?;
         let tx_hash = input.transaction_password.as_ref().map(|p| self.passwords.hash(p.expose())).transpose()?;
         let actor = format!("operator:{operator}");
         let contract_no = contract_no.to_string();
         self.call(Durability::Durable, move |tx, _| {
-            let mut contract = tx.contract(&contract_no)?.ok_or_else(|| Error::NotFound("no such contract".into()))?;
-            contract.check_open()?;
-            if tx.user(&contract_no, &input.user_id)?.is_some() {
-                return Err(Error::Conflict(format!("user {} exists in contract {contract_no}", input.user_id)));
-            }
-            if role == Role::ServiceAdmin {
-                if let Some(sa) = &contract.service_admin {
-                    return Err(Error::Conflict(format!("the contract's service admin is {sa}; change it with service-admin")));
-                }
-            }
+            let mut contract =
+                check_new_user(tx, &contract_no, &input.user_id, role).map_err(|e| e.api_error(&contract_no, &input.user_id))?;
             let u = User::new(&contract_no, &input.user_id, &input.name, role, password_hash.clone(), tx_hash.clone(), now);
-            if role == Role::ServiceAdmin {
-                contract.service_admin = Some(u.user_id.clone());
-                tx.put_contract(&contract)?;
-            }
-            tx.put_user(&u)?;
-            tx.audit(
-                NewEvent::new("user_created", actor.clone()).user(&contract_no, &u.user_id).detail(json!({"role": role, "name": u.name})),
-            )?;
+            insert_user(tx, &mut contract, &u, &actor, None)?;
             Ok(u)
         })
     }
@@ -391,30 +448,20 @@ impl App {
             }
             let mut check = || -> Result<NewUser> {
                 check_contract_no("contract_no", f[0])?;
-                check_user_id("user_id", f[1])?;
-                check_text("name", f[2], 1, 100)?;
-                let role = Role::parse("role", f[3])?;
-                let pw = Password::new(f[4].to_string());
-                pw.check("password")?;
-                let txpw = f.get(5).filter(|s| !s.is_empty()).map(|s| Password::new(s.to_string()));
-                if let Some(p) = &txpw {
-                    p.check("transaction_password")?;
-                }
-                let contract = r.contract(f[0])?.ok_or_else(|| Error::bad_field("contract_no", "no such contract"))?;
-                contract.check_open().map_err(|e| Error::bad_field("contract_no", e.to_string()))?;
-                if r.user(f[0], f[1])?.is_some() {
-                    return Err(Error::bad_field("user_id", "exists already"));
-                }
-                if role == Role::ServiceAdmin && (contract.service_admin.is_some() || !service_admins.insert(f[0].to_string())) {
-                    return Err(Error::bad_field("role", "the contract has a service admin already"));
-                }
-                Ok(NewUser {
+                let u = NewUser {
                     user_id: f[1].to_string(),
                     name: f[2].to_string(),
                     role: f[3].to_string(),
-                    password: pw,
-                    transaction_password: txpw,
-                })
+                    password: Password::new(f[4].to_string()),
+                    transaction_password: f.get(5).filter(|s| !s.is_empty()).map(|s| Password::new(s.to_string())),
+                };
+                let role = u.validate()?;
+                let contract = check_new_user(&r, f[0], f[1], role).map_err(NewUserRefused::line_error)?;
+                // Two service admins for one contract within the file.
+                if role == Role::ServiceAdmin && !service_admins.insert(contract.contract_no) {
+                    return Err(NewUserRefused::ServiceAdminTaken(String::new()).line_error());
+                }
+                Ok(u)
             };
             match check() {
                 Ok(u) => {
@@ -435,25 +482,17 @@ impl App {
         for (_, c, u) in rows {
             let ph = self.passwords.hash(u.password.expose())?;
             let th = u.transaction_password.as_ref().map(|p| self.passwords.hash(p.expose())).transpose()?;
-            prepared.push((c, u.user_id, u.name, Role::parse("role", &u.role)?, ph, th));
+            let role = u.validate()?;
+            prepared.push(User::new(&c, &u.user_id, &u.name, role, ph, th, now));
         }
         let n = prepared.len();
         let actor = actor.to_string();
         self.call(Durability::Durable, move |tx, _| {
-            for (c, uid, name, role, ph, th) in &prepared {
-                let mut contract = tx.contract(c)?.ok_or_else(|| Error::Conflict(format!("contract {c} vanished")))?;
-                if tx.user(c, uid)?.is_some() {
-                    return Err(Error::Conflict(format!("user {uid} of {c} was created meanwhile; nothing imported")));
-                }
-                let u = User::new(c, uid, name, *role, ph.clone(), th.clone(), now);
-                if *role == Role::ServiceAdmin {
-                    contract.service_admin = Some(uid.clone());
-                    tx.put_contract(&contract)?;
-                }
-                tx.put_user(&u)?;
-                tx.audit(
-                    NewEvent::new("user_created", actor.clone()).user(c, uid).detail(json!({"role": role, "name": name, "via": "import"})),
-                )?;
+            for u in &prepared {
+                // Checked again in the transaction: something may have changed since the file was read.
+                let mut contract = check_new_user(tx, &u.contract_no, &u.user_id, u.role)
+                    .map_err(|e| Error::Conflict(format!("{}; nothing imported", e.api_error(&u.contract_no, &u.user_id))))?;
+                insert_user(tx, &mut contract, u, &actor, Some("import"))?;
             }
             Ok(())
         })?;
