@@ -195,6 +195,25 @@ impl App {
         })
     }
 
+    /// The one rule for a wrong password, at login, approval or
+    /// registration: counted, and at `password_max_failures` the password is
+    /// locked and the lock audited. A locked account counts no further.
+    pub(super) fn count_wrong_password(&self, tx: &mut WriteTx, user: &mut User) -> Result<()> {
+        if user.password_locked {
+            return Ok(());
+        }
+        let locked = user.password_failed(self.cfg().password_max_failures);
+        tx.put_user(user)?;
+        if locked {
+            tx.audit(
+                NewEvent::new("password_locked", "system")
+                    .user(&user.contract_no, &user.user_id)
+                    .detail(json!({"failures": user.password_failures})),
+            )?;
+        }
+        Ok(())
+    }
+
     /// Applies an action to a user inside a write job: the state machine,
     /// then the cascade and the audit entry. `actor` names who did it.
     #[allow(clippy::too_many_arguments)]
@@ -249,10 +268,7 @@ impl App {
     ) -> Result<()> {
         if let Some(mut t) = tx.token(token_id)? {
             if !t.is_revoked() {
-                t.revoke(reason, now);
-                tx.put_token(&t)?;
-                tx.audit(NewEvent::new("token_revoked", actor.to_string()).detail(json!({"token_id": token_id, "reason": reason})))?;
-                events.push(Event::TokenRevoked(token_id.to_string()));
+                end_token(tx, events, &mut t, Ending::Revoked, reason, actor, now)?;
             }
         }
         Ok(())

@@ -196,10 +196,7 @@ impl App {
             }
             for id in tx.due_tokens(now, 1_000)? {
                 let Some(mut t) = tx.token(&id)? else { continue };
-                t.revoke("provision_ttl: never registered", now);
-                tx.put_token(&t)?;
-                tx.audit(NewEvent::new("token_expired", "system").detail(json!({"token_id": t.token_id})))?;
-                events.push(Event::TokenRevoked(t.token_id.clone()));
+                end_token(tx, events, &mut t, Ending::Expired, "provision_ttl: never registered", "system", now)?;
             }
             // Retention: closed challenges past challenge_retention go, a bounded
             // number per tick; their decisions stay in the audit log.

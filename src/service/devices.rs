@@ -183,3 +183,33 @@ impl App {
         Ok(k)
     }
 }
+
+/// How a token ends: revoked (by an action or by failures), or expired unbound.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum Ending {
+    Revoked,
+    Expired,
+}
+
+/// The one way a token ends: revoked in the store, audited
+/// (`token_revoked` with its reason, or `token_expired`), and its parked
+/// polls told after the commit.
+pub(super) fn end_token(
+    tx: &mut WriteTx,
+    events: &mut Vec<Event>,
+    t: &mut Token,
+    how: Ending,
+    reason: &str,
+    actor: &str,
+    now: Ms,
+) -> Result<()> {
+    t.revoke(reason, now);
+    tx.put_token(t)?;
+    let event = match how {
+        Ending::Revoked => NewEvent::new("token_revoked", actor).detail(json!({"token_id": t.token_id, "reason": reason})),
+        Ending::Expired => NewEvent::new("token_expired", actor).detail(json!({"token_id": t.token_id})),
+    };
+    tx.audit(event)?;
+    events.push(Event::TokenRevoked(t.token_id.clone()));
+    Ok(())
+}

@@ -319,15 +319,7 @@ impl App {
             Credentials::Locked => return deny(DenyReason::PasswordLocked),
             _ if user.password_locked => return deny(DenyReason::PasswordLocked),
             Credentials::Wrong => {
-                let locked = user.password_failed(self.cfg().password_max_failures);
-                tx.put_user(&user)?;
-                if locked {
-                    tx.audit(
-                        NewEvent::new("password_locked", "system")
-                            .user(contract_no, user_id)
-                            .detail(json!({"failures": user.password_failures})),
-                    )?;
-                }
+                self.count_wrong_password(tx, &mut user)?;
                 return deny(wrong);
             }
             Credentials::Right => {}

@@ -27,6 +27,7 @@ mod operators;
 mod queries;
 mod registration;
 
+use devices::{end_token, Ending};
 use gate::Credentials;
 
 pub use accounts::{ActionInput, CustomerDeregister, NewContract, NewUser, ReasonInput, ServiceAdminInput};

@@ -108,13 +108,7 @@ impl App {
             (Some(c), Some(u), Credentials::Right) if !u.password_locked => (u, c),
             (_, Some(u), Credentials::Right) if u.password_locked => return failed(tx, events, None, Error::PasswordLocked),
             (_, Some(mut u), Credentials::Wrong) => {
-                if !u.password_locked {
-                    let locked = u.password_failed(self.cfg().password_max_failures);
-                    tx.put_user(&u)?;
-                    if locked {
-                        tx.audit(NewEvent::new("password_locked", "system").user(contract_no, user_id))?;
-                    }
-                }
+                self.count_wrong_password(tx, &mut u)?;
                 return failed(tx, events, None, Error::BadCredentials);
             }
             _ => return failed(tx, events, None, Error::BadCredentials),
@@ -221,11 +215,7 @@ impl App {
         }
         t.failures = t.failures.saturating_add(1);
         if t.failures >= self.cfg().otp_max_failures {
-            t.revoke("too many failed registrations", now);
-            tx.audit(
-                NewEvent::new("token_revoked", "system").detail(json!({"token_id": t.token_id, "reason": "too many failed registrations"})),
-            )?;
-            events.push(Event::TokenRevoked(t.token_id.clone()));
+            return end_token(tx, events, t, Ending::Revoked, "too many failed registrations", "system", now);
         }
         tx.put_token(t)
     }
