@@ -61,7 +61,7 @@ use crate::domain::{now_ms, parse_rfc3339, rfc3339, Ms, SECOND};
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
 use crate::passwords::Passwords;
-use crate::store::{Durability, Notice, Operator, RawReader, Reader, RpKey, Store, SystemState, WriteTx, Writer};
+use crate::store::{Durability, Notice, Operator, Reader, RpKey, Store, SystemState, WriteTx, Writer};
 
 /// Display lines: at most 12; label 1–40, value 1–200 characters.
 pub const MAX_DISPLAY_LINES: usize = 12;

@@ -4,6 +4,40 @@
 //! single writer thread (`writer::Writer`) as a job on a `WriteTx`, so
 //! decisions from many request threads share one fsync. Typed getters live on
 //! the `Reader` trait, shared by both transaction kinds.
+//!
+//! ## The interface the use cases see
+//!
+//! The service layer uses only what is named for its needs, never a table:
+//! records by key (`contract`, `user`, `token`, `challenge`, `operator`,
+//! `rp_key`, `notice`, `system`), the indexes it queries (`pending_for_token`,
+//! `token_by_public_key`, `rp_name_by_hash`, `users_of`, `contracts_after`,
+//! `due_challenges`, `due_tokens`, `earliest_expiry`, `challenges_created_before`,
+//! `challenge_ids_since`, `audit_seqs_about`, `fraud_reports_since`), the audit
+//! log (`audit`, `audit_after`, `audit_at`, `audit_last`, the signed head), the
+//! brute-force counts (`count_attempt`, `purge_attempts`), one atomic write job
+//! (`Writer::submit`/`call`) and one read snapshot (`Store::read`).
+//! `RawReader` holds the redb primitives behind `Reader`'s provided methods;
+//! nothing outside this module uses it.
+//!
+//! A second backend (PostgreSQL, SPEC R8) fills the same interface:
+//! - `Store::read` → a `REPEATABLE READ, READ ONLY` transaction: every getter
+//!   in one snapshot, as a redb read transaction gives.
+//! - a write job → one `READ COMMITTED` transaction that locks what it
+//!   changes (`SELECT … FOR UPDATE` on the user, token or challenge row a job
+//!   reads before writing), so two nodes' jobs on one record serialise as the
+//!   single writer serialises them here; `COMMIT` before the completion
+//!   runs, as `commit_batch` does. A job's failure after writing is a
+//!   `ROLLBACK` of that job alone (a savepoint per job, when batched).
+//! - each `put_*` → `INSERT … ON CONFLICT (key) DO UPDATE`; `delete_*` →
+//!   `DELETE`; records stay JSON (`jsonb`) with the indexed fields as columns.
+//! - each index → a B-tree index on those columns (`expires_at` for the
+//!   sweeper, `(token_id, created_at)` for pending challenges, the public
+//!   key, the RP key hash, `(contract_no, user_id, seq)` for the audit).
+//! - `audit` → the chain's end read with `SELECT … FOR UPDATE` on a one-row
+//!   head table (or a transaction-level advisory lock), so appends from every
+//!   node form one chain; the signed head is written in the same transaction.
+//! - `count_attempt` → `INSERT … ON CONFLICT DO UPDATE SET count = count + 1
+//!   RETURNING count`, shared by every node.
 
 pub mod codec;
 pub mod tables;
@@ -309,27 +343,22 @@ pub struct WriteTx {
     audit_appended: bool,
 }
 
-/// The primitive reads, implemented once per transaction kind by `impl_reader!`.
+/// The redb primitives behind `Reader`'s provided methods, implemented once
+/// per transaction kind by `impl_reader!`. Not part of the interface: only
+/// this module calls them.
+#[doc(hidden)]
 pub trait RawReader {
     fn get_bytes(&self, table: redb::TableDefinition<&str, &[u8]>, key: &str) -> Result<Option<Vec<u8>>>;
     /// Records with keys in `[from, to)`, at most `limit`.
     fn range_bytes(&self, table: redb::TableDefinition<&str, &[u8]>, from: &str, to: &str, limit: usize) -> Result<Vec<(String, Vec<u8>)>>;
     /// Ids of the pending challenges of a token, oldest first.
     fn pending_ids(&self, token_id: &str) -> Result<Vec<String>>;
-    fn rp_name_by_hash(&self, key_hash: &str) -> Result<Option<String>>;
-    /// The token a public key was provisioned for.
-    fn token_by_public_key(&self, public_key: &str) -> Result<Option<String>>;
     /// Audit events with seq > after, at most limit.
     fn audit_bytes(&self, after: u64, limit: usize) -> Result<Vec<Vec<u8>>>;
-    fn earliest_expiry(&self) -> Result<Option<Ms>>;
     fn count(&self, table: redb::TableDefinition<&str, &[u8]>) -> Result<u64>;
-    /// Audit seqs about a contract (and a user of it), ascending.
-    fn audit_seqs_about(&self, contract_no: &str, user_id: Option<&str>) -> Result<Vec<u64>>;
     fn audit_bytes_at(&self, seq: u64) -> Result<Option<Vec<u8>>>;
     fn audit_last_bytes(&self) -> Result<Option<Vec<u8>>>;
-    fn challenge_ids_since(&self, since: Ms) -> Result<Vec<String>>;
     fn fraud_since(&self, since: Ms) -> Result<Vec<Vec<u8>>>;
-    fn pending_count(&self) -> Result<u64>;
 }
 
 macro_rules! impl_reader {
@@ -364,16 +393,6 @@ macro_rules! impl_reader {
                 }
                 Ok(out)
             }
-            fn token_by_public_key(&self, public_key: &str) -> Result<Option<String>> {
-                let t = self.txn.open_table(TOKEN_KEYS)?;
-                let v = t.get(public_key)?.map(|v| v.value().to_string());
-                Ok(v)
-            }
-            fn rp_name_by_hash(&self, key_hash: &str) -> Result<Option<String>> {
-                let t = self.txn.open_table(RP_KEY_HASHES)?;
-                let v = t.get(key_hash)?.map(|v| v.value().to_string());
-                Ok(v)
-            }
             fn audit_bytes(&self, after: u64, limit: usize) -> Result<Vec<Vec<u8>>> {
                 let t = self.txn.open_table(AUDIT)?;
                 let mut out = Vec::new();
@@ -387,13 +406,38 @@ macro_rules! impl_reader {
                 let v = self.txn.open_table(AUDIT)?.last()?.map(|(_, v)| v.value().to_vec());
                 Ok(v)
             }
+            fn count(&self, table: redb::TableDefinition<&str, &[u8]>) -> Result<u64> {
+                Ok(self.txn.open_table(table)?.len()?)
+            }
+            fn audit_bytes_at(&self, seq: u64) -> Result<Option<Vec<u8>>> {
+                let t = self.txn.open_table(AUDIT)?;
+                let v = t.get(seq)?.map(|v| v.value().to_vec());
+                Ok(v)
+            }
+            fn fraud_since(&self, since: Ms) -> Result<Vec<Vec<u8>>> {
+                let t = self.txn.open_table(FRAUD_REPORTS)?;
+                let mut out = Vec::new();
+                for item in t.range((since, "")..)? {
+                    out.push(item?.1.value().to_vec());
+                }
+                Ok(out)
+            }
+        }
+        impl Reader for $ty {
+            fn token_by_public_key(&self, public_key: &str) -> Result<Option<String>> {
+                let t = self.txn.open_table(TOKEN_KEYS)?;
+                let v = t.get(public_key)?.map(|v| v.value().to_string());
+                Ok(v)
+            }
+            fn rp_name_by_hash(&self, key_hash: &str) -> Result<Option<String>> {
+                let t = self.txn.open_table(RP_KEY_HASHES)?;
+                let v = t.get(key_hash)?.map(|v| v.value().to_string());
+                Ok(v)
+            }
             fn earliest_expiry(&self) -> Result<Option<Ms>> {
                 let t = self.txn.open_table(CHALLENGE_EXPIRY)?;
                 let v = t.first()?.map(|(k, _)| k.value().0);
                 Ok(v)
-            }
-            fn count(&self, table: redb::TableDefinition<&str, &[u8]>) -> Result<u64> {
-                Ok(self.txn.open_table(table)?.len()?)
             }
             fn audit_seqs_about(&self, contract_no: &str, user_id: Option<&str>) -> Result<Vec<u64>> {
                 let t = self.txn.open_table(AUDIT_BY_SUBJECT)?;
@@ -408,24 +452,11 @@ macro_rules! impl_reader {
                 out.sort_unstable();
                 Ok(out)
             }
-            fn audit_bytes_at(&self, seq: u64) -> Result<Option<Vec<u8>>> {
-                let t = self.txn.open_table(AUDIT)?;
-                let v = t.get(seq)?.map(|v| v.value().to_vec());
-                Ok(v)
-            }
             fn challenge_ids_since(&self, since: Ms) -> Result<Vec<String>> {
                 let t = self.txn.open_table(CHALLENGES_BY_TIME)?;
                 let mut out = Vec::new();
                 for item in t.range((since, "")..)? {
                     out.push(item?.0.value().1.to_string());
-                }
-                Ok(out)
-            }
-            fn fraud_since(&self, since: Ms) -> Result<Vec<Vec<u8>>> {
-                let t = self.txn.open_table(FRAUD_REPORTS)?;
-                let mut out = Vec::new();
-                for item in t.range((since, "")..)? {
-                    out.push(item?.1.value().to_vec());
                 }
                 Ok(out)
             }
@@ -448,6 +479,14 @@ fn get<T: serde::de::DeserializeOwned>(
 
 /// Typed reads, available on both transaction kinds.
 pub trait Reader: RawReader {
+    /// The token a public key was provisioned for.
+    fn token_by_public_key(&self, public_key: &str) -> Result<Option<String>>;
+    fn rp_name_by_hash(&self, key_hash: &str) -> Result<Option<String>>;
+    fn earliest_expiry(&self) -> Result<Option<Ms>>;
+    /// Audit seqs about a contract (and a user of it), ascending.
+    fn audit_seqs_about(&self, contract_no: &str, user_id: Option<&str>) -> Result<Vec<u64>>;
+    fn challenge_ids_since(&self, since: Ms) -> Result<Vec<String>>;
+    fn pending_count(&self) -> Result<u64>;
     fn contract(&self, contract_no: &str) -> Result<Option<Contract>> {
         get(self, CONTRACTS, contract_no)
     }
@@ -525,5 +564,3 @@ pub trait Reader: RawReader {
         self.audit_bytes(after, limit)?.iter().map(|b| codec::decode(b)).collect()
     }
 }
-impl Reader for ReadTx {}
-impl Reader for WriteTx {}

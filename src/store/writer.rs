@@ -229,7 +229,7 @@ fn commit_batch(
 mod tests {
     use super::*;
     use crate::domain::account::tests::contract;
-    use crate::store::{RawReader, Reader, Store};
+    use crate::store::{Reader, Store};
 
     /// A store in a new temporary directory (removed by the test).
     fn temp_store() -> (std::path::PathBuf, Store) {
