@@ -147,6 +147,15 @@ pub(super) fn action_event(a: Action) -> &'static str {
     }
 }
 
+/// An action on a user as its audit entry records it: what, why, by whom,
+/// and the grace it leaves (`None`: now + `grace_period`; a stop leaves none).
+pub(crate) struct Act<'a> {
+    pub action: Action,
+    pub reason: &'a str,
+    pub usable_until: Option<Ms>,
+    pub actor: &'a str,
+}
+
 impl App {
     pub fn create_contract(&self, operator: &str, input: NewContract, now: Ms) -> Result<Contract> {
         check_contract_no("contract_no", &input.contract_no)?;
@@ -216,18 +225,8 @@ impl App {
 
     /// Applies an action to a user inside a write job: the state machine,
     /// then the cascade and the audit entry. `actor` names who did it.
-    #[allow(clippy::too_many_arguments)]
-    pub(crate) fn act_on_user(
-        &self,
-        tx: &mut WriteTx,
-        events: &mut Vec<Event>,
-        user: &mut User,
-        action: Action,
-        reason: &str,
-        usable_until: Option<Ms>,
-        actor: &str,
-        now: Ms,
-    ) -> Result<Plan> {
+    pub(crate) fn act_on_user(&self, tx: &mut WriteTx, events: &mut Vec<Event>, user: &mut User, act: Act<'_>, now: Ms) -> Result<Plan> {
+        let Act { action, reason, usable_until, actor } = act;
         let plan = lifecycle::plan(user, action)?;
         // A stop (lost phone) has no grace: after unstop the user registers again.
         let until = usable_until.unwrap_or(if action == Action::Stop { now } else { now + self.cfg().grace_period });
@@ -295,7 +294,7 @@ impl App {
                 contract.check_open()?;
             }
             let mut user = tx.user(&c, &u)?.ok_or_else(|| Error::NotFound("no such user".into()))?;
-            app.act_on_user(tx, events, &mut user, action, &reason, until, &actor, now)?;
+            app.act_on_user(tx, events, &mut user, Act { action, reason: &reason, usable_until: until, actor: &actor }, now)?;
             Ok(user)
         })
     }
@@ -331,7 +330,13 @@ impl App {
                 return Err(Error::Forbidden(format!("a {:?} may not deregister users in this edition", actor_user.role).to_lowercase()));
             }
             let mut user = tx.user(&c, &t)?.ok_or_else(|| Error::NotFound("no such user".into()))?;
-            app.act_on_user(tx, events, &mut user, Action::Deregister, &reason, None, &actor, now)?;
+            app.act_on_user(
+                tx,
+                events,
+                &mut user,
+                Act { action: Action::Deregister, reason: &reason, usable_until: None, actor: &actor },
+                now,
+            )?;
             Ok(user)
         })
     }
@@ -351,10 +356,12 @@ impl App {
                         tx,
                         events,
                         &mut u,
-                        Action::Deregister,
-                        &format!("contract cancelled: {reason}"),
-                        Some(now),
-                        &actor,
+                        Act {
+                            action: Action::Deregister,
+                            reason: &format!("contract cancelled: {reason}"),
+                            usable_until: Some(now),
+                            actor: &actor,
+                        },
                         now,
                     )?;
                 }
@@ -377,7 +384,13 @@ impl App {
             let mut contract = tx.contract(&c)?.ok_or_else(|| Error::NotFound("no such contract".into()))?;
             let mut user = tx.user(&c, &u)?.ok_or_else(|| Error::NotFound("no such user".into()))?;
             if matches!(user.registration, Registration::Active | Registration::Suspended) {
-                app.act_on_user(tx, events, &mut user, Action::Deregister, &format!("user deleted: {reason}"), Some(now), &actor, now)?;
+                app.act_on_user(
+                    tx,
+                    events,
+                    &mut user,
+                    Act { action: Action::Deregister, reason: &format!("user deleted: {reason}"), usable_until: Some(now), actor: &actor },
+                    now,
+                )?;
             }
             if contract.service_admin.as_deref() == Some(u.as_str()) {
                 contract.service_admin = None;
@@ -418,10 +431,12 @@ impl App {
                             tx,
                             events,
                             &mut prev,
-                            Action::Deregister,
-                            &format!("service admin changed: {reason}"),
-                            None,
-                            &actor,
+                            Act {
+                                action: Action::Deregister,
+                                reason: &format!("service admin changed: {reason}"),
+                                usable_until: None,
+                                actor: &actor,
+                            },
                             now,
                         )?;
                     } else {

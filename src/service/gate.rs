@@ -259,8 +259,7 @@ impl App {
             Durability::Durable,
             move |tx, events| {
                 let r = &req;
-                let (answer, reason) =
-                    app.decide(tx, events, &r.rp, &r.contract_no, &r.user_id, r.kind, r.creds, r.display.as_deref(), &r.client, now)?;
+                let (answer, reason) = app.decide(tx, events, r, now)?;
                 let mut detail = json!({"result": answer_result(&answer), "reason": reason, "client": client_json(&r.client)});
                 if let Some(lines) = &r.display {
                     detail["kind"] = json!(r.kind.as_str());
@@ -295,26 +294,20 @@ impl App {
     /// The shared body of login and approval, inside the write job: password
     /// counters, then `gate`, then the challenge. Returns the answer and its
     /// reason for the audit entry.
-    #[allow(clippy::too_many_arguments)]
     pub(super) fn decide(
         &self,
         tx: &mut WriteTx,
         events: &mut Vec<Event>,
-        rp: &str,
-        contract_no: &str,
-        user_id: &str,
-        kind: Kind,
-        creds: Credentials,
-        display: Option<&[(String, String)]>,
-        client: &ClientInfo,
+        req: &GateRequest,
         now: Ms,
     ) -> Result<(GateAnswer, &'static str)> {
+        let (contract_no, user_id, kind) = (req.contract_no.as_str(), req.user_id.as_str(), req.kind);
         let deny = |r: DenyReason| Ok((GateAnswer::Deny { reason: r }, r.as_str()));
         let wrong = if kind == Kind::Login { DenyReason::BadCredentials } else { DenyReason::BadTransactionPassword };
         let (Some(contract), Some(mut user)) = (tx.contract(contract_no)?, tx.user(contract_no, user_id)?) else {
             return deny(DenyReason::BadCredentials);
         };
-        match creds {
+        match req.creds {
             Credentials::Unknown => return deny(DenyReason::BadCredentials),
             Credentials::Locked => return deny(DenyReason::PasswordLocked),
             _ if user.password_locked => return deny(DenyReason::PasswordLocked),
@@ -335,11 +328,11 @@ impl App {
             Gate::Deny(r) => deny(r),
             Gate::Allow(r) => Ok((GateAnswer::Allow { reason: r }, r.as_str())),
             Gate::Push => {
-                let lines = match display {
-                    Some(d) => d.to_vec(),
-                    None => login_display(&contract, &user, client, now),
+                let lines = match &req.display {
+                    Some(d) => d.clone(),
+                    None => login_display(&contract, &user, &req.client, now),
                 };
-                let c = self.open_challenge(tx, events, rp, kind, &mut user, lines, now)?;
+                let c = self.open_challenge(tx, events, req, &mut user, lines, now)?;
                 Ok((GateAnswer::Challenge { challenge_id: c.id.clone(), expires_at: rfc3339(c.expires_at), number: c.number }, "push"))
             }
         }
@@ -347,17 +340,16 @@ impl App {
 
     /// Creates a challenge for an active user, superseding older pending ones
     /// beyond `max_pending_per_user`.
-    #[allow(clippy::too_many_arguments)]
     pub(super) fn open_challenge(
         &self,
         tx: &mut WriteTx,
         events: &mut Vec<Event>,
-        rp: &str,
-        kind: Kind,
+        req: &GateRequest,
         user: &mut User,
         display: Vec<(String, String)>,
         now: Ms,
     ) -> Result<Challenge> {
+        let (rp, kind) = (req.rp.as_str(), req.kind);
         let token_id = user
             .token_id
             .clone()

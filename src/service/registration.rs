@@ -22,6 +22,22 @@ pub struct RegistrationOutput {
     pub registered_at: String,
 }
 
+/// A registration whose fields were checked, ready for its write job.
+pub(super) struct Registering {
+    contract_no: String,
+    user_id: String,
+    token_id: TokenId,
+    otp1: String,
+    otp2: String,
+    creds: Credentials,
+}
+
+impl Registering {
+    fn actor(&self) -> String {
+        format!("user:{}/{}", self.contract_no, self.user_id)
+    }
+}
+
 impl App {
     /// POST /api/v1/registrations (SPEC R1.4–R1.7).
     pub fn register(
@@ -63,48 +79,39 @@ impl App {
             Err(e) => return done(Err(e)),
         };
         let app = self.clone();
-        let (contract_no, user_id, otp1, otp2) = (input.contract_no, input.user_id, input.otp1, input.otp2);
-        self.submit(
-            Durability::Durable,
-            move |tx, events| app.register_job(tx, events, &contract_no, &user_id, token_id.as_str(), &otp1, &otp2, creds, now),
-            {
-                let app = self.clone();
-                move |r: Result<Result<RegistrationOutput>>| {
-                    let r = r.and_then(|inner| inner);
-                    let counter = if r.is_ok() { &app.metrics.registrations } else { &app.metrics.registration_failures };
-                    counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    done(r)
-                }
-            },
-        );
+        let reg =
+            Registering { contract_no: input.contract_no, user_id: input.user_id, token_id, otp1: input.otp1, otp2: input.otp2, creds };
+        self.submit(Durability::Durable, move |tx, events| app.register_job(tx, events, &reg, now), {
+            let app = self.clone();
+            move |r: Result<Result<RegistrationOutput>>| {
+                let r = r.and_then(|inner| inner);
+                let counter = if r.is_ok() { &app.metrics.registrations } else { &app.metrics.registration_failures };
+                counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                done(r)
+            }
+        });
     }
 
     /// The registration job. Failures that must be counted are written and
     /// returned as the inner error, so their counters commit.
-    #[allow(clippy::too_many_arguments)]
     pub(super) fn register_job(
         &self,
         tx: &mut WriteTx,
         events: &mut Vec<Event>,
-        contract_no: &str,
-        user_id: &str,
-        token_id: &str,
-        otp1: &str,
-        otp2: &str,
-        creds: Credentials,
+        reg: &Registering,
         now: Ms,
     ) -> Result<Result<RegistrationOutput>> {
-        let actor = format!("user:{contract_no}/{user_id}");
+        let (contract_no, user_id, token_id) = (reg.contract_no.as_str(), reg.user_id.as_str(), reg.token_id.as_str());
         let mut token = tx.token(token_id)?;
         let contract = tx.contract(contract_no)?;
         let user = tx.user(contract_no, user_id)?;
         let failed = |tx: &mut WriteTx, events: &mut Vec<Event>, token: Option<&mut Token>, e: Error| {
-            self.registration_failed(tx, events, &actor, contract_no, user_id, token_id, token, e, now)
+            self.registration_failed(tx, events, reg, token, e, now)
         };
         // A wrong or unknown contract, user or password never counts against
         // the token (a stranger naming someone's token must not revoke it),
         // and a locked account says so only to the right password (API.md).
-        let (mut user, contract) = match (contract, user, creds) {
+        let (mut user, contract) = match (contract, user, reg.creds) {
             (Some(c), Some(u), Credentials::Right) if !u.password_locked => (u, c),
             (_, Some(u), Credentials::Right) if u.password_locked => return failed(tx, events, None, Error::PasswordLocked),
             (_, Some(mut u), Credentials::Wrong) => {
@@ -114,13 +121,13 @@ impl App {
             _ => return failed(tx, events, None, Error::BadCredentials),
         };
         user.password_ok();
-        match self.try_bind(&contract, &mut user, token.as_mut(), otp1, otp2, now) {
+        match self.try_bind(&contract, &mut user, token.as_mut(), &reg.otp1, &reg.otp2, now) {
             Ok(()) => {
                 let token = token.ok_or_else(|| Error::Internal("bound a missing token".into()))?;
                 tx.put_token(&token)?;
                 tx.put_user(&user)?;
                 tx.audit(
-                    NewEvent::new("registered", actor.clone())
+                    NewEvent::new("registered", reg.actor())
                         .user(contract_no, user_id)
                         .detail(json!({"token_id": token_id, "otp_step": token.last_otp_step})),
                 )?;
@@ -146,15 +153,11 @@ impl App {
     /// failure after the credentials were right (never for a wrong or
     /// unknown contract, user or password), audited, and returned as the
     /// inner error so the job commits.
-    #[allow(clippy::too_many_arguments)]
     pub(super) fn registration_failed(
         &self,
         tx: &mut WriteTx,
         events: &mut Vec<Event>,
-        actor: &str,
-        contract_no: &str,
-        user_id: &str,
-        token_id: &str,
+        reg: &Registering,
         token: Option<&mut Token>,
         e: Error,
         now: Ms,
@@ -164,9 +167,9 @@ impl App {
             self.count_token_failure(tx, events, token, now)?;
         }
         tx.audit(
-            NewEvent::new("registration_failed", actor.to_string())
-                .user(contract_no, user_id)
-                .detail(json!({"token_id": token_id, "code": e.code()})),
+            NewEvent::new("registration_failed", reg.actor())
+                .user(&reg.contract_no, &reg.user_id)
+                .detail(json!({"token_id": reg.token_id.as_str(), "code": e.code()})),
         )?;
         Ok(Err(e))
     }
