@@ -1589,3 +1589,21 @@ fn garbage_on_the_wire_never_takes_the_server_down() {
     let log = w.s.log();
     assert!(!log.contains("panicked") && !log.contains("dropped unanswered"), "{log}");
 }
+
+/// The check order comes from the route table: a JSON route refuses another
+/// media type before it looks at the caller (415 before 401), the CSV import
+/// asks for the session first (401 before 415).
+#[test]
+fn every_json_route_answers_415_before_401_and_the_import_401_first() {
+    use onepush::http::routes::{Body, ROUTES};
+    let s = Server::start("");
+    let mut checked = 0;
+    for r in ROUTES.iter().filter(|r| !r.demo && r.body != Body::None) {
+        let path: String = r.path.split('/').map(|seg| if seg.starts_with('{') { "x" } else { seg }).collect::<Vec<_>>().join("/");
+        let resp = request(r.method, &s.url(&path), &[], Some(("text/plain", b"x=1".to_vec())));
+        let want = if r.body == Body::Csv { 401 } else { 415 };
+        assert_eq!(resp.status, want, "{} {}: {}", r.method, r.path, resp.text);
+        checked += 1;
+    }
+    assert_eq!(checked, 20, "the routes with a body");
+}

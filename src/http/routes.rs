@@ -1,5 +1,12 @@
-//! The router and the handlers. `ROUTES` lists every endpoint; a test checks
-//! that each one is documented in the OpenAPI file.
+//! The router and the handlers.
+//!
+//! `ROUTES` is the one list of endpoints: each route's method, path, body
+//! kind and handler, whose type says who may call it (anyone, an RP key,
+//! a signed device request, an operator session). The dispatcher, the
+//! `Allow` header of a 405 and the OpenAPI check are all derived from it, and
+//! so is the order of the checks: a JSON body's media type is checked before
+//! the caller (415 before 401, so a cross-site form post never reaches a
+//! credential check); a CSV import's after the session.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -12,6 +19,7 @@ use super::request::{self, bearer, client_ip, cookie, header, json_body, query_p
 use super::response::Exchange;
 use super::waiters::{self, device_list, Msg};
 use super::{assets, Http, DEMO_RP};
+use crate::domain::account::Token;
 use crate::domain::ids::Password;
 use crate::domain::{now_ms, parse_rfc3339, rfc3339};
 use crate::error::Error;
@@ -19,42 +27,102 @@ use crate::http::views::{contract_view, notice_view, rp_view, system_view, user_
 use crate::service::AuditQuery;
 use crate::service::DeviceRequest;
 
-/// Every endpoint: method and path pattern (`{x}` is one segment).
-pub const ROUTES: &[(&str, &str)] = &[
-    ("GET", "/healthz"),
-    ("GET", "/metrics"),
-    ("GET", "/api/openapi.json"),
-    ("GET", "/api/v1/status"),
-    ("POST", "/api/v1/login"),
-    ("POST", "/api/v1/approvals"),
-    ("GET", "/api/v1/challenges/{id}"),
-    ("DELETE", "/api/v1/challenges/{id}"),
-    ("GET", "/api/v1/users/{contract_no}/{user_id}"),
-    ("POST", "/api/v1/device/provision"),
-    ("GET", "/api/v1/device/challenges"),
-    ("POST", "/api/v1/device/challenges/{id}/response"),
-    ("POST", "/api/v1/registrations"),
-    ("POST", "/api/v1/admin/session"),
-    ("POST", "/api/v1/admin/bootstrap"),
-    ("DELETE", "/api/v1/admin/session"),
-    ("POST", "/api/v1/admin/contracts"),
-    ("POST", "/api/v1/admin/contracts/{contract_no}/users"),
-    ("GET", "/api/v1/admin/contracts"),
-    ("GET", "/api/v1/admin/contracts/{contract_no}"),
-    ("POST", "/api/v1/admin/contracts/{contract_no}/cancel"),
-    ("POST", "/api/v1/admin/contracts/{contract_no}/service-admin"),
-    ("DELETE", "/api/v1/admin/contracts/{contract_no}/users/{user_id}"),
-    ("POST", "/api/v1/admin/contracts/{contract_no}/users/{user_id}/{action}"),
-    ("GET", "/api/v1/admin/system"),
-    ("PUT", "/api/v1/admin/system"),
-    ("GET", "/api/v1/admin/notices"),
-    ("POST", "/api/v1/admin/notices"),
-    ("DELETE", "/api/v1/admin/notices/{id}"),
-    ("GET", "/api/v1/admin/audit"),
-    ("GET", "/api/v1/admin/stats"),
-    ("POST", "/api/v1/admin/import"),
-    ("POST", "/api/v1/users/{contract_no}/{user_id}/deregister"),
-    ("GET", "/api/v1/notices"),
+/// What a route's body must be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Body {
+    /// No body is read.
+    None,
+    /// JSON (`Content-Type: application/json`), checked before the caller.
+    Json,
+    /// `text/csv`, checked after the operator's session.
+    Csv,
+}
+
+/// A route's handler; its variant is who may call it.
+#[derive(Clone, Copy)]
+pub enum Handler {
+    Public(fn(&Arc<Http>, Exchange, &Params)),
+    /// The RP behind the bearer key (the demo routes: the RP "demo", no key).
+    Rp(fn(&Arc<Http>, Exchange, String, &Params)),
+    /// A signed device request: the token and the raw body.
+    Device(fn(&Arc<Http>, Exchange, Token, Vec<u8>, &Params)),
+    /// The operator behind the session cookie.
+    Operator(fn(&Arc<Http>, Exchange, String, &Params)),
+}
+
+pub struct Route {
+    pub method: &'static str,
+    /// `{x}` is one segment, passed to the handler in order.
+    pub path: &'static str,
+    pub body: Body,
+    /// Served only with `serve --demo` (not in the OpenAPI document).
+    pub demo: bool,
+    pub handler: Handler,
+}
+
+/// The path segments a route's `{x}` matched, in order.
+pub struct Params(Vec<String>);
+
+impl Params {
+    fn get(&self, i: usize) -> &str {
+        self.0.get(i).map_or("", String::as_str)
+    }
+}
+
+const fn route(method: &'static str, path: &'static str, body: Body, handler: Handler) -> Route {
+    Route { method, path, body, demo: false, handler }
+}
+
+const fn demo(method: &'static str, path: &'static str, body: Body, handler: fn(&Arc<Http>, Exchange, String, &Params)) -> Route {
+    Route { method, path, body, demo: true, handler: Handler::Rp(handler) }
+}
+
+use Body::{Csv, Json, None as NoBody};
+use Handler::{Device, Operator, Public, Rp};
+
+/// Every endpoint.
+pub const ROUTES: &[Route] = &[
+    route("GET", "/healthz", NoBody, Public(healthz)),
+    route("GET", "/metrics", NoBody, Public(metrics)),
+    route("GET", "/api/openapi.json", NoBody, Public(openapi)),
+    route("GET", "/api/v1/status", NoBody, Public(status)),
+    route("POST", "/api/v1/login", Json, Rp(login)),
+    route("POST", "/api/v1/approvals", Json, Rp(approval)),
+    route("GET", "/api/v1/challenges/{id}", NoBody, Rp(get_challenge)),
+    route("DELETE", "/api/v1/challenges/{id}", Json, Rp(cancel_challenge)),
+    route("GET", "/api/v1/users/{contract_no}/{user_id}", NoBody, Rp(get_user)),
+    route("POST", "/api/v1/users/{contract_no}/{user_id}/deregister", Json, Rp(customer_deregister)),
+    route("POST", "/api/v1/device/provision", Json, Public(provision)),
+    route("GET", "/api/v1/device/challenges", NoBody, Device(device_challenges)),
+    route("POST", "/api/v1/device/challenges/{id}/response", Json, Device(device_response)),
+    route("POST", "/api/v1/registrations", Json, Public(register)),
+    route("POST", "/api/v1/admin/session", Json, Public(admin_login)),
+    route("POST", "/api/v1/admin/bootstrap", Json, Public(admin_bootstrap)),
+    route("DELETE", "/api/v1/admin/session", Json, Public(admin_logout)),
+    route("POST", "/api/v1/admin/contracts", Json, Operator(admin_create_contract)),
+    route("POST", "/api/v1/admin/contracts/{contract_no}/users", Json, Operator(admin_create_user)),
+    route("GET", "/api/v1/admin/contracts", NoBody, Operator(admin_contracts)),
+    route("GET", "/api/v1/admin/contracts/{contract_no}", NoBody, Operator(admin_contract)),
+    route("POST", "/api/v1/admin/contracts/{contract_no}/cancel", Json, Operator(admin_cancel_contract)),
+    route("POST", "/api/v1/admin/contracts/{contract_no}/service-admin", Json, Operator(admin_service_admin)),
+    route("DELETE", "/api/v1/admin/contracts/{contract_no}/users/{user_id}", Json, Operator(admin_delete_user)),
+    route("POST", "/api/v1/admin/contracts/{contract_no}/users/{user_id}/{action}", Json, Operator(admin_action)),
+    route("GET", "/api/v1/admin/system", NoBody, Operator(admin_get_system)),
+    route("PUT", "/api/v1/admin/system", Json, Operator(admin_put_system)),
+    route("GET", "/api/v1/admin/notices", NoBody, Operator(admin_notices)),
+    route("POST", "/api/v1/admin/notices", Json, Operator(admin_create_notice)),
+    route("DELETE", "/api/v1/admin/notices/{id}", Json, Operator(admin_delete_notice)),
+    route("GET", "/api/v1/admin/audit", NoBody, Operator(admin_audit)),
+    route("GET", "/api/v1/admin/stats", NoBody, Operator(admin_stats)),
+    route("POST", "/api/v1/admin/import", Csv, Operator(admin_import)),
+    route("GET", "/api/v1/notices", NoBody, Public(public_notices)),
+    // The demo bank's server side: the RP API as the RP "demo", without a key.
+    demo("POST", "/demo/api/login", Json, login),
+    demo("POST", "/demo/api/approvals", Json, approval),
+    demo("GET", "/demo/api/challenges/{id}", NoBody, get_challenge),
+    demo("DELETE", "/demo/api/challenges/{id}", Json, cancel_challenge),
+    demo("GET", "/demo/api/users/{contract_no}/{user_id}", NoBody, get_user),
+    demo("POST", "/demo/api/users/{contract_no}/{user_id}/deregister", Json, customer_deregister),
 ];
 
 const SESSION_COOKIE: &str = "onepush_session";
@@ -63,98 +131,71 @@ pub fn handle(http: &Arc<Http>, req: tiny_http::Request) {
     let ex = Exchange::new(req, http.app.metrics.clone());
     // HEAD is answered as GET; tiny_http leaves the body out.
     let method = match ex.request().method() {
-        Method::Head => Method::Get,
-        m => m.clone(),
+        Method::Head => "GET".to_string(),
+        m => m.as_str().to_string(),
     };
     let path = request::path(ex.request()).to_string();
     let segs: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    let Some((route, params)) = ROUTES
+        .iter()
+        .filter(|r| r.method == method && (!r.demo || http.demo))
+        .find_map(|r| captures(r.path, &segs).map(|p| (r, Params(p))))
+    else {
+        return not_routed(http, ex, &method, &segs, &path);
+    };
     // Bodies on state-changing requests must be JSON (API.md, and CSRF).
-    let routed = ROUTES.iter().any(|(m, p)| *m == method.as_str() && matches_pattern(p, &segs)) || segs.starts_with(&["demo", "api"]);
-    let csv = segs == ["api", "v1", "admin", "import"];
-    if routed && !csv && matches!(method, Method::Post | Method::Put | Method::Delete) && request::has_body(ex.request()) {
+    if route.body == Body::Json && request::has_body(ex.request()) {
         if let Err(e) = request::require_json(ex.request()) {
             return ex.error(&e);
         }
     }
-    use Method::*;
-    match (&method, segs.as_slice()) {
-        (Get, ["healthz"]) => healthz(http, ex),
-        (Get, ["metrics"]) => {
-            let text = http.app.metrics_text();
-            ex.send(200, "text/plain; version=0.0.4", text.into_bytes())
+    match route.handler {
+        Public(f) => f(http, ex, &params),
+        Rp(f) if route.demo => f(http, ex, DEMO_RP.to_string(), &params),
+        Rp(f) => {
+            if let Some((rp, ex)) = rp(http, ex) {
+                f(http, ex, rp, &params)
+            }
         }
-        (Get, ["api", "openapi.json"]) => static_file(ex, "openapi.json"),
-        (Get, ["static", name]) => static_file(ex, name),
-        (Get, [name]) if (*name != "demo" || http.demo) && assets::page(name).is_some() => {
+        Device(f) => {
+            if let Some((token, body, ex)) = device(http, ex) {
+                f(http, ex, token, body, &params)
+            }
+        }
+        Operator(f) => {
+            if let Some((op, ex)) = operator(http, ex) {
+                f(http, ex, op, &params)
+            }
+        }
+    }
+}
+
+/// Pages and built-in files, else 405 with `Allow` for a known path, else 404.
+fn not_routed(http: &Arc<Http>, ex: Exchange, method: &str, segs: &[&str], path: &str) {
+    match (method, segs) {
+        ("GET", ["static", name]) => static_file(ex, name),
+        ("GET", [name]) if (*name != "demo" || http.demo) && assets::page(name).is_some() => {
             #[allow(clippy::expect_used, reason = "the arm's guard found the page")]
             let a = assets::page(name).expect("the guard found it");
             ex.send(200, a.content_type, a.body)
         }
-        // The demo bank's server side: the RP API as the RP "demo", no key.
-        (Post, ["demo", "api", "login"]) if http.demo => login_as(http, ex, DEMO_RP.to_string()),
-        (Post, ["demo", "api", "approvals"]) if http.demo => approval_as(http, ex, DEMO_RP.to_string()),
-        (Get, ["demo", "api", "challenges", id]) if http.demo => get_challenge_as(http, ex, DEMO_RP.to_string(), id),
-        (Delete, ["demo", "api", "challenges", id]) if http.demo => cancel_challenge_as(http, ex, DEMO_RP.to_string(), id),
-        (Get, ["demo", "api", "users", c, u]) if http.demo => get_user_as(http, ex, DEMO_RP, c, u),
-        (Post, ["demo", "api", "users", c, u, "deregister"]) if http.demo => customer_deregister_as(http, ex, DEMO_RP, c, u),
-        (Get, ["api", "v1", "status"]) => status(http, ex),
-        (Post, ["api", "v1", "login"]) => login(http, ex),
-        (Post, ["api", "v1", "approvals"]) => approval(http, ex),
-        (Get, ["api", "v1", "challenges", id]) => get_challenge(http, ex, id),
-        (Delete, ["api", "v1", "challenges", id]) => cancel_challenge(http, ex, id),
-        (Get, ["api", "v1", "users", c, u]) => get_user(http, ex, c, u),
-        (Post, ["api", "v1", "device", "provision"]) => provision(http, ex),
-        (Get, ["api", "v1", "device", "challenges"]) => device_challenges(http, ex),
-        (Post, ["api", "v1", "device", "challenges", id, "response"]) => device_response(http, ex, id),
-        (Post, ["api", "v1", "registrations"]) => register(http, ex),
-        (Post, ["api", "v1", "admin", "session"]) => admin_login(http, ex),
-        (Post, ["api", "v1", "admin", "bootstrap"]) => admin_bootstrap(http, ex),
-        (Delete, ["api", "v1", "admin", "session"]) => admin_logout(http, ex),
-        (Post, ["api", "v1", "admin", "contracts"]) => admin_create_contract(http, ex),
-        (Post, ["api", "v1", "admin", "contracts", no, "users"]) => admin_create_user(http, ex, no),
-        (Get, ["api", "v1", "admin", "contracts"]) => admin_contracts(http, ex),
-        (Get, ["api", "v1", "admin", "contracts", no]) => admin_contract(http, ex, no),
-        (Post, ["api", "v1", "admin", "contracts", no, "cancel"]) => admin_cancel_contract(http, ex, no),
-        (Post, ["api", "v1", "admin", "contracts", no, "service-admin"]) => admin_service_admin(http, ex, no),
-        (Delete, ["api", "v1", "admin", "contracts", no, "users", uid]) => admin_delete_user(http, ex, no, uid),
-        (Post, ["api", "v1", "admin", "contracts", no, "users", uid, action]) => admin_action(http, ex, no, uid, action),
-        (Get, ["api", "v1", "admin", "system"]) => admin_get_system(http, ex),
-        (Put, ["api", "v1", "admin", "system"]) => admin_put_system(http, ex),
-        (Get, ["api", "v1", "admin", "notices"]) => admin_notices(http, ex),
-        (Post, ["api", "v1", "admin", "notices"]) => admin_create_notice(http, ex),
-        (Delete, ["api", "v1", "admin", "notices", id]) => admin_delete_notice(http, ex, id),
-        (Get, ["api", "v1", "admin", "audit"]) => admin_audit(http, ex),
-        (Get, ["api", "v1", "admin", "stats"]) => admin_stats(http, ex),
-        (Post, ["api", "v1", "admin", "import"]) => admin_import(http, ex),
-        (Post, ["api", "v1", "users", c, u, "deregister"]) => customer_deregister(http, ex, c, u),
-        (Get, ["api", "v1", "notices"]) => public_notices(http, ex),
-        _ => match allowed_methods(http, &segs) {
+        _ => match allowed_methods(http, segs) {
             Some(allow) => ex.error(&Error::MethodNotAllowed { allow }),
             None => ex.error(&Error::NotFound(format!("no endpoint {path}"))),
         },
     }
 }
 
-/// The demo bank's RP endpoints (`serve --demo`), for `Allow`.
-const DEMO_ROUTES: &[(&str, &str)] = &[
-    ("POST", "/demo/api/login"),
-    ("POST", "/demo/api/approvals"),
-    ("GET", "/demo/api/challenges/{id}"),
-    ("DELETE", "/demo/api/challenges/{id}"),
-    ("GET", "/demo/api/users/{c}/{u}"),
-    ("POST", "/demo/api/users/{c}/{u}/deregister"),
-];
-
 /// The methods a known path answers, as an `Allow` value (HEAD wherever GET
 /// is); `None` for a path that is not known.
 fn allowed_methods(http: &Http, segs: &[&str]) -> Option<String> {
     let page = match segs {
         [name] => (*name != "demo" || http.demo) && assets::page(name).is_some(),
-        ["static", name] | ["api", name] => assets::get(name).is_some() && (segs[0] == "static" || *name == "openapi.json"),
+        ["static", name] => assets::get(name).is_some(),
         _ => false,
     };
-    let demo = if http.demo { DEMO_ROUTES } else { &[] };
-    let mut methods: Vec<&str> = ROUTES.iter().chain(demo).filter(|(_, p)| matches_pattern(p, segs)).map(|(m, _)| *m).collect();
+    let mut methods: Vec<&str> =
+        ROUTES.iter().filter(|r| (!r.demo || http.demo) && captures(r.path, segs).is_some()).map(|r| r.method).collect();
     if page {
         methods.push("GET");
     }
@@ -170,9 +211,29 @@ fn allowed_methods(http: &Http, segs: &[&str]) -> Option<String> {
     Some(methods.join(", "))
 }
 
-fn matches_pattern(pattern: &str, segs: &[&str]) -> bool {
+/// The segments a pattern's `{x}` match, or `None` if the path is not the pattern's.
+fn captures(pattern: &str, segs: &[&str]) -> Option<Vec<String>> {
     let p: Vec<&str> = pattern.trim_start_matches('/').split('/').collect();
-    p.len() == segs.len() && p.iter().zip(segs).all(|(a, b)| a.starts_with('{') || a == b)
+    if p.len() != segs.len() {
+        return None;
+    }
+    let mut out = Vec::new();
+    for (a, b) in p.iter().zip(segs) {
+        if a.starts_with('{') {
+            out.push((*b).to_string());
+        } else if a != b {
+            return None;
+        }
+    }
+    Some(out)
+}
+
+fn metrics(http: &Arc<Http>, ex: Exchange, _: &Params) {
+    ex.send(200, "text/plain; version=0.0.4", http.app.metrics_text().into_bytes())
+}
+
+fn openapi(_: &Arc<Http>, ex: Exchange, _: &Params) {
+    static_file(ex, "openapi.json")
 }
 
 /// A file built into the binary (`static/`), sent without a copy.
@@ -183,14 +244,14 @@ fn static_file(ex: Exchange, name: &str) {
     }
 }
 
-fn healthz(http: &Arc<Http>, ex: Exchange) {
+fn healthz(http: &Arc<Http>, ex: Exchange, _: &Params) {
     match http.app.store_answers() {
         Ok(()) => ex.json(200, &json!({"status": "ok"})),
         Err(e) => ex.error(&e),
     }
 }
 
-fn status(http: &Arc<Http>, ex: Exchange) {
+fn status(http: &Arc<Http>, ex: Exchange, _: &Params) {
     match http.app.system() {
         Ok(s) => ex.json(200, &json!({"push_suspended": s.push_suspended, "server_time": rfc3339(now_ms())})),
         Err(e) => ex.error(&e),
@@ -214,36 +275,22 @@ fn rp(http: &Http, ex: Exchange) -> Option<(String, Exchange)> {
     }
 }
 
-fn login(http: &Arc<Http>, ex: Exchange) {
-    let Some((rp, ex)) = rp(http, ex) else { return };
-    login_as(http, ex, rp)
-}
-
-fn login_as(http: &Arc<Http>, mut ex: Exchange, rp: String) {
+fn login(http: &Arc<Http>, mut ex: Exchange, rp: String, _: &Params) {
     match json_body(ex.request_mut()) {
         Ok(input) => http.app.login(rp, input, now_ms(), move |r| ex.result(200, r)),
         Err(e) => ex.error(&e),
     }
 }
 
-fn approval(http: &Arc<Http>, ex: Exchange) {
-    let Some((rp, ex)) = rp(http, ex) else { return };
-    approval_as(http, ex, rp)
-}
-
-fn approval_as(http: &Arc<Http>, mut ex: Exchange, rp: String) {
+fn approval(http: &Arc<Http>, mut ex: Exchange, rp: String, _: &Params) {
     match json_body(ex.request_mut()) {
         Ok(input) => http.app.approve(rp, input, now_ms(), move |r| ex.result(200, r)),
         Err(e) => ex.error(&e),
     }
 }
 
-fn get_challenge(http: &Arc<Http>, ex: Exchange, id: &str) {
-    let Some((rp, ex)) = rp(http, ex) else { return };
-    get_challenge_as(http, ex, rp, id)
-}
-
-fn get_challenge_as(http: &Arc<Http>, ex: Exchange, rp: String, id: &str) {
+fn get_challenge(http: &Arc<Http>, ex: Exchange, rp: String, p: &Params) {
+    let id = p.get(0);
     let wait = match wait_param(ex.request(), http.app.cfg().max_wait) {
         Ok(w) => w,
         Err(e) => return ex.error(&e),
@@ -258,25 +305,15 @@ fn get_challenge_as(http: &Arc<Http>, ex: Exchange, rp: String, id: &str) {
     }
 }
 
-fn cancel_challenge(http: &Arc<Http>, ex: Exchange, id: &str) {
-    let Some((rp, ex)) = rp(http, ex) else { return };
-    cancel_challenge_as(http, ex, rp, id)
-}
-
-fn cancel_challenge_as(http: &Arc<Http>, ex: Exchange, rp: String, id: &str) {
-    http.app.cancel(rp, id.to_string(), now_ms(), move |r| match r {
+fn cancel_challenge(http: &Arc<Http>, ex: Exchange, rp: String, p: &Params) {
+    http.app.cancel(rp, p.get(0).to_string(), now_ms(), move |r| match r {
         Ok(c) => ex.json(200, &rp_view(&c)),
         Err(e) => ex.error(&e),
     });
 }
 
-fn get_user(http: &Arc<Http>, ex: Exchange, contract_no: &str, user_id: &str) {
-    let Some((rp, ex)) = rp(http, ex) else { return };
-    get_user_as(http, ex, &rp, contract_no, user_id)
-}
-
-fn get_user_as(http: &Arc<Http>, ex: Exchange, rp: &str, contract_no: &str, user_id: &str) {
-    match http.app.user(rp, contract_no, user_id) {
+fn get_user(http: &Arc<Http>, ex: Exchange, rp: String, p: &Params) {
+    match http.app.user(&rp, p.get(0), p.get(1)) {
         Ok(u) => ex.json(200, &user_view(&u)),
         Err(e) => ex.error(&e),
     }
@@ -284,7 +321,7 @@ fn get_user_as(http: &Arc<Http>, ex: Exchange, rp: &str, contract_no: &str, user
 
 // ---------------------------------------------------------------- device API
 
-fn provision(http: &Arc<Http>, mut ex: Exchange) {
+fn provision(http: &Arc<Http>, mut ex: Exchange, _: &Params) {
     let ip = client_ip(ex.request(), &http.app.cfg().trusted_proxies);
     match json_body(ex.request_mut()) {
         Ok(input) => http.app.provision(input, ip, now_ms(), move |r| ex.result(201, r)),
@@ -293,7 +330,7 @@ fn provision(http: &Arc<Http>, mut ex: Exchange) {
 }
 
 /// Checks the signed headers; returns the token and the raw body.
-fn device(http: &Http, mut ex: Exchange) -> Option<(crate::domain::account::Token, Vec<u8>, Exchange)> {
+fn device(http: &Http, mut ex: Exchange) -> Option<(Token, Vec<u8>, Exchange)> {
     let body = match read_body(ex.request_mut(), request::BODY_LIMIT) {
         Ok(b) => b,
         Err(e) => {
@@ -318,8 +355,7 @@ fn device(http: &Http, mut ex: Exchange) -> Option<(crate::domain::account::Toke
     }
 }
 
-fn device_challenges(http: &Arc<Http>, ex: Exchange) {
-    let Some((token, _, ex)) = device(http, ex) else { return };
+fn device_challenges(http: &Arc<Http>, ex: Exchange, token: Token, _: Vec<u8>, _: &Params) {
     // HEAD has no body to carry challenges: it never delivers or parks.
     if *ex.request().method() == Method::Head {
         return ex.json(200, &device_list(vec![]));
@@ -338,8 +374,8 @@ fn device_challenges(http: &Arc<Http>, ex: Exchange) {
     }
 }
 
-fn device_response(http: &Arc<Http>, ex: Exchange, id: &str) {
-    let Some((token, body, ex)) = device(http, ex) else { return };
+fn device_response(http: &Arc<Http>, ex: Exchange, token: Token, body: Vec<u8>, p: &Params) {
+    let id = p.get(0);
     if let Err(e) = request::require_json(ex.request()) {
         return ex.error(&e);
     }
@@ -354,7 +390,7 @@ fn device_response(http: &Arc<Http>, ex: Exchange, id: &str) {
 
 // ---------------------------------------------------------------- registration
 
-fn register(http: &Arc<Http>, mut ex: Exchange) {
+fn register(http: &Arc<Http>, mut ex: Exchange, _: &Params) {
     let ip = client_ip(ex.request(), &http.app.cfg().trusted_proxies);
     match json_body(ex.request_mut()) {
         Ok(input) => http.app.register(input, ip, now_ms(), move |r| ex.result(201, r)),
@@ -371,7 +407,7 @@ struct SessionInput {
     password: Password,
 }
 
-fn admin_login(http: &Arc<Http>, mut ex: Exchange) {
+fn admin_login(http: &Arc<Http>, mut ex: Exchange, _: &Params) {
     let input: SessionInput = match json_body(ex.request_mut()) {
         Ok(i) => i,
         Err(e) => return ex.error(&e),
@@ -400,7 +436,7 @@ struct BootstrapInput {
     password: Password,
 }
 
-fn admin_bootstrap(http: &Arc<Http>, mut ex: Exchange) {
+fn admin_bootstrap(http: &Arc<Http>, mut ex: Exchange, _: &Params) {
     let input: BootstrapInput = match json_body(ex.request_mut()) {
         Ok(i) => i,
         Err(e) => return ex.error(&e),
@@ -415,7 +451,7 @@ fn set_session_cookie(http: &Http, ex: &mut Exchange, token: &str) {
     ex.add_header("Set-Cookie", &format!("{SESSION_COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict{secure}"));
 }
 
-fn admin_logout(http: &Arc<Http>, mut ex: Exchange) {
+fn admin_logout(http: &Arc<Http>, mut ex: Exchange, _: &Params) {
     if let Some(token) = cookie(ex.request(), SESSION_COOKIE) {
         http.app.admin_logout(token);
     }
@@ -438,29 +474,23 @@ fn operator(http: &Http, ex: Exchange) -> Option<(String, Exchange)> {
     }
 }
 
-fn admin_create_contract(http: &Arc<Http>, ex: Exchange) {
-    let Some((op, mut ex)) = operator(http, ex) else { return };
+fn admin_create_contract(http: &Arc<Http>, mut ex: Exchange, op: String, _: &Params) {
     let r = json_body(ex.request_mut()).and_then(|input| http.app.create_contract(&op, input, now_ms()));
     ex.result(201, r.map(|c| contract_view(&c)))
 }
 
-fn admin_create_user(http: &Arc<Http>, ex: Exchange, contract_no: &str) {
-    let Some((op, mut ex)) = operator(http, ex) else { return };
+fn admin_create_user(http: &Arc<Http>, mut ex: Exchange, op: String, p: &Params) {
+    let contract_no = p.get(0);
     let r = json_body(ex.request_mut()).and_then(|input| http.app.create_user(&op, contract_no, input, now_ms()));
     ex.result(201, r.map(|u| user_view(&u)))
 }
 
-fn customer_deregister(http: &Arc<Http>, ex: Exchange, contract_no: &str, user_id: &str) {
-    let Some((rp, ex)) = rp(http, ex) else { return };
-    customer_deregister_as(http, ex, &rp, contract_no, user_id)
-}
-
-fn customer_deregister_as(http: &Arc<Http>, mut ex: Exchange, rp: &str, contract_no: &str, user_id: &str) {
-    let r = json_body(ex.request_mut()).and_then(|input| http.app.customer_deregister(rp, contract_no, user_id, input, now_ms()));
+fn customer_deregister(http: &Arc<Http>, mut ex: Exchange, rp: String, p: &Params) {
+    let r = json_body(ex.request_mut()).and_then(|input| http.app.customer_deregister(&rp, p.get(0), p.get(1), input, now_ms()));
     ex.result(200, r.map(|u| user_view(&u)))
 }
 
-fn public_notices(http: &Arc<Http>, ex: Exchange) {
+fn public_notices(http: &Arc<Http>, ex: Exchange, _: &Params) {
     let now = now_ms();
     let time = |name: &str| query_param(ex.request(), name).map(|v| parse_rfc3339(name, &url_decode(v))).transpose();
     let r = (|| {
@@ -472,8 +502,7 @@ fn public_notices(http: &Arc<Http>, ex: Exchange) {
     ex.result(200, r.map(|list| json!({"notices": list.iter().map(notice_view).collect::<Vec<_>>()})))
 }
 
-fn admin_contracts(http: &Arc<Http>, ex: Exchange) {
-    let Some((_, ex)) = operator(http, ex) else { return };
+fn admin_contracts(http: &Arc<Http>, ex: Exchange, _: String, _: &Params) {
     let req = ex.request();
     let q = query_param(req, "q").map(url_decode).unwrap_or_default();
     let after = query_param(req, "after").map(url_decode).unwrap_or_default();
@@ -485,8 +514,8 @@ fn admin_contracts(http: &Arc<Http>, ex: Exchange) {
     ex.result(200, r.map(|(list, next)| json!({"contracts": list.iter().map(contract_view).collect::<Vec<_>>(), "next": next})))
 }
 
-fn admin_contract(http: &Arc<Http>, ex: Exchange, no: &str) {
-    let Some((_, ex)) = operator(http, ex) else { return };
+fn admin_contract(http: &Arc<Http>, ex: Exchange, _: String, p: &Params) {
+    let no = p.get(0);
     let r = http.app.contract_detail(no).map(|(c, users)| {
         let mut v = contract_view(&c);
         v["users"] = json!(users.iter().map(user_view).collect::<Vec<_>>());
@@ -495,59 +524,57 @@ fn admin_contract(http: &Arc<Http>, ex: Exchange, no: &str) {
     ex.result(200, r)
 }
 
-fn admin_cancel_contract(http: &Arc<Http>, ex: Exchange, no: &str) {
-    let Some((op, mut ex)) = operator(http, ex) else { return };
+fn admin_cancel_contract(http: &Arc<Http>, mut ex: Exchange, op: String, p: &Params) {
+    let no = p.get(0);
     let r = json_body(ex.request_mut()).and_then(|input| http.app.cancel_contract(&op, no, input, now_ms()));
     ex.result(200, r.map(|c| contract_view(&c)))
 }
 
-fn admin_service_admin(http: &Arc<Http>, ex: Exchange, no: &str) {
-    let Some((op, mut ex)) = operator(http, ex) else { return };
+fn admin_service_admin(http: &Arc<Http>, mut ex: Exchange, op: String, p: &Params) {
+    let no = p.get(0);
     let r = json_body(ex.request_mut()).and_then(|input| http.app.change_service_admin(&op, no, input, now_ms()));
     ex.result(200, r.map(|c| contract_view(&c)))
 }
 
-fn admin_delete_user(http: &Arc<Http>, ex: Exchange, no: &str, uid: &str) {
-    let Some((op, mut ex)) = operator(http, ex) else { return };
+fn admin_delete_user(http: &Arc<Http>, mut ex: Exchange, op: String, p: &Params) {
+    let no = p.get(0);
+    let uid = p.get(1);
     let r = json_body(ex.request_mut()).and_then(|input| http.app.delete_user(&op, no, uid, input, now_ms()));
     ex.result(200, r.map(|()| json!({"deleted": true, "contract_no": no, "user_id": uid})))
 }
 
-fn admin_action(http: &Arc<Http>, ex: Exchange, no: &str, uid: &str, action: &str) {
-    let Some((op, mut ex)) = operator(http, ex) else { return };
+fn admin_action(http: &Arc<Http>, mut ex: Exchange, op: String, p: &Params) {
+    let no = p.get(0);
+    let uid = p.get(1);
+    let action = p.get(2);
     let r = json_body(ex.request_mut()).and_then(|input| http.app.operator_action(&op, no, uid, action, input, now_ms()));
     ex.result(200, r.map(|u| user_view(&u)))
 }
 
-fn admin_get_system(http: &Arc<Http>, ex: Exchange) {
-    let Some((_, ex)) = operator(http, ex) else { return };
+fn admin_get_system(http: &Arc<Http>, ex: Exchange, _: String, _: &Params) {
     ex.result(200, http.app.system().map(|s| system_view(&s)))
 }
 
-fn admin_put_system(http: &Arc<Http>, ex: Exchange) {
-    let Some((op, mut ex)) = operator(http, ex) else { return };
+fn admin_put_system(http: &Arc<Http>, mut ex: Exchange, op: String, _: &Params) {
     let r = json_body(ex.request_mut()).and_then(|input| http.app.set_system(&op, input, now_ms()));
     ex.result(200, r.map(|s| system_view(&s)))
 }
 
-fn admin_notices(http: &Arc<Http>, ex: Exchange) {
-    let Some((_, ex)) = operator(http, ex) else { return };
+fn admin_notices(http: &Arc<Http>, ex: Exchange, _: String, _: &Params) {
     ex.result(200, http.app.notices().map(|list| json!({"notices": list.iter().map(notice_view).collect::<Vec<_>>()})))
 }
 
-fn admin_create_notice(http: &Arc<Http>, ex: Exchange) {
-    let Some((op, mut ex)) = operator(http, ex) else { return };
+fn admin_create_notice(http: &Arc<Http>, mut ex: Exchange, op: String, _: &Params) {
     let r = json_body(ex.request_mut()).and_then(|input| http.app.create_notice(&op, input, now_ms()));
     ex.result(201, r.map(|n| notice_view(&n)))
 }
 
-fn admin_delete_notice(http: &Arc<Http>, ex: Exchange, id: &str) {
-    let Some((op, ex)) = operator(http, ex) else { return };
+fn admin_delete_notice(http: &Arc<Http>, ex: Exchange, op: String, p: &Params) {
+    let id = p.get(0);
     ex.result(200, http.app.delete_notice(&op, id).map(|()| json!({"deleted": true, "id": id})))
 }
 
-fn admin_audit(http: &Arc<Http>, ex: Exchange) {
-    let Some((_, ex)) = operator(http, ex) else { return };
+fn admin_audit(http: &Arc<Http>, ex: Exchange, _: String, _: &Params) {
     let req = ex.request();
     let num = |name: &str, default: u64| -> Result<u64, Error> {
         query_param(req, name)
@@ -578,14 +605,12 @@ fn admin_audit(http: &Arc<Http>, ex: Exchange) {
     )
 }
 
-fn admin_stats(http: &Arc<Http>, ex: Exchange) {
-    let Some((_, ex)) = operator(http, ex) else { return };
+fn admin_stats(http: &Arc<Http>, ex: Exchange, _: String, _: &Params) {
     ex.result(200, http.app.stats(now_ms()))
 }
 
 /// API.md: CSV import bodies up to 5 MiB.
-fn admin_import(http: &Arc<Http>, ex: Exchange) {
-    let Some((op, mut ex)) = operator(http, ex) else { return };
+fn admin_import(http: &Arc<Http>, mut ex: Exchange, op: String, _: &Params) {
     let ct = header(ex.request(), "Content-Type").unwrap_or("").split(';').next().unwrap_or("").trim().to_ascii_lowercase();
     if ct != "text/csv" {
         return ex.error(&Error::UnsupportedMediaType);
@@ -642,15 +667,20 @@ mod tests {
     #[test]
     fn openapi_covers_every_route() {
         let doc: serde_json::Value = serde_json::from_slice(assets::get("openapi.json").expect("embedded").body).unwrap();
-        for (method, path) in ROUTES {
-            let op = &doc["paths"][path][method.to_lowercase()];
-            assert!(op.is_object(), "{method} {path} is missing from static/openapi.json");
+        for r in ROUTES.iter().filter(|r| !r.demo) {
+            let op = &doc["paths"][r.path][r.method.to_lowercase()];
+            assert!(op.is_object(), "{} {} is missing from static/openapi.json", r.method, r.path);
+            // A JSON body is documented as one, and the callers the handler admits as its security.
+            if r.body == Body::Json && r.method != "DELETE" {
+                assert!(op["requestBody"]["content"]["application/json"].is_object(), "{} {}: no JSON requestBody", r.method, r.path);
+            }
         }
     }
 
     #[test]
     fn patterns_match_segments() {
-        assert!(matches_pattern("/api/v1/challenges/{id}", &["api", "v1", "challenges", "ch_1"]));
-        assert!(!matches_pattern("/api/v1/challenges/{id}", &["api", "v1", "challenges"]));
+        assert_eq!(captures("/api/v1/challenges/{id}", &["api", "v1", "challenges", "ch_1"]), Some(vec!["ch_1".to_string()]));
+        assert_eq!(captures("/api/v1/challenges/{id}", &["api", "v1", "challenges"]), None);
+        assert_eq!(captures("/api/v1/status", &["api", "v1", "status"]), Some(vec![]));
     }
 }
