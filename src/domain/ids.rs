@@ -117,6 +117,74 @@ pub fn check_user_id(field: &str, s: &str) -> Result<()> {
     Ok(())
 }
 
+/// An identifier checked once, where it enters (a path segment or a JSON
+/// field), and passed on typed so that no use case checks it again.
+macro_rules! checked_id {
+    ($(#[$doc:meta])* $name:ident, $check:expr, $missing:literal) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, PartialEq, Eq, Hash)]
+        pub struct $name(String);
+
+        impl $name {
+            /// Checks a value the client gives; the error names `field` (400).
+            pub fn parse(field: &str, s: &str) -> Result<$name> {
+                $check(field, s)?;
+                Ok($name(s.to_string()))
+            }
+
+            /// A path segment that names a record: one that cannot be well
+            /// formed names nothing, so it is 404 as an unknown one is.
+            pub fn lookup(s: &str) -> Result<$name> {
+                $name::parse("id", s).map_err(|_| Error::NotFound($missing.into()))
+            }
+
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl std::ops::Deref for $name {
+            type Target = str;
+            fn deref(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+    };
+}
+
+checked_id!(
+    /// A contract number: 1–20 letters or digits.
+    ContractNo,
+    check_contract_no,
+    "no such contract"
+);
+checked_id!(
+    /// A user ID: 1–32 of `[0-9A-Za-z._-]`.
+    UserId,
+    check_user_id,
+    "no such user"
+);
+checked_id!(
+    /// A challenge ID as onepush makes them: `ch_` and 32 lowercase hex digits.
+    ChallengeId,
+    check_challenge_id,
+    "no such challenge"
+);
+
+/// Challenge ID: `ch_` + 32 lowercase hex digits (`new_challenge_id`).
+pub fn check_challenge_id(field: &str, s: &str) -> Result<()> {
+    match s.strip_prefix("ch_") {
+        Some(hex) if hex.len() == 32 && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) => Ok(()),
+        _ => Err(Error::bad_field(field, "must be ch_ and 32 lowercase hex digits")),
+    }
+}
+
 /// Free text: `min..=max` characters, no control characters.
 pub fn check_text(field: &str, s: &str, min: usize, max: usize) -> Result<()> {
     let n = s.chars().count();
@@ -198,6 +266,12 @@ mod tests {
         assert!(check_user_id("user_id", "taro.y_1-a").is_ok());
         assert!(check_user_id("user_id", "").is_err());
         assert!(check_user_id("user_id", &"a".repeat(33)).is_err());
+        let id = new_challenge_id();
+        assert_eq!(ChallengeId::lookup(&id).unwrap().as_str(), id);
+        assert_eq!(ChallengeId::lookup("ch_1").unwrap_err(), Error::NotFound("no such challenge".into()));
+        assert_eq!(ContractNo::lookup("10-01").unwrap_err(), Error::NotFound("no such contract".into()));
+        assert!(ContractNo::parse("contract_no", "10-01").unwrap_err().to_string().contains("contract_no"));
+        assert_eq!(&*UserId::parse("user_id", "taro").unwrap(), "taro");
         assert!(check_text("label", "ok", 1, 40).is_ok());
         assert!(check_text("label", "a\u{7}b", 1, 40).is_err());
         assert!(check_text("label", "\n", 1, 40).is_err());

@@ -20,7 +20,7 @@ use super::response::Exchange;
 use super::waiters::{self, device_list, Msg};
 use super::{assets, Http, DEMO_RP};
 use crate::domain::account::Token;
-use crate::domain::ids::Password;
+use crate::domain::ids::{ChallengeId, ContractNo, Password, UserId};
 use crate::domain::{now_ms, parse_rfc3339, rfc3339};
 use crate::error::Error;
 use crate::http::views::{contract_view, notice_view, rp_view, system_view, user_view};
@@ -290,15 +290,18 @@ fn approval(http: &Arc<Http>, mut ex: Exchange, rp: String, _: &Params) {
 }
 
 fn get_challenge(http: &Arc<Http>, ex: Exchange, rp: String, p: &Params) {
-    let id = p.get(0);
     let wait = match wait_param(ex.request(), http.app.cfg().max_wait) {
         Ok(w) => w,
         Err(e) => return ex.error(&e),
     };
-    match http.app.challenge_for_rp(&rp, id) {
+    let id = match ChallengeId::lookup(p.get(0)) {
+        Ok(id) => id,
+        Err(e) => return ex.error(&e),
+    };
+    match http.app.challenge_for_rp(&rp, &id) {
         Ok(c) if c.is_pending() && wait > 0 => {
             let deadline = Instant::now() + Duration::from_millis(wait);
-            let _ = http.waiters.send(Msg::ParkRp { challenge_id: id.to_string(), rp, ex, deadline });
+            let _ = http.waiters.send(Msg::ParkRp { challenge_id: id, rp, ex, deadline });
         }
         Ok(c) => ex.json(200, &rp_view(&c)),
         Err(e) => ex.error(&e),
@@ -306,14 +309,21 @@ fn get_challenge(http: &Arc<Http>, ex: Exchange, rp: String, p: &Params) {
 }
 
 fn cancel_challenge(http: &Arc<Http>, ex: Exchange, rp: String, p: &Params) {
-    http.app.cancel(rp, p.get(0).to_string(), now_ms(), move |r| match r {
+    let id = match ChallengeId::lookup(p.get(0)) {
+        Ok(id) => id,
+        Err(e) => return ex.error(&e),
+    };
+    http.app.cancel(rp, id, now_ms(), move |r| match r {
         Ok(c) => ex.json(200, &rp_view(&c)),
         Err(e) => ex.error(&e),
     });
 }
 
 fn get_user(http: &Arc<Http>, ex: Exchange, rp: String, p: &Params) {
-    match http.app.user(&rp, p.get(0), p.get(1)) {
+    let user = ContractNo::parse("contract_no", p.get(0))
+        .and_then(|c| Ok((c, UserId::parse("user_id", p.get(1))?)))
+        .and_then(|(c, u)| http.app.user(&rp, &c, &u));
+    match user {
         Ok(u) => ex.json(200, &user_view(&u)),
         Err(e) => ex.error(&e),
     }
@@ -481,12 +491,16 @@ fn admin_create_contract(http: &Arc<Http>, mut ex: Exchange, op: String, _: &Par
 
 fn admin_create_user(http: &Arc<Http>, mut ex: Exchange, op: String, p: &Params) {
     let contract_no = p.get(0);
-    let r = json_body(ex.request_mut()).and_then(|input| http.app.create_user(&op, contract_no, input, now_ms()));
+    let r = json_body(ex.request_mut())
+        .and_then(|input| http.app.create_user(&op, &ContractNo::parse("contract_no", contract_no)?, input, now_ms()));
     ex.result(201, r.map(|u| user_view(&u)))
 }
 
 fn customer_deregister(http: &Arc<Http>, mut ex: Exchange, rp: String, p: &Params) {
-    let r = json_body(ex.request_mut()).and_then(|input| http.app.customer_deregister(&rp, p.get(0), p.get(1), input, now_ms()));
+    let r = json_body(ex.request_mut()).and_then(|input| {
+        let (c, u) = (ContractNo::parse("contract_no", p.get(0))?, UserId::parse("user_id", p.get(1))?);
+        http.app.customer_deregister(&rp, &c, &u, input, now_ms())
+    });
     ex.result(200, r.map(|u| user_view(&u)))
 }
 
@@ -516,7 +530,7 @@ fn admin_contracts(http: &Arc<Http>, ex: Exchange, _: String, _: &Params) {
 
 fn admin_contract(http: &Arc<Http>, ex: Exchange, _: String, p: &Params) {
     let no = p.get(0);
-    let r = http.app.contract_detail(no).map(|(c, users)| {
+    let r = ContractNo::lookup(no).and_then(|no| http.app.contract_detail(&no)).map(|(c, users)| {
         let mut v = contract_view(&c);
         v["users"] = json!(users.iter().map(user_view).collect::<Vec<_>>());
         v
@@ -526,20 +540,21 @@ fn admin_contract(http: &Arc<Http>, ex: Exchange, _: String, p: &Params) {
 
 fn admin_cancel_contract(http: &Arc<Http>, mut ex: Exchange, op: String, p: &Params) {
     let no = p.get(0);
-    let r = json_body(ex.request_mut()).and_then(|input| http.app.cancel_contract(&op, no, input, now_ms()));
+    let r = json_body(ex.request_mut()).and_then(|input| http.app.cancel_contract(&op, &ContractNo::lookup(no)?, input, now_ms()));
     ex.result(200, r.map(|c| contract_view(&c)))
 }
 
 fn admin_service_admin(http: &Arc<Http>, mut ex: Exchange, op: String, p: &Params) {
     let no = p.get(0);
-    let r = json_body(ex.request_mut()).and_then(|input| http.app.change_service_admin(&op, no, input, now_ms()));
+    let r = json_body(ex.request_mut()).and_then(|input| http.app.change_service_admin(&op, &ContractNo::lookup(no)?, input, now_ms()));
     ex.result(200, r.map(|c| contract_view(&c)))
 }
 
 fn admin_delete_user(http: &Arc<Http>, mut ex: Exchange, op: String, p: &Params) {
     let no = p.get(0);
     let uid = p.get(1);
-    let r = json_body(ex.request_mut()).and_then(|input| http.app.delete_user(&op, no, uid, input, now_ms()));
+    let r = json_body(ex.request_mut())
+        .and_then(|input| http.app.delete_user(&op, &ContractNo::lookup(no)?, &UserId::lookup(uid)?, input, now_ms()));
     ex.result(200, r.map(|()| json!({"deleted": true, "contract_no": no, "user_id": uid})))
 }
 
@@ -547,7 +562,8 @@ fn admin_action(http: &Arc<Http>, mut ex: Exchange, op: String, p: &Params) {
     let no = p.get(0);
     let uid = p.get(1);
     let action = p.get(2);
-    let r = json_body(ex.request_mut()).and_then(|input| http.app.operator_action(&op, no, uid, action, input, now_ms()));
+    let r = json_body(ex.request_mut())
+        .and_then(|input| http.app.operator_action(&op, &ContractNo::lookup(no)?, &UserId::lookup(uid)?, action, input, now_ms()));
     ex.result(200, r.map(|u| user_view(&u)))
 }
 

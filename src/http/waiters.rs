@@ -27,7 +27,7 @@ use crate::service::{App, Event};
 
 pub enum Msg {
     ParkRp {
-        challenge_id: String,
+        challenge_id: crate::domain::ids::ChallengeId,
         rp: String,
         ex: Exchange,
         deadline: Instant,
@@ -121,7 +121,7 @@ impl Waiters {
     fn handle(&mut self, msg: Msg) {
         match msg {
             Msg::ParkRp { challenge_id, rp, ex, deadline } => match self.app.challenge_for_rp(&rp, &challenge_id) {
-                Ok(c) if c.is_pending() => self.park(Side::Rp, challenge_id, ex, deadline, Some(rp)),
+                Ok(c) if c.is_pending() => self.park(Side::Rp, challenge_id.to_string(), ex, deadline, Some(rp)),
                 Ok(c) => ex.json(200, &rp_view(&c)),
                 Err(e) => ex.error(&e),
             },
@@ -203,7 +203,9 @@ impl Waiters {
 
     fn answer_now(&self, side: Side, key: &str, p: Parked) {
         match side {
-            Side::Rp => match self.app.challenge_for_rp(p.rp.as_deref().unwrap_or(""), key) {
+            Side::Rp => match crate::domain::ids::ChallengeId::lookup(key)
+                .and_then(|id| self.app.challenge_for_rp(p.rp.as_deref().unwrap_or(""), &id))
+            {
                 Ok(c) => p.ex.json(200, &rp_view(&c)),
                 Err(e) => p.ex.error(&e),
             },

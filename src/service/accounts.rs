@@ -188,8 +188,7 @@ impl App {
         })
     }
 
-    pub fn create_user(&self, operator: &str, contract_no: &str, input: NewUser, now: Ms) -> Result<User> {
-        check_contract_no("contract_no", contract_no)?;
+    pub fn create_user(&self, operator: &str, contract_no: &ContractNo, input: NewUser, now: Ms) -> Result<User> {
         let role = input.validate()?;
         let password_hash = self.passwords.hash(input.password.expose())?;
         let tx_hash = input.transaction_password.as_ref().map(|p| self.passwords.hash(p.expose())).transpose()?;
@@ -277,8 +276,8 @@ impl App {
     pub fn operator_action(
         self: &Arc<Self>,
         operator: &str,
-        contract_no: &str,
-        user_id: &str,
+        contract_no: &ContractNo,
+        user_id: &UserId,
         action: &str,
         input: ActionInput,
         now: Ms,
@@ -304,13 +303,11 @@ impl App {
     pub fn customer_deregister(
         self: &Arc<Self>,
         rp: &str,
-        contract_no: &str,
-        target: &str,
+        contract_no: &ContractNo,
+        target: &UserId,
         input: CustomerDeregister,
         now: Ms,
     ) -> Result<User> {
-        check_contract_no("contract_no", contract_no)?;
-        check_user_id("user_id", target)?;
         check_user_id("actor_user_id", &input.actor_user_id)?;
         check_reason(&input.reason)?;
         let (c, t, actor_id, reason) = (contract_no.to_string(), target.to_string(), input.actor_user_id, input.reason);
@@ -343,7 +340,7 @@ impl App {
 
     /// `POST /api/v1/admin/contracts/{no}/cancel` (解約, Art. 7.6): every user
     /// deregistered, every token revoked, every login refused.
-    pub fn cancel_contract(self: &Arc<Self>, operator: &str, contract_no: &str, input: ReasonInput, now: Ms) -> Result<Contract> {
+    pub fn cancel_contract(self: &Arc<Self>, operator: &str, contract_no: &ContractNo, input: ReasonInput, now: Ms) -> Result<Contract> {
         check_reason(&input.reason)?;
         let (c, actor, reason) = (contract_no.to_string(), format!("operator:{operator}"), input.reason);
         let app = self.clone();
@@ -376,7 +373,14 @@ impl App {
 
     /// `DELETE /api/v1/admin/contracts/{no}/users/{uid}` (Art. 7.5): the
     /// registration ends and the token is revoked; the user record goes.
-    pub fn delete_user(self: &Arc<Self>, operator: &str, contract_no: &str, user_id: &str, input: ReasonInput, now: Ms) -> Result<()> {
+    pub fn delete_user(
+        self: &Arc<Self>,
+        operator: &str,
+        contract_no: &ContractNo,
+        user_id: &UserId,
+        input: ReasonInput,
+        now: Ms,
+    ) -> Result<()> {
         check_reason(&input.reason)?;
         let (c, u, actor, reason) = (contract_no.to_string(), user_id.to_string(), format!("operator:{operator}"), input.reason);
         let app = self.clone();
@@ -407,7 +411,7 @@ impl App {
     pub fn change_service_admin(
         self: &Arc<Self>,
         operator: &str,
-        contract_no: &str,
+        contract_no: &ContractNo,
         input: ServiceAdminInput,
         now: Ms,
     ) -> Result<Contract> {

@@ -52,7 +52,7 @@ impl App {
     }
 
     /// GET /api/v1/challenges/{id}: 404 for unknown ids and other RPs' challenges.
-    pub fn challenge_for_rp(&self, rp: &str, id: &str) -> Result<Challenge> {
+    pub fn challenge_for_rp(&self, rp: &str, id: &ChallengeId) -> Result<Challenge> {
         let r = self.store.read()?;
         match r.challenge(id)? {
             Some(c) if c.rp == rp && self.rp_sees_contract(&r, rp, &c.contract_no)? => Ok(c),
@@ -61,7 +61,7 @@ impl App {
     }
 
     /// DELETE /api/v1/challenges/{id}.
-    pub fn cancel(self: &Arc<Self>, rp: String, id: String, now: Ms, done: impl FnOnce(Result<Challenge>) + Send + 'static) {
+    pub fn cancel(self: &Arc<Self>, rp: String, id: ChallengeId, now: Ms, done: impl FnOnce(Result<Challenge>) + Send + 'static) {
         let app = self.clone();
         self.submit(
             Durability::Durable,

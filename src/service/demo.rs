@@ -45,7 +45,7 @@ impl App {
                     password: Password::new(pw.to_string()),
                     transaction_password: tx.map(|t| Password::new(t.to_string())),
                 };
-                self.create_user("demo", no, input, now)?;
+                self.create_user("demo", &ContractNo::parse("contract_no", no)?, input, now)?;
             }
         }
         Ok(DemoSeed { users: DEMO_USERS.iter().filter(|u| mine.iter().any(|m| m == u.0)).copied().collect() })

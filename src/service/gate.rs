@@ -55,8 +55,8 @@ pub(super) struct GateRequest {
     /// "login" or "approval": the audit type and the metrics label.
     op: &'static str,
     rp: String,
-    contract_no: String,
-    user_id: String,
+    contract_no: ContractNo,
+    user_id: UserId,
     kind: Kind,
     creds: Credentials,
     /// The lines of an approval; a login's are composed in `decide`.
@@ -154,40 +154,31 @@ impl App {
     /// POST /api/v1/login (SPEC R2.1, R3).
     pub fn login(self: &Arc<Self>, rp: String, input: LoginInput, now: Ms, done: impl FnOnce(Result<GateAnswer>) + Send + 'static) {
         let prepared = (|| {
-            check_contract_no("contract_no", &input.contract_no)?;
-            check_user_id("user_id", &input.user_id)?;
+            let contract_no = ContractNo::parse("contract_no", &input.contract_no)?;
+            let user_id = UserId::parse("user_id", &input.user_id)?;
             input.password.check("password")?;
             let client = check_client(&input.client)?;
             let r = self.store.read()?;
             // A contract outside the RP key's editions is as unknown to it.
-            let user = match r.contract(&input.contract_no)? {
-                Some(c) if self.rp_sees(&r, &rp, &c)? => r.user(&input.contract_no, &input.user_id)?,
+            let user = match r.contract(&contract_no)? {
+                Some(c) if self.rp_sees(&r, &rp, &c)? => r.user(&contract_no, &user_id)?,
                 _ => None,
             };
-            Ok((self.check_credentials(user.as_ref(), &input.password), client))
+            Ok((contract_no, user_id, self.check_credentials(user.as_ref(), &input.password), client))
         })();
-        let (creds, client) = match prepared {
+        let (contract_no, user_id, creds, client) = match prepared {
             Ok(p) => p,
             Err(e) => return done(Err(e)),
         };
-        let req = GateRequest {
-            op: "login",
-            rp,
-            contract_no: input.contract_no,
-            user_id: input.user_id,
-            kind: Kind::Login,
-            creds,
-            display: None,
-            client,
-        };
+        let req = GateRequest { op: "login", rp, contract_no, user_id, kind: Kind::Login, creds, display: None, client };
         self.submit_gate(req, now, done);
     }
 
     /// POST /api/v1/approvals (SPEC R2.2).
     pub fn approve(self: &Arc<Self>, rp: String, input: ApprovalInput, now: Ms, done: impl FnOnce(Result<GateAnswer>) + Send + 'static) {
         let prepared = (|| {
-            check_contract_no("contract_no", &input.contract_no)?;
-            check_user_id("user_id", &input.user_id)?;
+            let contract_no = ContractNo::parse("contract_no", &input.contract_no)?;
+            let user_id = UserId::parse("user_id", &input.user_id)?;
             let kind = match input.kind.as_str() {
                 "notice" => Kind::Notice,
                 "transaction" => Kind::Transaction,
@@ -199,12 +190,12 @@ impl App {
                 p.check("transaction_password")?;
             }
             let r = self.store.read()?;
-            let contract = match r.contract(&input.contract_no)? {
+            let contract = match r.contract(&contract_no)? {
                 Some(c) if self.rp_sees(&r, &rp, &c)? => Some(c),
                 _ => None,
             };
             let user = match &contract {
-                Some(_) => r.user(&input.contract_no, &input.user_id)?,
+                Some(_) => r.user(&contract_no, &user_id)?,
                 None => None,
             };
             let needs_password = match &contract {
@@ -230,22 +221,13 @@ impl App {
                 }
                 (Some(_), false, _) => Credentials::Right,
             };
-            Ok((kind, creds, client))
+            Ok((contract_no, user_id, kind, creds, client))
         })();
-        let (kind, creds, client) = match prepared {
+        let (contract_no, user_id, kind, creds, client) = match prepared {
             Ok(p) => p,
             Err(e) => return done(Err(e)),
         };
-        let req = GateRequest {
-            op: "approval",
-            rp,
-            contract_no: input.contract_no,
-            user_id: input.user_id,
-            kind,
-            creds,
-            display: Some(input.display),
-            client,
-        };
+        let req = GateRequest { op: "approval", rp, contract_no, user_id, kind, creds, display: Some(input.display), client };
         self.submit_gate(req, now, done);
     }
 

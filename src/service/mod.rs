@@ -53,7 +53,7 @@ use crate::domain::account::{
     gate, AllowReason, Contract, ContractStatus, DenyReason, EditionPolicy, Gate, GateSettings, Registration, Role, Token, User,
 };
 use crate::domain::challenge::{number_challenge, Answer, CancelCause, Challenge, Decision, Kind, Status};
-use crate::domain::ids::{self, check_contract_no, check_text, check_user_id, Password, TokenId};
+use crate::domain::ids::{self, check_contract_no, check_text, check_user_id, ChallengeId, ContractNo, Password, TokenId, UserId};
 use crate::domain::lifecycle::{self, Action, Plan};
 use crate::domain::sig;
 use crate::domain::totp;

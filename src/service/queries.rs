@@ -17,9 +17,7 @@ pub const DAY: Ms = 86_400_000;
 
 impl App {
     /// GET /api/v1/users/{contract_no}/{user_id}.
-    pub fn user(&self, rp: &str, contract_no: &str, user_id: &str) -> Result<User> {
-        check_contract_no("contract_no", contract_no)?;
-        check_user_id("user_id", user_id)?;
+    pub fn user(&self, rp: &str, contract_no: &ContractNo, user_id: &UserId) -> Result<User> {
         let r = self.store.read()?;
         if !self.rp_sees_contract(&r, rp, contract_no)? {
             return Err(Error::NotFound("no such user".into()));
@@ -52,7 +50,7 @@ impl App {
         }
     }
 
-    pub fn contract_detail(&self, contract_no: &str) -> Result<(Contract, Vec<User>)> {
+    pub fn contract_detail(&self, contract_no: &ContractNo) -> Result<(Contract, Vec<User>)> {
         let r = self.store.read()?;
         let c = r.contract(contract_no)?.ok_or_else(|| Error::NotFound("no such contract".into()))?;
         Ok((c, r.users_of(contract_no)?))

@@ -24,8 +24,8 @@ pub struct RegistrationOutput {
 
 /// A registration whose fields were checked, ready for its write job.
 pub(super) struct Registering {
-    contract_no: String,
-    user_id: String,
+    contract_no: ContractNo,
+    user_id: UserId,
     token_id: TokenId,
     otp1: String,
     otp2: String,
@@ -49,8 +49,8 @@ impl App {
     ) {
         let prepared = (|| {
             self.rate_limit("registration", ip, REGISTRATION_RATE_LIMIT, REGISTRATION_RATE_WINDOW, now)?;
-            check_contract_no("contract_no", &input.contract_no)?;
-            check_user_id("user_id", &input.user_id)?;
+            let contract_no = ContractNo::parse("contract_no", &input.contract_no)?;
+            let user_id = UserId::parse("user_id", &input.user_id)?;
             input.password.check("password")?;
             let token_id = TokenId::parse(&input.token_id, &self.cfg().token_prefix)?;
             for (f, v) in [("otp1", &input.otp1), ("otp2", &input.otp2)] {
@@ -59,8 +59,8 @@ impl App {
                 }
             }
             let r = self.store.read()?;
-            let user = match r.contract(&input.contract_no)? {
-                Some(_) => r.user(&input.contract_no, &input.user_id)?,
+            let user = match r.contract(&contract_no)? {
+                Some(_) => r.user(&contract_no, &user_id)?,
                 None => None,
             };
             // Registration checks the password of a locked account too: it
@@ -72,15 +72,14 @@ impl App {
                 },
                 other => self.check_credentials(other, &input.password),
             };
-            Ok((creds, token_id))
+            Ok((contract_no, user_id, creds, token_id))
         })();
-        let (creds, token_id) = match prepared {
+        let (contract_no, user_id, creds, token_id) = match prepared {
             Ok(p) => p,
             Err(e) => return done(Err(e)),
         };
         let app = self.clone();
-        let reg =
-            Registering { contract_no: input.contract_no, user_id: input.user_id, token_id, otp1: input.otp1, otp2: input.otp2, creds };
+        let reg = Registering { contract_no, user_id, token_id, otp1: input.otp1, otp2: input.otp2, creds };
         self.submit(Durability::Durable, move |tx, events| app.register_job(tx, events, &reg, now), {
             let app = self.clone();
             move |r: Result<Result<RegistrationOutput>>| {
