@@ -23,7 +23,7 @@ use crate::domain::account::Token;
 use crate::domain::ids::{ChallengeId, ContractNo, Password, UserId};
 use crate::domain::{now_ms, parse_rfc3339, rfc3339};
 use crate::error::Error;
-use crate::http::views::{contract_view, notice_view, rp_view, system_view, user_view};
+use crate::http::views::{audit_view, contract_view, notice_view, rp_view, system_view, user_view};
 use crate::service::AuditQuery;
 use crate::service::DeviceRequest;
 
@@ -611,14 +611,7 @@ fn admin_audit(http: &Arc<Http>, ex: Exchange, _: String, _: &Params) {
         }
         http.app.search_audit(&q)
     })();
-    ex.result(
-        200,
-        r.map(|(events, next)| {
-            json!({"events": events.iter().map(|e| json!({
-        "seq": e.seq, "at": e.at, "type": e.kind, "actor": e.actor, "contract_no": e.contract_no,
-        "user_id": e.user_id, "detail": e.detail, "hash": e.hash})).collect::<Vec<_>>(), "next": next})
-        }),
-    )
+    ex.result(200, r.map(|(events, next)| json!({"events": events.iter().map(audit_view).collect::<Vec<_>>(), "next": next})))
 }
 
 fn admin_stats(http: &Arc<Http>, ex: Exchange, _: String, _: &Params) {

@@ -2,6 +2,7 @@
 
 use serde_json::{json, Value};
 
+use crate::audit::AuditEvent;
 use crate::domain::account::{Contract, User};
 use crate::domain::challenge::Challenge;
 use crate::domain::rfc3339;
@@ -66,4 +67,13 @@ pub fn notice_view(n: &Notice) -> Value {
 /// The system-wide switches as operators see them.
 pub fn system_view(s: &SystemState) -> Value {
     json!({"push_suspended": s.push_suspended, "notice_id": s.notice_id})
+}
+
+/// An audit entry as the operator's search shows it (the chain's `prev_hash`
+/// stays for `onepush audit export`).
+pub fn audit_view(e: &AuditEvent) -> Value {
+    json!({
+        "seq": e.seq, "at": e.at, "type": e.kind, "actor": e.actor, "contract_no": e.contract_no,
+        "user_id": e.user_id, "detail": e.detail, "hash": e.hash,
+    })
 }
