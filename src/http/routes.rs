@@ -23,7 +23,10 @@ use crate::domain::account::Token;
 use crate::domain::ids::{ChallengeId, ContractNo, Password, UserId};
 use crate::domain::{now_ms, parse_rfc3339, rfc3339};
 use crate::error::Error;
-use crate::http::views::{audit_view, contract_view, notice_view, rp_view, system_view, user_view};
+use crate::http::views::{
+    audit_page_view, contract_detail_view, contract_view, contracts_page_view, import_view, notice_view, notices_view, rp_view, stats_view,
+    system_view, user_view,
+};
 use crate::service::AuditQuery;
 use crate::service::DeviceRequest;
 
@@ -513,7 +516,7 @@ fn public_notices(http: &Arc<Http>, ex: Exchange, _: &Params) {
         let lang = query_param(ex.request(), "lang").map(url_decode);
         http.app.public_notices(from, to, lang.as_deref())
     })();
-    ex.result(200, r.map(|list| json!({"notices": list.iter().map(notice_view).collect::<Vec<_>>()})))
+    ex.result(200, r.map(|list| notices_view(&list)))
 }
 
 fn admin_contracts(http: &Arc<Http>, ex: Exchange, _: String, _: &Params) {
@@ -525,36 +528,31 @@ fn admin_contracts(http: &Arc<Http>, ex: Exchange, _: String, _: &Params) {
         Err(_) => return ex.error(&Error::bad_field("limit", "must be a whole number")),
     };
     let r = http.app.contracts(&q, &after, limit);
-    ex.result(200, r.map(|(list, next)| json!({"contracts": list.iter().map(contract_view).collect::<Vec<_>>(), "next": next})))
+    ex.result(200, r.map(|(list, next)| contracts_page_view(&list, &next)))
 }
 
 fn admin_contract(http: &Arc<Http>, ex: Exchange, _: String, p: &Params) {
     let no = p.get(0);
-    let r = ContractNo::lookup(no).and_then(|no| http.app.contract_detail(&no)).map(|(c, users)| {
-        let mut v = contract_view(&c);
-        v["users"] = json!(users.iter().map(user_view).collect::<Vec<_>>());
-        v
-    });
-    ex.result(200, r)
+    let r = ContractNo::lookup(no).and_then(|no| http.app.contract_detail(&no));
+    ex.result(200, r.map(|(c, users)| contract_detail_view(&c, &users)))
 }
 
 fn admin_cancel_contract(http: &Arc<Http>, mut ex: Exchange, op: String, p: &Params) {
     let no = p.get(0);
-    let r = json_body(ex.request_mut()).and_then(|input| http.app.cancel_contract(&op, &ContractNo::lookup(no)?, input, now_ms()));
+    let r = json_body(ex.request_mut()).and_then(|input| http.app.cancel_contract(&op, no, input, now_ms()));
     ex.result(200, r.map(|c| contract_view(&c)))
 }
 
 fn admin_service_admin(http: &Arc<Http>, mut ex: Exchange, op: String, p: &Params) {
     let no = p.get(0);
-    let r = json_body(ex.request_mut()).and_then(|input| http.app.change_service_admin(&op, &ContractNo::lookup(no)?, input, now_ms()));
+    let r = json_body(ex.request_mut()).and_then(|input| http.app.change_service_admin(&op, no, input, now_ms()));
     ex.result(200, r.map(|c| contract_view(&c)))
 }
 
 fn admin_delete_user(http: &Arc<Http>, mut ex: Exchange, op: String, p: &Params) {
     let no = p.get(0);
     let uid = p.get(1);
-    let r = json_body(ex.request_mut())
-        .and_then(|input| http.app.delete_user(&op, &ContractNo::lookup(no)?, &UserId::lookup(uid)?, input, now_ms()));
+    let r = json_body(ex.request_mut()).and_then(|input| http.app.delete_user(&op, no, uid, input, now_ms()));
     ex.result(200, r.map(|()| json!({"deleted": true, "contract_no": no, "user_id": uid})))
 }
 
@@ -562,8 +560,7 @@ fn admin_action(http: &Arc<Http>, mut ex: Exchange, op: String, p: &Params) {
     let no = p.get(0);
     let uid = p.get(1);
     let action = p.get(2);
-    let r = json_body(ex.request_mut())
-        .and_then(|input| http.app.operator_action(&op, &ContractNo::lookup(no)?, &UserId::lookup(uid)?, action, input, now_ms()));
+    let r = json_body(ex.request_mut()).and_then(|input| http.app.operator_action(&op, no, uid, action, input, now_ms()));
     ex.result(200, r.map(|u| user_view(&u)))
 }
 
@@ -577,7 +574,7 @@ fn admin_put_system(http: &Arc<Http>, mut ex: Exchange, op: String, _: &Params) 
 }
 
 fn admin_notices(http: &Arc<Http>, ex: Exchange, _: String, _: &Params) {
-    ex.result(200, http.app.notices().map(|list| json!({"notices": list.iter().map(notice_view).collect::<Vec<_>>()})))
+    ex.result(200, http.app.notices().map(|list| notices_view(&list)))
 }
 
 fn admin_create_notice(http: &Arc<Http>, mut ex: Exchange, op: String, _: &Params) {
@@ -611,11 +608,11 @@ fn admin_audit(http: &Arc<Http>, ex: Exchange, _: String, _: &Params) {
         }
         http.app.search_audit(&q)
     })();
-    ex.result(200, r.map(|(events, next)| json!({"events": events.iter().map(audit_view).collect::<Vec<_>>(), "next": next})))
+    ex.result(200, r.map(|(events, next)| audit_page_view(&events, &next)))
 }
 
 fn admin_stats(http: &Arc<Http>, ex: Exchange, _: String, _: &Params) {
-    ex.result(200, http.app.stats(now_ms()))
+    ex.result(200, http.app.stats(now_ms()).map(|s| stats_view(&s)))
 }
 
 /// API.md: CSV import bodies up to 5 MiB.
@@ -628,12 +625,7 @@ fn admin_import(http: &Arc<Http>, mut ex: Exchange, op: String, _: &Params) {
         .and_then(|b| String::from_utf8(b).map_err(|_| Error::bad_field("body", "must be UTF-8 text")))
         .and_then(|text| http.app.import_csv(&format!("operator:{op}"), &text, now_ms()));
     match r {
-        Ok(Ok(n)) => ex.json(200, &json!({"created": n, "errors": []})),
-        Ok(Err(errors)) => ex.json(
-            400,
-            &json!({"created": 0, "errors": errors.iter().map(|(line, message)| json!({"line": line, "message": message})).collect::<Vec<_>>(),
-                    "error": {"code": "bad_request", "message": format!("{} bad lines; nothing was imported", errors.len())}}),
-        ),
+        Ok(result) => ex.json(if result.is_ok() { 200 } else { 400 }, &import_view(&result)),
         Err(e) => ex.error(&e),
     }
 }

@@ -6,6 +6,7 @@ use crate::audit::AuditEvent;
 use crate::domain::account::{Contract, User};
 use crate::domain::challenge::Challenge;
 use crate::domain::rfc3339;
+use crate::service::Stats;
 use crate::store::{Notice, SystemState};
 
 /// A challenge as its RP sees it.
@@ -76,4 +77,52 @@ pub fn audit_view(e: &AuditEvent) -> Value {
         "seq": e.seq, "at": e.at, "type": e.kind, "actor": e.actor, "contract_no": e.contract_no,
         "user_id": e.user_id, "detail": e.detail, "hash": e.hash,
     })
+}
+
+/// The operator's statistics.
+pub fn stats_view(s: &Stats) -> Value {
+    json!({
+        "contracts": {"total": s.contracts, "cancelled": s.cancelled},
+        "users": {"by_registration": s.by_registration, "password_locked": s.password_locked, "stopped": s.stopped},
+        "challenges_last_24h": s.challenges_last_24h,
+        "pending": s.pending,
+        "fraud_reports_last_24h": s.fraud_reports.len(),
+        "fraud_reports": s.fraud_reports.iter().rev().take(50).map(|f| json!({
+            "challenge_id": f.challenge_id, "contract_no": f.contract_no, "user_id": f.user_id,
+            "kind": f.kind, "reported_at": rfc3339(f.reported_at)})).collect::<Vec<_>>(),
+        "push_suspended": s.push_suspended,
+    })
+}
+
+/// A page of contracts, `next` the cursor for the one after it.
+pub fn contracts_page_view(list: &[Contract], next: &Option<String>) -> Value {
+    json!({"contracts": list.iter().map(contract_view).collect::<Vec<_>>(), "next": next})
+}
+
+/// A contract with its users.
+pub fn contract_detail_view(c: &Contract, users: &[User]) -> Value {
+    let mut v = contract_view(c);
+    v["users"] = json!(users.iter().map(user_view).collect::<Vec<_>>());
+    v
+}
+
+pub fn notices_view(list: &[Notice]) -> Value {
+    json!({"notices": list.iter().map(notice_view).collect::<Vec<_>>()})
+}
+
+/// A page of the audit search, `next` the `after` for the one after it.
+pub fn audit_page_view(events: &[AuditEvent], next: &Option<u64>) -> Value {
+    json!({"events": events.iter().map(audit_view).collect::<Vec<_>>(), "next": next})
+}
+
+/// A CSV import: how many users it created, or every bad line (nothing created).
+pub fn import_view(result: &std::result::Result<usize, Vec<(usize, String)>>) -> Value {
+    match result {
+        Ok(n) => json!({"created": n, "errors": []}),
+        Err(errors) => json!({
+            "created": 0,
+            "errors": errors.iter().map(|(line, message)| json!({"line": line, "message": message})).collect::<Vec<_>>(),
+            "error": {"code": "bad_request", "message": format!("{} bad lines; nothing was imported", errors.len())},
+        }),
+    }
 }

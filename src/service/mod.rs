@@ -36,7 +36,7 @@ pub use demo::{DemoSeed, DEMO_USERS};
 pub use devices::{DeviceRequest, ProvisionInput, ProvisionOutput};
 pub use gate::{check_display, ApprovalInput, ClientInfo, GateAnswer, LoginInput};
 pub use notices::{NoticeInput, SystemInput};
-pub use queries::{AuditQuery, DAY};
+pub use queries::{AuditQuery, Stats, DAY};
 pub use registration::{RegistrationInput, RegistrationOutput};
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -45,7 +45,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
+use serde_json::json;
 
 use crate::audit::{AuditEvent, NewEvent};
 use crate::config::Config;
@@ -177,7 +177,7 @@ impl App {
     pub fn new(cfg: Config, store: Store, metrics: Arc<Metrics>, notify: Notify) -> Result<App> {
         let passwords = Passwords::new(cfg.argon2_memory_kib, cfg.argon2_iterations)?;
         let secrets = crate::secrets::SecretBox::load_or_create(&cfg.secret_key_file).map_err(Error::Internal)?;
-        let (audit_key, audit_key_created) = crate::audit::AuditKey::load_or_create(&cfg.audit_key_file).map_err(Error::Internal)?;
+        let (audit_key, _) = crate::audit::AuditKey::load_or_create(&cfg.audit_key_file).map_err(Error::Internal)?;
         let audit_public = audit_key.public();
         store.set_audit_key(audit_key)?;
         let writer = store.writer();
@@ -195,7 +195,7 @@ impl App {
             keys: Mutex::new(HashMap::new()),
             rp_cache: Mutex::new((0, HashMap::new())),
         };
-        app.check_audit_head(&audit_public, audit_key_created, now_ms())?;
+        app.check_audit_head(&audit_public, now_ms())?;
         Ok(app)
     }
 

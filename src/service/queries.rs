@@ -100,10 +100,10 @@ impl App {
     }
 
     /// `GET /api/v1/admin/stats`.
-    pub fn stats(&self, now: Ms) -> Result<Value> {
+    pub fn stats(&self, now: Ms) -> Result<Stats> {
         let r = self.store.read()?;
-        let mut by_state: BTreeMap<&str, u64> = Registration::ALL.iter().map(|s| (s.as_str(), 0)).collect();
-        let (mut locked, mut stopped, mut contracts, mut cancelled) = (0, 0, 0, 0);
+        let mut by_registration: BTreeMap<&'static str, u64> = Registration::ALL.iter().map(|s| (s.as_str(), 0)).collect();
+        let (mut password_locked, mut stopped, mut contracts, mut cancelled) = (0, 0, 0, 0);
         let mut cursor = String::new();
         loop {
             let page = r.contracts_after(&cursor, 500)?;
@@ -116,31 +116,45 @@ impl App {
                     cancelled += 1;
                 }
                 for u in r.users_of(&c.contract_no)? {
-                    *by_state.entry(u.registration.as_str()).or_default() += 1;
-                    locked += u64::from(u.password_locked);
+                    *by_registration.entry(u.registration.as_str()).or_default() += 1;
+                    password_locked += u64::from(u.password_locked);
                     stopped += u64::from(u.stopped);
                 }
                 cursor = c.contract_no;
             }
         }
         let since = now.saturating_sub(DAY);
-        let mut outcomes: BTreeMap<&str, u64> = Status::ALL.iter().map(|s| (s.as_str(), 0)).collect();
+        let mut challenges_last_24h: BTreeMap<&'static str, u64> = Status::ALL.iter().map(|s| (s.as_str(), 0)).collect();
         for id in r.challenge_ids_since(since)? {
             if let Some(c) = r.challenge(&id)? {
-                *outcomes.entry(c.status.as_str()).or_default() += 1;
+                *challenges_last_24h.entry(c.status.as_str()).or_default() += 1;
             }
         }
-        let frauds = r.fraud_reports_since(since)?;
-        Ok(json!({
-            "contracts": {"total": contracts, "cancelled": cancelled},
-            "users": {"by_registration": by_state, "password_locked": locked, "stopped": stopped},
-            "challenges_last_24h": outcomes,
-            "pending": r.pending_count()?,
-            "fraud_reports_last_24h": frauds.len(),
-            "fraud_reports": frauds.iter().rev().take(50).map(|f| json!({
-                "challenge_id": f.challenge_id, "contract_no": f.contract_no, "user_id": f.user_id,
-                "kind": f.kind, "reported_at": rfc3339(f.reported_at)})).collect::<Vec<_>>(),
-            "push_suspended": r.system()?.push_suspended,
-        }))
+        let fraud_reports = r.fraud_reports_since(since)?;
+        Ok(Stats {
+            contracts,
+            cancelled,
+            by_registration,
+            password_locked,
+            stopped,
+            challenges_last_24h,
+            pending: r.pending_count()?,
+            fraud_reports,
+            push_suspended: r.system()?.push_suspended,
+        })
     }
+}
+
+/// What `GET /api/v1/admin/stats` reports (`http::views::stats_view`).
+pub struct Stats {
+    pub contracts: u64,
+    pub cancelled: u64,
+    pub by_registration: BTreeMap<&'static str, u64>,
+    pub password_locked: u64,
+    pub stopped: u64,
+    pub challenges_last_24h: BTreeMap<&'static str, u64>,
+    pub pending: u64,
+    /// The last 24 hours', oldest first.
+    pub fraud_reports: Vec<crate::store::FraudReport>,
+    pub push_suspended: bool,
 }
