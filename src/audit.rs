@@ -286,7 +286,10 @@ pub fn verify_export(text: &str, key: &VerifyingKey) -> Result<u64, Broken> {
             Err(e) => return Err(Broken { seq: 0, why: format!("line {}: not an audit entry: {e}", i + 1) }),
         }
     }
-    verify_signed(events, head.as_ref(), key)
+    match head {
+        Some(h) => verify_signed(events, Some(&h), key),
+        None => Err(Broken { seq: events.len() as u64, why: "no signed head: an export ends with one (was its end cut off?)".into() }),
+    }
 }
 
 #[cfg(test)]

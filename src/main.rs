@@ -229,11 +229,15 @@ fn manage(cfg: &Config, cmd: Command) -> ExitCode {
                 eprintln!("onepush: no store at {}", cfg.store_path().display());
                 return ExitCode::from(1);
             }
-            match open_app(cfg, Arc::default(), Arc::new(|_| {})) {
-                Ok(app) => control::execute(&app, cmd),
-                Err(e) => {
-                    eprintln!("onepush: {e}");
-                    return ExitCode::from(1);
+            if let Some(out) = control::execute_read_only(cfg, &cmd) {
+                out
+            } else {
+                match open_app(cfg, Arc::default(), Arc::new(|_| {})) {
+                    Ok(app) => control::execute(&app, cmd),
+                    Err(e) => {
+                        eprintln!("onepush: {e}");
+                        return ExitCode::from(1);
+                    }
                 }
             }
         }
@@ -475,7 +479,7 @@ fn serve(cfg: Config, demo: bool, config_path: Option<PathBuf>, overrides: Overr
     let notify: onepush::service::Notify = Arc::new(move |ev| match ev {
         onepush::service::Event::Wake(w) => wakeups.send(w),
         other => {
-            let _ = notify_tx.lock().expect("notify lock poisoned").send(http::waiters::Msg::Event(other));
+            let _ = onepush::sync::lock(&notify_tx).send(http::waiters::Msg::Event(other));
         }
     });
     let app = match open_app(&cfg, metrics, notify) {

@@ -45,8 +45,14 @@ pub fn load_or_create_key(path: &Path, what: &str) -> std::result::Result<(Zeroi
             if let Some(dir) = path.parent() {
                 std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
             }
-            let mut f = create_private(path).map_err(|e| format!("{}: {e}", path.display()))?;
-            f.write_all(&key).and_then(|()| f.sync_all()).map_err(|e| format!("{}: {e}", path.display()))?;
+            // Written whole under a temporary name, then linked into place, so
+            // that a crash never leaves a short key file behind.
+            let partial = path.with_extension(format!("partial.{}", std::process::id()));
+            let written = create_private(&partial)
+                .and_then(|mut f| f.write_all(&key).and_then(|()| f.sync_all()))
+                .and_then(|()| std::fs::hard_link(&partial, path));
+            let _ = std::fs::remove_file(&partial);
+            written.map_err(|e| format!("{}: {e}", path.display()))?;
             log::info!("created the {what} file {}; back it up apart from the store", path.display());
             (key, true)
         }

@@ -1044,6 +1044,47 @@ fn an_audit_chain_recomputed_without_the_key_is_found() {
 }
 
 #[test]
+fn audit_verify_without_a_server_writes_nothing_and_needs_the_key() {
+    let mut w = World::new("");
+    let (copy, n) = copy_of_a_real_store(&mut w);
+    let data = copy.to_str().unwrap();
+    let key = copy.join("audit.key");
+    std::fs::rename(&key, copy.join("kept.key")).unwrap();
+    let (code, _, err) = w.s.cli(&["--data", data, "audit", "verify"], None);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("audit.key"), "{err}");
+    assert!(!key.exists(), "a check must not make a key (nor sign anything with it)");
+    std::fs::rename(copy.join("kept.key"), &key).unwrap();
+    let before = w.s.cli(&["--data", data, "audit", "export"], None).1;
+    let (code, out, err) = w.s.cli(&["--data", data, "audit", "verify"], None);
+    assert_eq!((code, out.trim()), (0, format!("audit log intact: {n} entries").as_str()), "{err}");
+    assert_eq!(w.s.cli(&["--data", data, "audit", "export"], None).1, before, "the log and its signed head as they were");
+}
+
+#[test]
+fn a_store_from_before_signed_heads_verifies_and_is_signed_at_its_first_start() {
+    let mut w = World::new("");
+    let (copy, n) = copy_of_a_real_store(&mut w);
+    let data = copy.to_str().unwrap();
+    tamper(&copy.join("onepush.redb"), |tx| {
+        tx.remove_meta_for_test("audit_signed_head")?;
+        tx.remove_meta_for_test("audit_signing_started")
+    });
+    // As an older version left it: the chain is checked, there is no head yet.
+    let (code, out, err) = w.s.cli(&["--data", data, "audit", "verify"], None);
+    assert_eq!((code, out.trim()), (0, format!("audit log intact: {n} entries").as_str()), "{err}");
+    // Its first start signs the head; from then on a missing head is a break.
+    assert_eq!(w.s.cli(&["--data", data, "rp-key", "add", "later"], None).0, 0);
+    let (code, export, _) = w.s.cli(&["--data", data, "audit", "export"], None);
+    assert_eq!(code, 0);
+    assert!(export.lines().last().unwrap().contains("signed_head"), "{export}");
+    tamper(&copy.join("onepush.redb"), |tx| tx.remove_meta_for_test("audit_signed_head"));
+    let (code, _, err) = w.s.cli(&["--data", data, "audit", "verify"], None);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("no signed head"), "{err}");
+}
+
+#[test]
 fn an_export_ends_with_its_signed_head_and_is_checked_with_the_public_key_alone() {
     let w = World::new("");
     let phone = w.registered(C, "jweb", "taro");

@@ -75,7 +75,7 @@ impl Contract {
     /// `contract_cancelled` at registration and as a login's deny reason.
     pub fn check_open(&self) -> Result<()> {
         match self.status {
-            ContractStatus::Cancelled => Err(Error::InvalidTransition(format!("contract {} is cancelled", self.contract_no))),
+            ContractStatus::Cancelled => Err(Error::InvalidTransition("the contract is cancelled".into())),
             _ => Ok(()),
         }
     }

@@ -43,8 +43,10 @@ impl NewUser {
 /// Why a user cannot be added under a contract.
 enum NewUserRefused {
     NoContract,
-    /// The contract is cancelled (`Contract::check_open`), or the store failed.
-    Error(Error),
+    /// The contract is cancelled (`Contract::check_open`).
+    Closed(Error),
+    /// The store failed: passed on as it is (500).
+    Store(Error),
     Exists,
     /// The contract has this service admin already.
     ServiceAdminTaken(String),
@@ -55,7 +57,7 @@ impl NewUserRefused {
     fn api_error(self, contract_no: &str, user_id: &str) -> Error {
         match self {
             NewUserRefused::NoContract => Error::NotFound("no such contract".into()),
-            NewUserRefused::Error(e) => e,
+            NewUserRefused::Closed(e) | NewUserRefused::Store(e) => e,
             NewUserRefused::Exists => Error::Conflict(format!("user {user_id} exists in contract {contract_no}")),
             NewUserRefused::ServiceAdminTaken(sa) => {
                 Error::Conflict(format!("the contract's service admin is {sa}; change it with service-admin"))
@@ -67,7 +69,8 @@ impl NewUserRefused {
     fn line_error(self) -> Error {
         match self {
             NewUserRefused::NoContract => Error::bad_field("contract_no", "no such contract"),
-            NewUserRefused::Error(e) => Error::bad_field("contract_no", e.to_string()),
+            NewUserRefused::Closed(e) => Error::bad_field("contract_no", e.to_string()),
+            NewUserRefused::Store(e) => e,
             NewUserRefused::Exists => Error::bad_field("user_id", "exists already"),
             NewUserRefused::ServiceAdminTaken(_) => Error::bad_field("role", "the contract has a service admin already"),
         }
@@ -77,9 +80,9 @@ impl NewUserRefused {
 /// The one check for a new user's place: the contract exists and is open,
 /// the user id is free in it, and a service admin is the contract's first.
 fn check_new_user(r: &impl Reader, contract_no: &str, user_id: &str, role: Role) -> std::result::Result<Contract, NewUserRefused> {
-    let contract = r.contract(contract_no).map_err(NewUserRefused::Error)?.ok_or(NewUserRefused::NoContract)?;
-    contract.check_open().map_err(NewUserRefused::Error)?;
-    if r.user(contract_no, user_id).map_err(NewUserRefused::Error)?.is_some() {
+    let contract = r.contract(contract_no).map_err(NewUserRefused::Store)?.ok_or(NewUserRefused::NoContract)?;
+    contract.check_open().map_err(NewUserRefused::Closed)?;
+    if r.user(contract_no, user_id).map_err(NewUserRefused::Store)?.is_some() {
         return Err(NewUserRefused::Exists);
     }
     if let (Role::ServiceAdmin, Some(sa)) = (role, &contract.service_admin) {
@@ -276,8 +279,8 @@ impl App {
     pub fn operator_action(
         self: &Arc<Self>,
         operator: &str,
-        contract_no: &ContractNo,
-        user_id: &UserId,
+        contract_no: &str,
+        user_id: &str,
         action: &str,
         input: ActionInput,
         now: Ms,
@@ -340,13 +343,13 @@ impl App {
 
     /// `POST /api/v1/admin/contracts/{no}/cancel` (解約, Art. 7.6): every user
     /// deregistered, every token revoked, every login refused.
-    pub fn cancel_contract(self: &Arc<Self>, operator: &str, contract_no: &ContractNo, input: ReasonInput, now: Ms) -> Result<Contract> {
+    pub fn cancel_contract(self: &Arc<Self>, operator: &str, contract_no: &str, input: ReasonInput, now: Ms) -> Result<Contract> {
         check_reason(&input.reason)?;
         let (c, actor, reason) = (contract_no.to_string(), format!("operator:{operator}"), input.reason);
         let app = self.clone();
         self.call(Durability::Durable, move |tx, events| {
             let mut contract = tx.contract(&c)?.ok_or_else(|| Error::NotFound("no such contract".into()))?;
-            contract.check_open()?;
+            contract.check_open().map_err(|_| Error::InvalidTransition("the contract is already cancelled".into()))?;
             for mut u in tx.users_of(&c)? {
                 if matches!(u.registration, Registration::Active | Registration::Suspended) {
                     app.act_on_user(
@@ -373,14 +376,7 @@ impl App {
 
     /// `DELETE /api/v1/admin/contracts/{no}/users/{uid}` (Art. 7.5): the
     /// registration ends and the token is revoked; the user record goes.
-    pub fn delete_user(
-        self: &Arc<Self>,
-        operator: &str,
-        contract_no: &ContractNo,
-        user_id: &UserId,
-        input: ReasonInput,
-        now: Ms,
-    ) -> Result<()> {
+    pub fn delete_user(self: &Arc<Self>, operator: &str, contract_no: &str, user_id: &str, input: ReasonInput, now: Ms) -> Result<()> {
         check_reason(&input.reason)?;
         let (c, u, actor, reason) = (contract_no.to_string(), user_id.to_string(), format!("operator:{operator}"), input.reason);
         let app = self.clone();
@@ -411,7 +407,7 @@ impl App {
     pub fn change_service_admin(
         self: &Arc<Self>,
         operator: &str,
-        contract_no: &ContractNo,
+        contract_no: &str,
         input: ServiceAdminInput,
         now: Ms,
     ) -> Result<Contract> {
@@ -525,8 +521,10 @@ impl App {
         self.call(Durability::Durable, move |tx, _| {
             for u in &prepared {
                 // Checked again in the transaction: something may have changed since the file was read.
-                let mut contract = check_new_user(tx, &u.contract_no, &u.user_id, u.role)
-                    .map_err(|e| Error::Conflict(format!("{}; nothing imported", e.api_error(&u.contract_no, &u.user_id))))?;
+                let mut contract = check_new_user(tx, &u.contract_no, &u.user_id, u.role).map_err(|e| match e {
+                    NewUserRefused::Store(e) => e,
+                    e => Error::Conflict(format!("{}; nothing imported", e.api_error(&u.contract_no, &u.user_id))),
+                })?;
                 insert_user(tx, &mut contract, u, &actor, Some("import"))?;
             }
             Ok(())

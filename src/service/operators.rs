@@ -187,18 +187,26 @@ impl App {
     /// so what is found is logged and kept in the store, and `audit verify`
     /// goes on reporting it. A store from before signed heads gets its first
     /// one when its audit key is made.
-    pub(super) fn check_audit_head(&self, key: &ed25519_dalek::VerifyingKey, key_created: bool, now: Ms) -> Result<()> {
+    pub(super) fn check_audit_head(&self, key: &ed25519_dalek::VerifyingKey, now: Ms) -> Result<()> {
         let r = self.store.read()?;
         let last = r.audit_last()?;
         let head = r.audit_signed_head()?;
+        let started = r.audit_signing_started()?;
+        let at = rfc3339(now);
         let found = match (&head, &last) {
-            (None, None) => return Ok(()),
-            (None, Some(last)) if key_created => {
+            (None, None) if started => return Ok(()),
+            (None, None) => Ok(0),
+            (None, Some(last)) if !started => {
+                // A store from before signed heads: its head is signed once,
+                // with the mark that signing has begun, in one transaction.
                 let Some(k) = self.store.audit_key() else { return Ok(()) };
-                let signed = k.sign(last.seq, &last.hash, rfc3339(now));
+                let signed = k.sign(last.seq, &last.hash, at.clone());
                 drop(r);
-                self.writer.call(Durability::Durable, move |tx| tx.put_audit_signed_head(&signed))?;
-                log::info!("audit log: its head (entry {}) is now signed with the new audit key", last.seq);
+                self.writer.call(Durability::Durable, move |tx| {
+                    tx.put_audit_signed_head(&signed)?;
+                    tx.put_audit_signing_started(&at)
+                })?;
+                log::info!("audit log: its head (entry {}) is now signed with the audit key", last.seq);
                 return Ok(());
             }
             (head, last) => {
@@ -210,10 +218,20 @@ impl App {
             }
         };
         drop(r);
-        if let Err(b) = found {
+        let record = found.err().map(|b| {
             log::error!("audit log broken at entry {}: {}; kept for `onepush audit verify`", b.seq, b.why);
-            let record = crate::audit::HeadBreak { found_at: rfc3339(now), seq: b.seq, why: b.why };
-            self.writer.call(Durability::Durable, move |tx| tx.put_audit_head_break(&record))?;
+            crate::audit::HeadBreak { found_at: at.clone(), seq: b.seq, why: b.why }
+        });
+        if record.is_some() || !started {
+            self.writer.call(Durability::Durable, move |tx| {
+                if let Some(b) = &record {
+                    tx.put_audit_head_break(b)?;
+                }
+                if !started {
+                    tx.put_audit_signing_started(&at)?;
+                }
+                Ok(())
+            })?;
         }
         Ok(())
     }
@@ -256,26 +274,7 @@ impl App {
     /// the head signed in the same snapshot, so that the export can be
     /// checked elsewhere with only the public key.
     pub fn audit_export(&self) -> Result<String> {
-        let r = self.store.read()?;
-        let mut out = String::new();
-        let mut after = 0;
-        loop {
-            let page = r.audit_after(after, 10_000)?;
-            if page.is_empty() {
-                break;
-            }
-            for e in page {
-                after = e.seq;
-                out.push_str(&serde_json::to_string(&e).map_err(|e| Error::Internal(e.to_string()))?);
-                out.push('\n');
-            }
-        }
-        if let Some(signed_head) = r.audit_signed_head()? {
-            let line = crate::audit::ExportLine::Head { signed_head };
-            out.push_str(&serde_json::to_string(&line).map_err(|e| Error::Internal(e.to_string()))?);
-            out.push('\n');
-        }
-        Ok(out)
+        self.store.audit_export()
     }
 
     /// The watchdog's check: a read and an empty write job both answer.

@@ -317,10 +317,41 @@ impl Store {
         }
         let head = r.audit_signed_head()?;
         let found = r.audit_head_break()?;
+        if head.is_none() && !r.audit_signing_started()? {
+            // From before signed heads: only the chain can be checked (the
+            // first start of this version signs its head).
+            return Ok(crate::audit::verify(all));
+        }
         Ok(crate::audit::verify_signed(all, head.as_ref(), key).and_then(|n| match found {
             Some(b) => Err(Broken { seq: b.seq, why: format!("{} (found at the start of {})", b.why, b.found_at) }),
             None => Ok(n),
         }))
+    }
+
+    /// `onepush audit export`: every entry as a JSON line, oldest first, then
+    /// the head signed in the same snapshot, so that the export can be
+    /// checked elsewhere with only the public key.
+    pub fn audit_export(&self) -> Result<String> {
+        let r = self.read()?;
+        let mut out = String::new();
+        let mut after = 0;
+        loop {
+            let page = r.audit_after(after, 10_000)?;
+            if page.is_empty() {
+                break;
+            }
+            for e in page {
+                after = e.seq;
+                out.push_str(&serde_json::to_string(&e).map_err(|e| Error::Internal(e.to_string()))?);
+                out.push('\n');
+            }
+        }
+        if let Some(signed_head) = r.audit_signed_head()? {
+            let line = crate::audit::ExportLine::Head { signed_head };
+            out.push_str(&serde_json::to_string(&line).map_err(|e| Error::Internal(e.to_string()))?);
+            out.push('\n');
+        }
+        Ok(out)
     }
 
     pub fn stats(&self) -> Stats {
@@ -509,6 +540,11 @@ pub trait Reader: RawReader {
     /// The audit head as last signed with the audit key.
     fn audit_signed_head(&self) -> Result<Option<SignedHead>> {
         get(self, META, "audit_signed_head")
+    }
+    /// Whether this store's audit head has been signed since signing began
+    /// (a store from before it has entries and no head, and is signed once).
+    fn audit_signing_started(&self) -> Result<bool> {
+        Ok(self.get_bytes(META, "audit_signing_started")?.is_some())
     }
     /// What a start found wrong with the signed head, if anything.
     fn audit_head_break(&self) -> Result<Option<HeadBreak>> {

@@ -225,11 +225,24 @@ impl WriteTx {
         self.put_bytes(META, "audit_signed_head", &codec::encode(head)?)
     }
 
+    /// Marks the store as signed from now on (see `Reader::audit_signing_started`).
+    pub fn put_audit_signing_started(&mut self, at: &str) -> Result<()> {
+        self.put_bytes(META, "audit_signing_started", &codec::encode(&at.to_string())?)
+    }
+
     /// Keeps the first break found; later ones add nothing to the alarm.
     pub fn put_audit_head_break(&mut self, b: &HeadBreak) -> Result<()> {
         if self.audit_head_break()?.is_none() {
             self.put_bytes(META, "audit_head_break", &codec::encode(b)?)?;
         }
+        Ok(())
+    }
+
+    /// Test hook for tamper and upgrade tests: removes a META record
+    /// (`audit_signed_head`, `audit_signing_started`).
+    pub fn remove_meta_for_test(&mut self, key: &str) -> Result<()> {
+        self.dirty = true;
+        self.txn.open_table(META)?.remove(key)?;
         Ok(())
     }
 
