@@ -139,7 +139,7 @@ pub fn execute_read_only(cfg: &crate::config::Config, cmd: &Command) -> Option<O
     let store = || crate::store::Store::open(&cfg.store_path());
     match cmd {
         Command::AuditVerify => Some(match crate::audit::AuditKey::load(&cfg.audit_key_file) {
-            Ok(key) => verified(store().and_then(|s| s.verify_audit(&key.public()))),
+            Ok(key) => verified(store().and_then(|s| s.verify_audit(Some(&key.public())))),
             Err(e) => Output::fail(1, e),
         }),
         Command::AuditExport => Some(match store().and_then(|s| s.audit_export()) {

@@ -259,18 +259,19 @@ fn restore(cfg: &Config, src: &std::path::Path) -> ExitCode {
         eprintln!("onepush: {m}");
         ExitCode::from(1)
     };
-    // The backup's audit head is signed with the key of the server that made it.
-    let key = match onepush::audit::AuditKey::load(&cfg.audit_key_file) {
-        Ok(k) => k.public(),
-        Err(e) => {
-            return fail(format!(
-                "{e}: restoring needs the audit key file of the server that made the backup there (with its secret key file)"
-            ))
-        }
-    };
-    // Check the backup on its own first, without writing to it.
+    // The backup's audit head is signed with the key of the server that made
+    // it (a backup from before signed heads has none and needs none).
+    let key = onepush::audit::AuditKey::load(&cfg.audit_key_file).map(|k| k.public());
+    // Check the backup on its own first.
     let check = match Store::open(src) {
-        Ok(store) => match store.verify_audit(&key) {
+        Ok(store) => match store.verify_audit(key.as_ref().ok()) {
+            Err(onepush::error::Error::Internal(m)) if key.is_err() => {
+                return fail(format!(
+                    "{}: {m}; restoring needs the audit key file of the server that made the backup at {} (with its secret key file)",
+                    src.display(),
+                    cfg.audit_key_file.display()
+                ))
+            }
             Ok(Ok(n)) => n,
             Ok(Err(b)) => return fail(format!("{}: audit log broken at entry {}: {}", src.display(), b.seq, b.why)),
             Err(e) => return fail(format!("{}: {e:?}", src.display())),

@@ -179,7 +179,7 @@ impl App {
     /// `onepush audit verify`: the number of events, or where the chain breaks.
     pub fn verify_audit(&self) -> Result<std::result::Result<u64, crate::audit::Broken>> {
         let key = self.store.audit_key().ok_or_else(|| Error::Internal("the store has no audit key".into()))?.public();
-        self.store.verify_audit(&key)
+        self.store.verify_audit(Some(&key))
     }
 
     /// Compares the signed audit head with the chain's end before anything

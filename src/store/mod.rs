@@ -300,7 +300,8 @@ impl Store {
     /// then its signed head against `key` (an edited entry, a cut-off end, a
     /// recomputed chain, entries the key never signed), then any break an
     /// earlier start found. The number of entries, or where it breaks.
-    pub fn verify_audit(&self, key: &ed25519_dalek::VerifyingKey) -> Result<std::result::Result<u64, crate::audit::Broken>> {
+    /// `key` may be missing only for a store from before signed heads.
+    pub fn verify_audit(&self, key: Option<&ed25519_dalek::VerifyingKey>) -> Result<std::result::Result<u64, crate::audit::Broken>> {
         use crate::audit::Broken;
         let r = self.read()?;
         let mut after = 0;
@@ -322,6 +323,7 @@ impl Store {
             // first start of this version signs its head).
             return Ok(crate::audit::verify(all));
         }
+        let key = key.ok_or_else(|| Error::Internal("its audit head is signed: the audit key file that signed it is needed".into()))?;
         Ok(crate::audit::verify_signed(all, head.as_ref(), key).and_then(|n| match found {
             Some(b) => Err(Broken { seq: b.seq, why: format!("{} (found at the start of {})", b.why, b.found_at) }),
             None => Ok(n),
