@@ -46,6 +46,7 @@ pub struct RawConfig {
     pub send_timeout: Option<String>,
     pub max_connections: Option<usize>,
     pub bootstrap_ttl: Option<String>,
+    pub display_timezone: Option<String>,
     #[serde(default)]
     pub editions: BTreeMap<String, RawEdition>,
 }
@@ -92,6 +93,8 @@ pub struct Config {
     pub edge: EdgeLimits,
     /// How long the one-time operator code of a store without operators is valid.
     pub bootstrap_ttl: Ms,
+    /// The time zone of the times in the lines a phone shows (IANA name).
+    pub display_timezone: jiff::tz::TimeZone,
 }
 
 /// The HTTP edge's timeouts and connection cap (API.md, Conventions).
@@ -266,6 +269,11 @@ impl Config {
             argon2_iterations,
             editions,
             bootstrap_ttl: positive("bootstrap_ttl", duration("bootstrap_ttl", &raw.bootstrap_ttl, "24h")?)?,
+            display_timezone: {
+                let name = raw.display_timezone.as_deref().unwrap_or("Asia/Tokyo");
+                jiff::tz::TimeZone::get(name)
+                    .map_err(|_| ConfigError(format!("display_timezone: {name} is not an IANA time zone (for example Asia/Tokyo)")))?
+            },
             edge: EdgeLimits {
                 header_timeout: positive("header_timeout", duration("header_timeout", &raw.header_timeout, "10s")?)?,
                 body_timeout: positive("body_timeout", duration("body_timeout", &raw.body_timeout, "10s")?)?,
@@ -441,6 +449,7 @@ mod packaged_default {
             "send_timeout",
             "max_connections",
             "bootstrap_ttl",
+            "display_timezone",
         ] {
             assert!(uncommented.contains(&format!("{key} = ")), "packaging/onepush.toml lacks {key}");
         }

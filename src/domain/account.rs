@@ -127,6 +127,34 @@ pub struct Token {
     pub last_otp_step: Option<u64>,
     /// Failed registration attempts naming this token.
     pub failures: u32,
+    /// The language of the lines onepush composes for this phone.
+    #[serde(default)]
+    pub lang: Lang,
+}
+
+/// A phone's language: Japanese unless it asks for English.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Lang {
+    #[default]
+    Ja,
+    En,
+}
+
+impl Lang {
+    pub fn parse(field: &str, s: &str) -> Result<Lang> {
+        match s {
+            "ja" => Ok(Lang::Ja),
+            "en" => Ok(Lang::En),
+            _ => Err(Error::bad_field(field, "must be ja or en")),
+        }
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Lang::Ja => "ja",
+            Lang::En => "en",
+        }
+    }
 }
 
 impl Token {

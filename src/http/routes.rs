@@ -98,6 +98,7 @@ pub const ROUTES: &[Route] = &[
     route("POST", "/api/v1/device/provision", Json, Public(provision)),
     route("GET", "/api/v1/device/challenges", NoBody, Device(device_challenges)),
     route("POST", "/api/v1/device/challenges/{id}/response", Json, Device(device_response)),
+    route("PUT", "/api/v1/device/settings", Json, Device(device_settings)),
     route("POST", "/api/v1/registrations", Json, Public(register)),
     route("POST", "/api/v1/admin/session", Json, Public(admin_login)),
     route("POST", "/api/v1/admin/bootstrap", Json, Public(admin_bootstrap)),
@@ -397,6 +398,16 @@ fn device_response(http: &Arc<Http>, ex: Exchange, token: Token, body: Vec<u8>, 
             Ok(status) => ex.json(200, &json!({"status": status.as_str()})),
             Err(e) => ex.error(&e),
         }),
+        Err(e) => ex.error(&e),
+    }
+}
+
+fn device_settings(http: &Arc<Http>, ex: Exchange, token: Token, body: Vec<u8>, _: &Params) {
+    if let Err(e) = request::require_json(ex.request()) {
+        return ex.error(&e);
+    }
+    match request::parse_json(&body).and_then(|input| http.app.set_device_settings(&token, input)) {
+        Ok(lang) => ex.json(200, &json!({"lang": lang.as_str()})),
         Err(e) => ex.error(&e),
     }
 }

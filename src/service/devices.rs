@@ -12,6 +12,15 @@ pub struct ProvisionInput {
     pub label: Option<String>,
     #[serde(default)]
     pub push_endpoint: Option<String>,
+    /// `ja` (default) or `en`: the language of the lines composed for it.
+    #[serde(default)]
+    pub lang: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SettingsInput {
+    pub lang: String,
 }
 
 /// The parts of a device request that its signature covers.
@@ -67,12 +76,14 @@ impl App {
             if let Some(e) = &input.push_endpoint {
                 check_push_endpoint(e)?;
             }
+            let lang = input.lang.as_deref().map(|l| Lang::parse("lang", l)).transpose()?.unwrap_or_default();
             self.rate_limit_provision(ip, now)?;
-            Ok(())
+            Ok(lang)
         })();
-        if let Err(e) = prepared {
-            return done(Err(e));
-        }
+        let lang = match prepared {
+            Ok(lang) => lang,
+            Err(e) => return done(Err(e)),
+        };
         let mut secret = vec![0u8; totp::SECRET_LEN];
         rand::fill(&mut secret[..]);
         let prefix = self.cfg().token_prefix.clone();
@@ -109,6 +120,7 @@ impl App {
                     revoke_reason: None,
                     last_otp_step: None,
                     failures: 0,
+                    lang,
                 };
                 tx.put_token(&t)?;
                 tx.audit(
@@ -143,6 +155,24 @@ impl App {
 
     /// Checks the signed headers of a device request (API.md "Signed device
     /// requests"). Returns the token.
+    /// PUT /api/v1/device/settings: the phone's language; lines composed
+    /// after it use it.
+    pub fn set_device_settings(&self, caller: &Token, input: SettingsInput) -> Result<Lang> {
+        let lang = Lang::parse("lang", &input.lang)?;
+        let token_id = caller.token_id.clone();
+        self.call(Durability::Durable, move |tx, _| {
+            let mut t = tx.token(&token_id)?.ok_or(Error::TokenRevoked)?;
+            if t.is_revoked() {
+                return Err(Error::TokenRevoked);
+            }
+            if t.lang != lang {
+                t.lang = lang;
+                tx.put_token(&t)?;
+            }
+            Ok(lang)
+        })
+    }
+
     pub fn authenticate_device(&self, r: &DeviceRequest<'_>, now: Ms) -> Result<Token> {
         let unauthorized = |m: &str| Error::Unauthorized(m.to_string());
         let t: i64 = r.time.parse().map_err(|_| unauthorized("X-Onepush-Time must be unix seconds"))?;

@@ -118,19 +118,56 @@ pub fn check_display(lines: &[(String, String)]) -> Result<()> {
 }
 
 /// The lines a login shows on the phone, composed by onepush.
-pub(super) fn login_display(contract: &Contract, user: &User, client: &ClientInfo, now: Ms) -> Vec<(String, String)> {
-    let service = match contract.edition.as_str() {
-        "jweb" => "JWEBOFFICE".to_string(),
-        "fx" => "JWEBOFFICE 外為版".to_string(),
-        other => other.to_string(),
+pub(super) fn login_display(
+    contract: &Contract,
+    user: &User,
+    client: &ClientInfo,
+    lang: Lang,
+    tz: &jiff::tz::TimeZone,
+    now: Ms,
+) -> Vec<(String, String)> {
+    let service = match (contract.edition.as_str(), lang) {
+        ("jweb", _) => "JWEBOFFICE".to_string(),
+        ("fx", Lang::Ja) => "JWEBOFFICE 外為版".to_string(),
+        ("fx", Lang::En) => "JWEBOFFICE FX".to_string(),
+        (other, _) => other.to_string(),
     };
-    vec![
-        ("Service".into(), service),
-        ("Contract".into(), contract.contract_no.clone()),
-        ("User".into(), user.user_id.clone()),
-        ("Client".into(), client.ip.clone().unwrap_or_else(|| "-".into())),
-        ("Time".into(), rfc3339(now)),
-    ]
+    let labels = match lang {
+        Lang::Ja => ["サービス", "契約番号", "利用者ID", "接続元", "日時"],
+        Lang::En => ["Service", "Contract", "User", "Client", "Time"],
+    };
+    let values = [service, contract.contract_no.clone(), user.user_id.clone(), client_summary(client), local_time(now, tz)];
+    labels.iter().zip(values).map(|(l, v)| (l.to_string(), v)).collect()
+}
+
+/// `2026/11/26 20:46:05 JST`: the time in the bank's zone, as a customer reads it.
+pub(super) fn local_time(now: Ms, tz: &jiff::tz::TimeZone) -> String {
+    match jiff::Timestamp::from_millisecond(now as i64) {
+        Ok(t) => t.to_zoned_datetime(tz.clone()).strftime("%Y/%m/%d %H:%M:%S %Z").to_string(),
+        Err(_) => rfc3339(now),
+    }
+}
+
+/// The client as the RP reported it: its address and a short browser/OS
+/// summary of its user agent (`203.0.113.7 (Chrome / Windows 10)`); `-` only
+/// when the RP sent neither.
+pub(super) fn client_summary(c: &ClientInfo) -> String {
+    let agent = c.user_agent.as_deref().and_then(|ua| woothee::parser::Parser::new().parse(ua)).and_then(|r| {
+        let browser = (r.name != woothee::woothee::VALUE_UNKNOWN).then_some(r.name);
+        let os = (r.os != woothee::woothee::VALUE_UNKNOWN).then(|| r.os.to_string());
+        match (browser, os) {
+            (Some(b), Some(o)) => Some(format!("{b} / {o}")),
+            (Some(b), None) => Some(b.to_string()),
+            (None, Some(o)) => Some(o),
+            (None, None) => None,
+        }
+    });
+    match (c.ip.as_deref(), agent) {
+        (Some(ip), Some(a)) => format!("{ip} ({a})"),
+        (Some(ip), None) => ip.to_string(),
+        (None, Some(a)) => a,
+        (None, None) => "-".to_string(),
+    }
 }
 
 impl App {
@@ -312,7 +349,13 @@ impl App {
             Gate::Push => {
                 let lines = match &req.display {
                     Some(d) => d.clone(),
-                    None => login_display(&contract, &user, &req.client, now),
+                    None => {
+                        let lang = match &user.token_id {
+                            Some(t) => tx.token(t)?.map(|t| t.lang).unwrap_or_default(),
+                            None => Lang::default(),
+                        };
+                        login_display(&contract, &user, &req.client, lang, &self.cfg().display_timezone, now)
+                    }
                 };
                 let c = self.open_challenge(tx, events, req, &mut user, lines, now)?;
                 Ok((GateAnswer::Challenge { challenge_id: c.id.clone(), expires_at: rfc3339(c.expires_at), number: c.number }, "push"))

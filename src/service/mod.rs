@@ -33,7 +33,7 @@ use gate::Credentials;
 pub use accounts::{ActionInput, CustomerDeregister, NewContract, NewUser, ReasonInput, ServiceAdminInput};
 pub use challenges::AnswerInput;
 pub use demo::{DemoSeed, DEMO_USERS};
-pub use devices::{DeviceRequest, ProvisionInput, ProvisionOutput};
+pub use devices::{DeviceRequest, ProvisionInput, ProvisionOutput, SettingsInput};
 pub use gate::{check_display, ApprovalInput, ClientInfo, GateAnswer, LoginInput};
 pub use notices::{NoticeInput, SystemInput};
 pub use queries::{AuditQuery, Stats, DAY};
@@ -50,7 +50,7 @@ use serde_json::json;
 use crate::audit::{AuditEvent, NewEvent};
 use crate::config::Config;
 use crate::domain::account::{
-    gate, AllowReason, Contract, ContractStatus, DenyReason, EditionPolicy, Gate, GateSettings, Registration, Role, Token, User,
+    gate, AllowReason, Contract, ContractStatus, DenyReason, EditionPolicy, Gate, GateSettings, Lang, Registration, Role, Token, User,
 };
 use crate::domain::challenge::{number_challenge, Answer, CancelCause, Challenge, Decision, Kind, Status};
 use crate::domain::ids::{self, check_contract_no, check_text, check_user_id, ChallengeId, ContractNo, Password, TokenId, UserId};

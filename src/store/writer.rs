@@ -272,6 +272,7 @@ mod tests {
             revoke_reason: None,
             last_otp_step: None,
             failures: 0,
+            lang: Default::default(),
         };
         store.writer().call(Durability::Durable, move |t| t.put_token(&token)).unwrap();
         // As a store from before the index: the token without its entry.
