@@ -47,6 +47,9 @@ pub struct RawConfig {
     pub max_connections: Option<usize>,
     pub bootstrap_ttl: Option<String>,
     pub display_timezone: Option<String>,
+    pub push_allowed_hosts: Option<Vec<String>>,
+    pub push_proxy: Option<String>,
+    pub push_ca_file: Option<PathBuf>,
     #[serde(default)]
     pub editions: BTreeMap<String, RawEdition>,
 }
@@ -95,6 +98,12 @@ pub struct Config {
     pub bootstrap_ttl: Ms,
     /// The time zone of the times in the lines a phone shows (IANA name).
     pub display_timezone: jiff::tz::TimeZone,
+    /// Where push may go (`push_allowed_hosts`; the public Web Push services by default).
+    pub push_hosts: crate::push::AllowedHosts,
+    /// An HTTP proxy (CONNECT) for push deliveries.
+    pub push_proxy: Option<String>,
+    /// CA certificates (PEM) trusted for push deliveries besides the system's.
+    pub push_ca_file: Option<PathBuf>,
 }
 
 /// The HTTP edge's timeouts and connection cap (API.md, Conventions).
@@ -269,6 +278,20 @@ impl Config {
             argon2_iterations,
             editions,
             bootstrap_ttl: positive("bootstrap_ttl", duration("bootstrap_ttl", &raw.bootstrap_ttl, "24h")?)?,
+            push_hosts: match &raw.push_allowed_hosts {
+                Some(list) => crate::push::AllowedHosts::parse(list).map_err(|e| ConfigError(format!("push_allowed_hosts: {e}")))?,
+                None => crate::push::AllowedHosts::default(),
+            },
+            push_proxy: match &raw.push_proxy {
+                Some(p) if p.starts_with("http://") && p.len() > 7 && !p.contains(char::is_whitespace) => Some(p.clone()),
+                Some(p) => {
+                    return Err(ConfigError(format!(
+                        "push_proxy: {p:?} is not an http:// proxy URL (for example http://proxy.bank.example:8080)"
+                    )))
+                }
+                None => None,
+            },
+            push_ca_file: raw.push_ca_file.clone(),
             display_timezone: {
                 let name = raw.display_timezone.as_deref().unwrap_or("Asia/Tokyo");
                 jiff::tz::TimeZone::get(name)
@@ -450,6 +473,9 @@ mod packaged_default {
             "max_connections",
             "bootstrap_ttl",
             "display_timezone",
+            "push_allowed_hosts",
+            "push_proxy",
+            "push_ca_file",
         ] {
             assert!(uncommented.contains(&format!("{key} = ")), "packaging/onepush.toml lacks {key}");
         }

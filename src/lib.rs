@@ -54,6 +54,7 @@ pub mod error;
 pub mod http;
 pub mod metrics;
 pub mod passwords;
+pub mod push;
 pub mod secrets;
 pub mod service;
 pub mod store;

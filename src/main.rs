@@ -476,7 +476,14 @@ fn serve(cfg: Config, demo: bool, config_path: Option<PathBuf>, overrides: Overr
     let (wtx, wrx) = std::sync::mpsc::channel::<http::waiters::Msg>();
     let notify_tx = std::sync::Mutex::new(wtx.clone());
     let metrics = Arc::new(onepush::metrics::Metrics::default());
-    let wakeups = onepush::wakeup::Wakeups::start(metrics.clone());
+    let push_agent = match onepush::push::agent(cfg.push_ca_file.as_deref(), cfg.push_proxy.as_deref()) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("onepush: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let wakeups = onepush::wakeup::Wakeups::start(metrics.clone(), push_agent, cfg.push_hosts.clone());
     let notify: onepush::service::Notify = Arc::new(move |ev| match ev {
         onepush::service::Event::Wake(w) => wakeups.send(w),
         other => {

@@ -2,7 +2,9 @@
 //! has a `push_endpoint`, a small POST (`{"challenge_id"}`, never the lines)
 //! tells the phone to poll. Sent from their own threads through a bounded
 //! queue, with short timeouts and bounded retries: a slow or dead endpoint
-//! never delays the RP, it only counts as a failure in `/metrics`.
+//! never delays the RP, it only counts as a failure in `/metrics`. Each goes
+//! over HTTPS through `push::agent`, and only to an address `push::AllowedHosts`
+//! accepts at the time of sending.
 
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
@@ -10,6 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::metrics::Metrics;
+use crate::push::AllowedHosts;
 
 pub const QUEUE: usize = 10_000;
 pub const THREADS: usize = 4;
@@ -28,18 +31,14 @@ pub struct Wakeups {
 }
 
 impl Wakeups {
-    pub fn start(metrics: Arc<Metrics>) -> Wakeups {
+    /// `agent` from `push::agent`; `hosts` checks each address before sending.
+    pub fn start(metrics: Arc<Metrics>, agent: ureq::Agent, hosts: AllowedHosts) -> Wakeups {
         let (tx, rx) = sync_channel::<Wake>(QUEUE);
         let rx = Arc::new(Mutex::new(rx));
-        let agent: ureq::Agent = ureq::Agent::config_builder()
-            .timeout_connect(Some(Duration::from_secs(2)))
-            .timeout_global(Some(Duration::from_secs(5)))
-            .http_status_as_error(false)
-            .build()
-            .into();
+        let hosts = Arc::new(hosts);
         for i in 0..THREADS {
-            let (rx, agent, metrics) = (rx.clone(), agent.clone(), metrics.clone());
-            let _ = std::thread::Builder::new().name(format!("wakeup-{i}")).spawn(move || run(&rx, &agent, &metrics));
+            let (rx, agent, metrics, hosts) = (rx.clone(), agent.clone(), metrics.clone(), hosts.clone());
+            let _ = std::thread::Builder::new().name(format!("wakeup-{i}")).spawn(move || run(&rx, &agent, &hosts, &metrics));
         }
         Wakeups { tx, metrics }
     }
@@ -55,10 +54,15 @@ impl Wakeups {
     }
 }
 
-fn run(rx: &Mutex<Receiver<Wake>>, agent: &ureq::Agent, metrics: &Metrics) {
+fn run(rx: &Mutex<Receiver<Wake>>, agent: &ureq::Agent, hosts: &AllowedHosts, metrics: &Metrics) {
     loop {
         let next = crate::sync::lock(rx).recv();
         let Ok(w) = next else { return };
+        if let Err(why) = hosts.resolve(&w.endpoint) {
+            metrics.wakeup_failures.fetch_add(1, Relaxed);
+            log::warn!("wake-up for challenge {} not sent: {why}", w.challenge_id);
+            continue;
+        }
         let body = serde_json::json!({"challenge_id": w.challenge_id}).to_string();
         let mut delivered = false;
         for attempt in 0..ATTEMPTS {

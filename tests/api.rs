@@ -1395,18 +1395,41 @@ fn sighup_reloads_what_can_change_and_names_the_rest() {
     assert!(log.contains("except token_prefix"), "{log}");
 }
 
-/// A tiny HTTP receiver on loopback that records request bodies.
-fn receiver() -> (String, std::sync::mpsc::Receiver<String>) {
+/// A tiny HTTPS receiver on loopback that records requests, with its own CA:
+/// the endpoint, the requests (first line, a newline, the body) and the
+/// config lines that let onepush send to it (`push_allowed_hosts`,
+/// `push_ca_file`).
+fn receiver(dir: &std::path::Path) -> (String, std::sync::mpsc::Receiver<String>, String) {
     use std::io::{Read, Write};
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca = rcgen::CertifiedIssuer::self_signed(ca_params, ca_key).unwrap();
+    let leaf_key = rcgen::KeyPair::generate().unwrap();
+    let leaf = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()]).unwrap().signed_by(&leaf_key, &ca).unwrap();
+    std::fs::create_dir_all(dir).unwrap();
+    let ca_file = dir.join("push-ca.pem");
+    std::fs::write(&ca_file, ca.pem()).unwrap();
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let tls = std::sync::Arc::new(
+        rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(vec![leaf.der().clone()], rustls::pki_types::PrivateKeyDer::Pkcs8(leaf_key.serialize_der().into()))
+            .unwrap(),
+    );
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = l.local_addr().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         for conn in l.incoming().take(20) {
-            let Ok(mut c) = conn else { continue };
+            let Ok(c) = conn else { continue };
+            c.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+            let Ok(server) = rustls::ServerConnection::new(tls.clone()) else { continue };
+            let mut c = rustls::StreamOwned::new(server, c);
             let mut buf = Vec::new();
             let mut chunk = [0u8; 4096];
-            c.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
             loop {
                 let n = c.read(&mut chunk).unwrap_or(0);
                 buf.extend_from_slice(&chunk[..n]);
@@ -1421,6 +1444,7 @@ fn receiver() -> (String, std::sync::mpsc::Receiver<String>) {
                     if body.len() >= len {
                         let _ = tx.send(format!("{}\n{}", head.lines().next().unwrap_or(""), body));
                         let _ = c.write_all(b"HTTP/1.1 201 Created\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+                        let _ = c.flush();
                         break;
                     }
                 }
@@ -1430,17 +1454,14 @@ fn receiver() -> (String, std::sync::mpsc::Receiver<String>) {
             }
         }
     });
-    (format!("http://{addr}/up/abc"), rx)
+    let config = format!("push_allowed_hosts = [\"127.0.0.1\"]\npush_ca_file = \"{}\"\n", ca_file.display());
+    (format!("https://{addr}/up/abc"), rx, config)
 }
 
-#[test]
-fn a_push_endpoint_gets_a_wake_up_with_the_challenge_id_only() {
-    let w = World::new("");
-    w.contract(C, "jweb");
-    w.user(C, "taro", "user");
-    let (endpoint, got) = receiver();
+fn provision_and_register(w: &World, endpoint: &str) {
     let key = onepush::client::DeviceKey::generate();
-    let r = w.s.post("/api/v1/device/provision", &[], &key.provision_body(Some("p"), Some(&endpoint)));
+    let r = w.s.post("/api/v1/device/provision", &[], &key.provision_body(Some("p"), Some(endpoint)));
+    assert_eq!(r.status, 201, "{}", r.text);
     let token = r.json["token_id"].as_str().unwrap().to_string();
     let (o1, o2) = onepush::client::registration_otps(r.json["otp_secret"].as_str().unwrap(), onepush::client::now_secs() as u64).unwrap();
     let r = w.s.post(
@@ -1448,7 +1469,17 @@ fn a_push_endpoint_gets_a_wake_up_with_the_challenge_id_only() {
         &[],
         &json!({"contract_no": C, "user_id": "taro", "password": PASSWORD, "token_id": token, "otp1": o1, "otp2": o2}),
     );
-    assert_eq!(r.status, 201);
+    assert_eq!(r.status, 201, "{}", r.text);
+}
+
+#[test]
+fn a_push_endpoint_gets_a_wake_up_over_https_with_the_challenge_id_only() {
+    let dir = std::env::temp_dir().join(format!("onepush-push-{}", onepush::domain::ids::random_hex(6)));
+    let (endpoint, got, config) = receiver(&dir);
+    let w = World::new(&config);
+    w.contract(C, "jweb");
+    w.user(C, "taro", "user");
+    provision_and_register(&w, &endpoint);
     let id = w.login_challenge(C, "taro");
     let req = got.recv_timeout(Duration::from_secs(10)).expect("a wake-up POST");
     assert!(req.starts_with("POST /up/abc "), "{req}");
@@ -1459,11 +1490,48 @@ fn a_push_endpoint_gets_a_wake_up_with_the_challenge_id_only() {
         m.contains("onepush_wakeups_total 1").then_some(m)
     });
     assert!(m.contains("onepush_wakeup_failures_total 0"));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn push_endpoints_are_https_to_allowed_hosts_only() {
+    let w = World::new("");
+    for (endpoint, why) in [
+        ("http://fcm.googleapis.com/fcm/send/x", "https://"),
+        ("https://user:pw@fcm.googleapis.com/fcm/send/x", "user or password"),
+        ("https://127.0.0.1:8080/api/v1/admin/session", "not allowed"),
+        ("https://169.254.169.254/latest/meta-data", "not allowed"),
+        ("https://ntfy.sh/up", "not allowed"),
+    ] {
+        let key = onepush::client::DeviceKey::generate();
+        let r = w.s.post("/api/v1/device/provision", &[], &key.provision_body(None, Some(endpoint)));
+        assert_eq!(r.status, 400, "{endpoint}: {}", r.text);
+        let msg = r.json["error"]["message"].as_str().unwrap();
+        assert!(msg.starts_with("push_endpoint") && msg.contains(why), "{endpoint}: {msg}");
+    }
+    let key = onepush::client::DeviceKey::generate();
+    let r = w.s.post("/api/v1/device/provision", &[], &key.provision_body(None, Some("https://fcm.googleapis.com/fcm/send/abc")));
+    assert_eq!(r.status, 201, "{}", r.text);
+}
+
+#[test]
+fn a_certificate_the_push_ca_file_does_not_vouch_for_is_a_failure() {
+    // The receiver's CA is not given to onepush: the TLS handshake fails.
+    let dir = std::env::temp_dir().join(format!("onepush-push-{}", onepush::domain::ids::random_hex(6)));
+    let (endpoint, got, _) = receiver(&dir);
+    let w = World::new("push_allowed_hosts = [\"127.0.0.1\"]");
+    w.contract(C, "jweb");
+    w.user(C, "taro", "user");
+    provision_and_register(&w, &endpoint);
+    w.login_challenge(C, "taro");
+    eventually("the failure counted", 15, || w.s.get("/metrics", &[]).text.contains("onepush_wakeup_failures_total 1").then_some(()));
+    assert!(got.try_recv().is_err(), "nothing reached the receiver");
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
 fn a_dead_push_endpoint_is_counted_and_never_delays_the_rp() {
-    let w = World::new("");
+    let w = World::new("push_allowed_hosts = [\"127.0.0.1\"]");
     w.contract(C, "jweb");
     w.user(C, "taro", "user");
     // A port nobody listens on.
@@ -1471,15 +1539,7 @@ fn a_dead_push_endpoint_is_counted_and_never_delays_the_rp() {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap()
     };
-    let key = onepush::client::DeviceKey::generate();
-    let r = w.s.post("/api/v1/device/provision", &[], &key.provision_body(None, Some(&format!("http://{dead}/up"))));
-    let token = r.json["token_id"].as_str().unwrap().to_string();
-    let (o1, o2) = onepush::client::registration_otps(r.json["otp_secret"].as_str().unwrap(), onepush::client::now_secs() as u64).unwrap();
-    w.s.post(
-        "/api/v1/registrations",
-        &[],
-        &json!({"contract_no": C, "user_id": "taro", "password": PASSWORD, "token_id": token, "otp1": o1, "otp2": o2}),
-    );
+    provision_and_register(&w, &format!("https://{dead}/up"));
     let t = Instant::now();
     w.login_challenge(C, "taro");
     assert!(t.elapsed() < Duration::from_millis(800), "login took {:?}", t.elapsed());

@@ -44,14 +44,6 @@ pub struct ProvisionOutput {
     pub server_time: String,
 }
 
-pub(super) fn check_push_endpoint(e: &str) -> Result<()> {
-    check_text("push_endpoint", e, 1, 512)?;
-    if !(e.starts_with("https://") || e.starts_with("http://")) || e.contains(char::is_whitespace) {
-        return Err(Error::bad_field("push_endpoint", "must be an http(s) URL"));
-    }
-    Ok(())
-}
-
 impl App {
     /// POST /api/v1/device/provision (SPEC R1.1).
     pub fn provision(
@@ -74,7 +66,7 @@ impl App {
                 check_text("label", l, 1, 64)?;
             }
             if let Some(e) = &input.push_endpoint {
-                check_push_endpoint(e)?;
+                self.cfg().push_hosts.check_endpoint("push_endpoint", e)?;
             }
             let lang = input.lang.as_deref().map(|l| Lang::parse("lang", l)).transpose()?.unwrap_or_default();
             self.rate_limit_provision(ip, now)?;
