@@ -483,7 +483,7 @@ fn serve(cfg: Config, demo: bool, config_path: Option<PathBuf>, overrides: Overr
             return ExitCode::from(2);
         }
     };
-    let wakeups = onepush::wakeup::Wakeups::start(metrics.clone(), push_agent, cfg.push_hosts.clone());
+    let wakeups = onepush::wakeup::Wakeups::start(metrics.clone(), push_agent, cfg.push_hosts.clone(), cfg.push_proxy.is_some());
     let notify: onepush::service::Notify = Arc::new(move |ev| match ev {
         onepush::service::Event::Wake(w) => wakeups.send(w),
         other => {

@@ -101,13 +101,16 @@ impl AllowedHosts {
     /// At delivery: the endpoint's addresses, refused when the host is no
     /// longer allowed, or when one is loopback, private or link-local (or
     /// unspecified) and neither the name nor that address is listed literally.
-    pub fn resolve(&self, endpoint: &str) -> std::result::Result<Vec<SocketAddr>, String> {
+    /// Through a proxy (`via_proxy`) the proxy resolves names, so only an
+    /// address written in the endpoint is checked here.
+    pub fn resolve(&self, endpoint: &str, via_proxy: bool) -> std::result::Result<Vec<SocketAddr>, String> {
         self.check_endpoint("endpoint", endpoint).map_err(|e| e.to_string())?;
         let uri: Uri = endpoint.parse().map_err(|_| "not a URL".to_string())?;
         let host = host_of(&uri).ok_or("no host")?;
         let port = uri.port_u16().unwrap_or(443);
         let addrs: Vec<SocketAddr> = match host.parse::<IpAddr>() {
             Ok(ip) => vec![SocketAddr::new(ip, port)],
+            Err(_) if via_proxy => return Ok(vec![]),
             Err(_) => (host.as_str(), port).to_socket_addrs().map_err(|e| format!("{host}: {e}"))?.collect(),
         };
         if addrs.is_empty() {
@@ -218,8 +221,12 @@ mod tests {
         assert!(h.check_endpoint("e", "https://a.b.bank.example/x").is_ok());
         assert!(h.check_endpoint("e", "https://bank.example/x").is_err(), "*. does not match the name itself");
         assert!(h.check_endpoint("e", "https://127.0.0.1:8443/up").is_ok(), "a literal address");
-        assert!(h.resolve("https://127.0.0.1:8443/up").is_ok(), "listed literally: allowed although loopback");
-        assert!(h.resolve("https://localhost/up").is_err(), "localhost is not listed");
+        assert!(h.resolve("https://127.0.0.1:8443/up", false).is_ok(), "listed literally: allowed although loopback");
+        assert!(h.resolve("https://localhost/up", false).is_err(), "localhost is not listed");
+        let local = hosts(&["*.bank.example", "10.0.0.8"]);
+        assert!(local.resolve("https://10.0.0.8/up", true).is_ok());
+        let by_name = hosts(&["up.internal.example"]);
+        assert!(by_name.resolve("https://up.internal.example/x", true).is_ok(), "through a proxy the proxy resolves names");
         assert!(AllowedHosts::parse(&["bad host!".to_string()]).is_err());
         for ip in ["10.0.0.1", "192.168.1.1", "172.16.0.1", "169.254.169.254", "127.0.0.1", "::1", "fe80::1", "fd00::1", "0.0.0.0"] {
             assert!(is_internal(ip.parse().unwrap()), "{ip}");

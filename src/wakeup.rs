@@ -32,13 +32,13 @@ pub struct Wakeups {
 
 impl Wakeups {
     /// `agent` from `push::agent`; `hosts` checks each address before sending.
-    pub fn start(metrics: Arc<Metrics>, agent: ureq::Agent, hosts: AllowedHosts) -> Wakeups {
+    pub fn start(metrics: Arc<Metrics>, agent: ureq::Agent, hosts: AllowedHosts, via_proxy: bool) -> Wakeups {
         let (tx, rx) = sync_channel::<Wake>(QUEUE);
         let rx = Arc::new(Mutex::new(rx));
         let hosts = Arc::new(hosts);
         for i in 0..THREADS {
             let (rx, agent, metrics, hosts) = (rx.clone(), agent.clone(), metrics.clone(), hosts.clone());
-            let _ = std::thread::Builder::new().name(format!("wakeup-{i}")).spawn(move || run(&rx, &agent, &hosts, &metrics));
+            let _ = std::thread::Builder::new().name(format!("wakeup-{i}")).spawn(move || run(&rx, &agent, &hosts, via_proxy, &metrics));
         }
         Wakeups { tx, metrics }
     }
@@ -54,11 +54,11 @@ impl Wakeups {
     }
 }
 
-fn run(rx: &Mutex<Receiver<Wake>>, agent: &ureq::Agent, hosts: &AllowedHosts, metrics: &Metrics) {
+fn run(rx: &Mutex<Receiver<Wake>>, agent: &ureq::Agent, hosts: &AllowedHosts, via_proxy: bool, metrics: &Metrics) {
     loop {
         let next = crate::sync::lock(rx).recv();
         let Ok(w) = next else { return };
-        if let Err(why) = hosts.resolve(&w.endpoint) {
+        if let Err(why) = hosts.resolve(&w.endpoint, via_proxy) {
             metrics.wakeup_failures.fetch_add(1, Relaxed);
             log::warn!("wake-up for challenge {} not sent: {why}", w.challenge_id);
             continue;
@@ -74,8 +74,8 @@ fn run(rx: &Mutex<Receiver<Wake>>, agent: &ureq::Agent, hosts: &AllowedHosts, me
                     delivered = true;
                     break;
                 }
-                // A 4xx will not get better by retrying.
-                Ok(r) if r.status().is_client_error() => break,
+                // A 4xx, or a redirect (never followed), will not get better by retrying.
+                Ok(r) if r.status().is_client_error() || r.status().is_redirection() => break,
                 _ => {}
             }
         }

@@ -1493,6 +1493,62 @@ fn a_push_endpoint_gets_a_wake_up_over_https_with_the_challenge_id_only() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// A CONNECT proxy on loopback that tunnels each connection and reports the
+/// CONNECT line it was asked for.
+fn connect_proxy() -> (String, std::sync::mpsc::Receiver<String>) {
+    use std::io::{BufRead, Write};
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for conn in l.incoming().take(20) {
+            let Ok(client) = conn else { continue };
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                let mut reader = std::io::BufReader::new(client.try_clone().unwrap());
+                let mut first = String::new();
+                reader.read_line(&mut first).unwrap();
+                loop {
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                        break;
+                    }
+                }
+                let target = first.split_whitespace().nth(1).unwrap_or("").to_string();
+                let _ = tx.send(first.trim_end().to_string());
+                let Ok(upstream) = std::net::TcpStream::connect(&target) else { return };
+                let mut c = client.try_clone().unwrap();
+                c.write_all(b"HTTP/1.1 200 Connection established\r\n\r\n").unwrap();
+                let (mut up_r, mut up_w) = (upstream.try_clone().unwrap(), upstream);
+                let mut down_w = client;
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut reader, &mut up_w);
+                });
+                let _ = std::io::copy(&mut up_r, &mut down_w);
+            });
+        }
+    });
+    (format!("http://{addr}"), rx)
+}
+
+#[test]
+fn push_goes_through_push_proxy_when_set() {
+    let dir = std::env::temp_dir().join(format!("onepush-push-{}", onepush::domain::ids::random_hex(6)));
+    let (endpoint, got, config) = receiver(&dir);
+    let (proxy, asked) = connect_proxy();
+    let w = World::new(&format!("{config}push_proxy = \"{proxy}\"\n"));
+    w.contract(C, "jweb");
+    w.user(C, "taro", "user");
+    provision_and_register(&w, &endpoint);
+    let id = w.login_challenge(C, "taro");
+    let connect = asked.recv_timeout(Duration::from_secs(10)).expect("a CONNECT through the proxy");
+    let target = endpoint.trim_start_matches("https://").split('/').next().unwrap().to_string();
+    assert_eq!(connect, format!("CONNECT {target} HTTP/1.1"));
+    let req = got.recv_timeout(Duration::from_secs(10)).expect("the wake-up, through the tunnel");
+    assert!(req.contains(&id), "{req}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[test]
 fn push_endpoints_are_https_to_allowed_hosts_only() {
     let w = World::new("");
