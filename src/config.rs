@@ -50,6 +50,8 @@ pub struct RawConfig {
     pub push_allowed_hosts: Option<Vec<String>>,
     pub push_proxy: Option<String>,
     pub push_ca_file: Option<PathBuf>,
+    pub push_contact: Option<String>,
+    pub vapid_key_file: Option<PathBuf>,
     #[serde(default)]
     pub editions: BTreeMap<String, RawEdition>,
 }
@@ -104,6 +106,10 @@ pub struct Config {
     pub push_proxy: Option<String>,
     /// CA certificates (PEM) trusted for push deliveries besides the system's.
     pub push_ca_file: Option<PathBuf>,
+    /// The VAPID `sub`: `mailto:` or `https:`.
+    pub push_contact: String,
+    /// The Web Push (VAPID) key pair; default `<data_dir>/vapid.key`.
+    pub vapid_key_file: PathBuf,
 }
 
 /// The HTTP edge's timeouts and connection cap (API.md, Conventions).
@@ -123,6 +129,9 @@ pub struct EdgeLimits {
 }
 
 /// A config problem, naming the key.
+/// The VAPID contact while none is configured (`config check` warns).
+pub const DEFAULT_PUSH_CONTACT: &str = "mailto:onepush@localhost";
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigError(pub String);
 
@@ -257,6 +266,7 @@ impl Config {
             listen,
             secret_key_file: raw.secret_key_file.unwrap_or_else(|| data_dir.join("secret.key")),
             audit_key_file: raw.audit_key_file.unwrap_or_else(|| data_dir.join("audit.key")),
+            vapid_key_file: raw.vapid_key_file.clone().unwrap_or_else(|| data_dir.join("vapid.key")),
             data_dir,
             trusted_proxies,
             challenge_ttl: positive("challenge_ttl", duration("challenge_ttl", &raw.challenge_ttl, "60s")?)?,
@@ -292,6 +302,14 @@ impl Config {
                 None => None,
             },
             push_ca_file: raw.push_ca_file.clone(),
+            push_contact: match raw.push_contact.as_deref().unwrap_or(DEFAULT_PUSH_CONTACT) {
+                c if (c.starts_with("mailto:") && c.len() > 7 || c.starts_with("https://") && c.len() > 8)
+                    && !c.contains(char::is_whitespace) =>
+                {
+                    c.to_string()
+                }
+                c => return Err(ConfigError(format!("push_contact: {c:?} must be a mailto: or https: URL"))),
+            },
             display_timezone: {
                 let name = raw.display_timezone.as_deref().unwrap_or("Asia/Tokyo");
                 jiff::tz::TimeZone::get(name)
@@ -476,6 +494,8 @@ mod packaged_default {
             "push_allowed_hosts",
             "push_proxy",
             "push_ca_file",
+            "push_contact",
+            "vapid_key_file",
         ] {
             assert!(uncommented.contains(&format!("{key} = ")), "packaging/onepush.toml lacks {key}");
         }

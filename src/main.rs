@@ -137,6 +137,9 @@ fn main() -> ExitCode {
         Cmd::Serve { demo, .. } => serve(cfg, demo, cli.config.clone(), overrides),
         Cmd::Config(ConfigCmd::Check) => {
             println!("config ok: listen {}, data {}", cfg.listen, cfg.data_dir.display());
+            if cfg.push_contact == onepush::config::DEFAULT_PUSH_CONTACT {
+                eprintln!("onepush: warning: push_contact is the default {}; set it to the bank's contact (push services may refuse Web Push from an unknown one)", cfg.push_contact);
+            }
             ExitCode::SUCCESS
         }
         Cmd::RpKey(c) => manage(
@@ -305,6 +308,13 @@ fn restore(cfg: &Config, src: &std::path::Path) -> ExitCode {
 }
 
 fn open_app(cfg: &Config, metrics: Arc<onepush::metrics::Metrics>, notify: onepush::service::Notify) -> Result<App, String> {
+    let (store, vapid) = open_store(cfg)?;
+    App::new(cfg.clone(), store, metrics, vapid, notify).map_err(|e| format!("{e:?}"))
+}
+
+/// The store, and the VAPID key (made at first start, refused when missing
+/// while Web Push subscriptions exist).
+fn open_store(cfg: &Config) -> Result<(Store, Arc<onepush::push::VapidKey>), String> {
     std::fs::create_dir_all(&cfg.data_dir).map_err(|e| format!("{}: {e}", cfg.data_dir.display()))?;
     restrict(&cfg.data_dir, 0o700);
     let store = Store::open(&cfg.store_path()).map_err(|e| match e {
@@ -312,7 +322,10 @@ fn open_app(cfg: &Config, metrics: Arc<onepush::metrics::Metrics>, notify: onepu
         other => format!("opening the store: {other:?}"),
     })?;
     restrict(&cfg.store_path(), 0o600);
-    App::new(cfg.clone(), store, metrics, notify).map_err(|e| format!("{e:?}"))
+    let vapid = onepush::push::VapidKey::load_or_create(&cfg.vapid_key_file, || {
+        store.read().and_then(|r| onepush::store::Reader::any_webpush_subscription(&r)).unwrap_or(true)
+    })?;
+    Ok((store, Arc::new(vapid)))
 }
 
 fn restrict(path: &std::path::Path, mode: u32) {
@@ -483,20 +496,44 @@ fn serve(cfg: Config, demo: bool, config_path: Option<PathBuf>, overrides: Overr
             return ExitCode::from(2);
         }
     };
-    let wakeups = onepush::wakeup::Wakeups::start(metrics.clone(), push_agent, cfg.push_hosts.clone(), cfg.push_proxy.is_some());
+    let (store, vapid) = match open_store(&cfg) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("onepush: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    // A push service that answers 404 or 410: the waiter thread queues the
+    // subscription's removal (it never waits for the commit).
+    let gone_tx = std::sync::Mutex::new(wtx.clone());
+    let gone: onepush::wakeup::Gone = Arc::new(move |token_id, endpoint| {
+        let _ = onepush::sync::lock(&gone_tx).send(http::waiters::Msg::PushGone { token_id, endpoint });
+    });
+    let sender = onepush::wakeup::Sender {
+        agent: push_agent,
+        hosts: cfg.push_hosts.clone(),
+        via_proxy: cfg.push_proxy.is_some(),
+        vapid: vapid.clone(),
+        contact: cfg.push_contact.clone(),
+        gone,
+    };
+    let wakeups = onepush::wakeup::Wakeups::start(metrics.clone(), sender);
     let notify: onepush::service::Notify = Arc::new(move |ev| match ev {
         onepush::service::Event::Wake(w) => wakeups.send(w),
         other => {
             let _ = onepush::sync::lock(&notify_tx).send(http::waiters::Msg::Event(other));
         }
     });
-    let app = match open_app(&cfg, metrics, notify) {
+    let app = match App::new(cfg.clone(), store, metrics, vapid, notify) {
         Ok(a) => Arc::new(a),
         Err(e) => {
-            eprintln!("onepush: {e}");
+            eprintln!("onepush: {e:?}");
             return ExitCode::from(1);
         }
     };
+    if cfg.push_contact == onepush::config::DEFAULT_PUSH_CONTACT {
+        log::warn!("push_contact is the default {}: set it, push services may refuse Web Push from an unknown contact", cfg.push_contact);
+    }
     let listener = match http::bind(cfg.listen) {
         Ok(l) => l,
         Err(e) => {

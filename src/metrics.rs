@@ -51,6 +51,7 @@ pub struct Metrics {
     challenges_created: [AtomicU64; 3],
     challenges_closed: [[AtomicU64; 7]; 3],
     logins: Mutex<BTreeMap<(&'static str, &'static str, &'static str), u64>>,
+    push: Mutex<BTreeMap<(&'static str, &'static str), u64>>,
     pub http_requests: AtomicU64,
     pub http_errors_5xx: AtomicU64,
     /// Requests the HTTP edge answered itself, by `EDGE_CODES`.
@@ -92,6 +93,14 @@ impl Metrics {
         self.challenges_closed[kind_index(kind)][status_index(status)].load(Relaxed)
     }
 
+    /// A push message's outcome: `kind` webpush or unifiedpush; `outcome`
+    /// sent, gone (404/410: subscription removed), refused (an address or
+    /// answer that retrying will not change), failed (after its retries),
+    /// expired (the challenge ended first), dropped (queue full).
+    pub fn push_outcome(&self, kind: &'static str, outcome: &'static str) {
+        *crate::sync::lock(&self.push).entry((kind, outcome)).or_insert(0) += 1;
+    }
+
     /// `operation` is login or approval, `result` allow/deny/challenge.
     pub fn decision(&self, operation: &'static str, result: &'static str, reason: &'static str) {
         let mut m = crate::sync::lock(&self.logins);
@@ -126,11 +135,16 @@ impl Metrics {
         for ((op, result, reason), v) in crate::sync::lock(&self.logins).iter() {
             let _ = writeln!(out, "onepush_decisions_total{{operation=\"{op}\",result=\"{result}\",reason=\"{reason}\"}} {v}");
         }
+        let _ = writeln!(out, "# HELP onepush_push_total Push messages to phones, by kind and outcome.");
+        let _ = writeln!(out, "# TYPE onepush_push_total counter");
+        for ((kind, outcome), v) in crate::sync::lock(&self.push).iter() {
+            let _ = writeln!(out, "onepush_push_total{{kind=\"{kind}\",outcome=\"{outcome}\"}} {v}");
+        }
         let counters: [(&str, &str, u64); 12] = [
-            ("onepush_wakeups_total", "UnifiedPush wake-ups delivered.", self.wakeups_sent.load(Relaxed)),
+            ("onepush_wakeups_total", "Push messages delivered (every kind).", self.wakeups_sent.load(Relaxed)),
             (
                 "onepush_wakeup_failures_total",
-                "UnifiedPush wake-ups that failed after their retries, or found the queue full.",
+                "Push messages not delivered (refused, failed after their retries, expired or dropped).",
                 self.wakeup_failures.load(Relaxed),
             ),
             ("onepush_store_commits_total", "Write transactions committed (each may hold many jobs).", writer.commits.load(Relaxed)),

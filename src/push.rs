@@ -185,6 +185,74 @@ pub fn agent(ca_file: Option<&Path>, proxy: Option<&str>) -> std::result::Result
         .into())
 }
 
+/// The Web Push (VAPID, RFC 8292) key pair: a P-256 private scalar kept in
+/// `vapid_key_file` (32 bytes, 0600, made at first start).
+pub struct VapidKey {
+    private_b64: String,
+    public: Vec<u8>,
+}
+
+impl std::fmt::Debug for VapidKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "VapidKey(public {})", self.public_b64())
+    }
+}
+
+impl VapidKey {
+    /// Reads the key file, or makes it. A missing file while Web Push
+    /// subscriptions exist is an error naming the file: a new key would
+    /// silently break every subscription.
+    pub fn load_or_create(path: &Path, subscriptions_exist: impl FnOnce() -> bool) -> std::result::Result<VapidKey, String> {
+        if !path.exists() && subscriptions_exist() {
+            return Err(format!(
+                "{}: the Web Push key file is missing while Web Push subscriptions exist; restore it (a new key would break every subscription)",
+                path.display()
+            ));
+        }
+        let (secret, _) = crate::secrets::load_or_create_key(path, "Web Push (VAPID) key")?;
+        p256::SecretKey::from_slice(&secret).map_err(|_| format!("{}: not a P-256 private key", path.display()))?;
+        let private_b64 = crate::domain::sig::b64(&secret);
+        let public = web_push::VapidSignatureBuilder::from_base64_no_sub(&private_b64)
+            .map_err(|e| format!("{}: {e}", path.display()))?
+            .get_public_key();
+        Ok(VapidKey { private_b64, public })
+    }
+
+    /// The 65-byte uncompressed public key, base64url (`push-config`).
+    pub fn public_b64(&self) -> String {
+        crate::domain::sig::b64(&self.public)
+    }
+
+    /// `Authorization: vapid t=<JWT>, k=<key>` for `sub` (ES256, `aud` the
+    /// endpoint's origin, `exp` 12 h ahead).
+    pub fn signature(&self, sub: &web_push::SubscriptionInfo, contact: &str) -> std::result::Result<web_push::VapidSignature, String> {
+        let mut b = web_push::VapidSignatureBuilder::from_base64_no_sub(&self.private_b64).map_err(|e| e.to_string())?.add_sub_info(sub);
+        b.add_claim("sub", contact);
+        // The origin, port included when it is not 443 (web-push would drop it).
+        let uri: Uri = sub.endpoint.parse().map_err(|_| "not a URL".to_string())?;
+        let host = uri.host().ok_or("no host")?;
+        let aud = match uri.port_u16() {
+            Some(p) if p != 443 => format!("https://{host}:{p}"),
+            _ => format!("https://{host}"),
+        };
+        b.add_claim("aud", aud);
+        b.build().map_err(|e| e.to_string())
+    }
+}
+
+/// Checks a Web Push subscription's keys: `p256dh` a 65-byte P-256 point,
+/// `auth` 16 bytes, both base64url; the error names the field.
+pub fn check_webpush_keys(p256dh: &str, auth: &str) -> Result<()> {
+    let point = crate::domain::sig::unb64("p256dh", p256dh)?;
+    if point.len() != 65 || p256::PublicKey::from_sec1_bytes(&point).is_err() {
+        return Err(Error::bad_field("p256dh", "must be a 65-byte uncompressed P-256 point"));
+    }
+    if crate::domain::sig::unb64("auth", auth)?.len() != 16 {
+        return Err(Error::bad_field("auth", "must be 16 bytes"));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

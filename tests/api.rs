@@ -1400,6 +1400,18 @@ fn sighup_reloads_what_can_change_and_names_the_rest() {
 /// config lines that let onepush send to it (`push_allowed_hosts`,
 /// `push_ca_file`).
 fn receiver(dir: &std::path::Path) -> (String, std::sync::mpsc::Receiver<String>, String) {
+    let (endpoint, raw, config) = receiver_answering(dir, 201);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for (head, body) in raw {
+            let _ = tx.send(format!("{}\n{}", head.lines().next().unwrap_or(""), String::from_utf8_lossy(&body)));
+        }
+    });
+    (endpoint, rx, config)
+}
+
+/// `receiver`, answering `status`, passing on each request's head and raw body.
+fn receiver_answering(dir: &std::path::Path, status: u16) -> (String, std::sync::mpsc::Receiver<(String, Vec<u8>)>, String) {
     use std::io::{Read, Write};
     let ca_key = rcgen::KeyPair::generate().unwrap();
     let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
@@ -1433,8 +1445,9 @@ fn receiver(dir: &std::path::Path) -> (String, std::sync::mpsc::Receiver<String>
             loop {
                 let n = c.read(&mut chunk).unwrap_or(0);
                 buf.extend_from_slice(&chunk[..n]);
-                let text = String::from_utf8_lossy(&buf).to_string();
-                if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                if let Some(at) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                    let head = String::from_utf8_lossy(&buf[..at]).to_string();
+                    let body = &buf[at + 4..];
                     let len = head
                         .lines()
                         .find_map(|l| {
@@ -1442,8 +1455,8 @@ fn receiver(dir: &std::path::Path) -> (String, std::sync::mpsc::Receiver<String>
                         })
                         .unwrap_or(0);
                     if body.len() >= len {
-                        let _ = tx.send(format!("{}\n{}", head.lines().next().unwrap_or(""), body));
-                        let _ = c.write_all(b"HTTP/1.1 201 Created\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+                        let _ = tx.send((head, body.to_vec()));
+                        let _ = c.write_all(format!("HTTP/1.1 {status} X\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").as_bytes());
                         let _ = c.flush();
                         break;
                     }
@@ -1547,6 +1560,114 @@ fn push_goes_through_push_proxy_when_set() {
     let req = got.recv_timeout(Duration::from_secs(10)).expect("the wake-up, through the tunnel");
     assert!(req.contains(&id), "{req}");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn registered_with_push(w: &World) -> Phone {
+    w.contract(C, "jweb");
+    w.user(C, "taro", "user");
+    let phone = Phone::provision(&w.s);
+    let r = phone.register(&w.s, C, "taro", PASSWORD);
+    assert_eq!(r.status, 201, "{}", r.text);
+    phone
+}
+
+#[test]
+fn web_push_reaches_the_phone_encrypted_and_signed_with_vapid() {
+    let dir = std::env::temp_dir().join(format!("onepush-push-{}", onepush::domain::ids::random_hex(6)));
+    let (endpoint, got, config) = receiver_answering(&dir, 201);
+    let w = World::new(&format!("{config}push_contact = \"mailto:it@bank.example\"\n"));
+    let config_doc = w.s.get("/api/v1/device/push-config", &[]).json;
+    let vapid = config_doc["vapid_public_key"].as_str().unwrap().to_string();
+    assert_eq!(onepush::domain::sig::unb64("k", &vapid).unwrap().len(), 65);
+    assert_eq!(config_doc["kinds"], json!(["webpush", "unifiedpush"]));
+    let phone = registered_with_push(&w);
+    let (keys, auth) = ece::generate_keypair_and_auth_secret().unwrap();
+    let p256dh = onepush::domain::sig::b64(&keys.pub_as_raw().unwrap());
+    let auth_b64 = onepush::domain::sig::b64(&auth);
+    // Bad keys are named.
+    let r = phone.signed(
+        "PUT",
+        "/api/v1/device/push",
+        Some(&json!({"kind": "webpush", "endpoint": endpoint, "p256dh": "AAAA", "auth": auth_b64})),
+    );
+    assert!(r.status == 400 && r.json["error"]["message"].as_str().unwrap().starts_with("p256dh"), "{}", r.text);
+    let r = phone.signed(
+        "PUT",
+        "/api/v1/device/push",
+        Some(&json!({"kind": "webpush", "endpoint": "http://127.0.0.1/x", "p256dh": p256dh, "auth": auth_b64})),
+    );
+    assert!(r.status == 400 && r.json["error"]["message"].as_str().unwrap().starts_with("endpoint"), "{}", r.text);
+    let r = phone.signed(
+        "PUT",
+        "/api/v1/device/push",
+        Some(&json!({"kind": "webpush", "endpoint": endpoint, "p256dh": p256dh, "auth": auth_b64})),
+    );
+    assert_eq!((r.status, r.json["kind"].as_str()), (200, Some("webpush")), "{}", r.text);
+    assert_eq!(phone.signed("GET", "/api/v1/device/push", None).json["endpoint"], endpoint.as_str());
+    let id = w.login_challenge(C, "taro");
+    let (head, body) = got.recv_timeout(Duration::from_secs(10)).expect("a Web Push POST");
+    let header = |name: &str| {
+        head.lines().find_map(|l| l.split_once(':').filter(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.trim().to_string()))
+    };
+    assert_eq!(header("content-encoding").as_deref(), Some("aes128gcm"), "{head}");
+    assert_eq!(header("urgency").as_deref(), Some("high"), "{head}");
+    let ttl: u64 = header("ttl").unwrap().parse().unwrap();
+    assert!((1..=60).contains(&ttl), "TTL is the seconds until expires_at: {ttl}");
+    let authz = header("authorization").unwrap();
+    assert!(authz.starts_with("vapid t=") && authz.ends_with(&format!("k={vapid}")), "{authz}");
+    let jwt = authz.trim_start_matches("vapid t=").split(',').next().unwrap();
+    let claims: Value = serde_json::from_slice(&onepush::domain::sig::unb64("jwt", jwt.split('.').nth(1).unwrap()).unwrap()).unwrap();
+    let origin = endpoint.trim_end_matches("/up/abc");
+    assert_eq!((claims["aud"].as_str(), claims["sub"].as_str()), (Some(origin), Some("mailto:it@bank.example")), "{claims}");
+    assert!(claims["exp"].as_u64().unwrap() <= onepush::client::now_secs() as u64 + 24 * 3600);
+    let plain = ece::decrypt(&keys.raw_components().unwrap(), &auth, &body).unwrap();
+    let payload: Value = serde_json::from_slice(&plain).unwrap();
+    assert_eq!(payload["challenge_id"], id.as_str());
+    assert_eq!(payload["kind"], "login");
+    assert!(payload.get("display").is_none(), "no lines in the payload: {payload}");
+    eventually("counted as sent", 10, || {
+        w.s.get("/metrics", &[]).text.contains("onepush_push_total{kind=\"webpush\",outcome=\"sent\"} 1").then_some(())
+    });
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_push_service_answering_410_removes_the_subscription() {
+    let dir = std::env::temp_dir().join(format!("onepush-push-{}", onepush::domain::ids::random_hex(6)));
+    let (endpoint, got, config) = receiver_answering(&dir, 410);
+    let w = World::new(&config);
+    let phone = registered_with_push(&w);
+    let r = phone.signed("PUT", "/api/v1/device/push", Some(&json!({"kind": "unifiedpush", "endpoint": endpoint})));
+    assert_eq!((r.status, r.json["kind"].as_str()), (200, Some("unifiedpush")), "{}", r.text);
+    w.login_challenge(C, "taro");
+    got.recv_timeout(Duration::from_secs(10)).expect("the push POST");
+    eventually("the subscription removed", 10, || phone.signed("GET", "/api/v1/device/push", None).json["kind"].is_null().then_some(()));
+    assert!(audit_lines(&w.s).iter().any(|e| e["type"] == "push_removed"), "audited");
+    assert!(w.s.get("/metrics", &[]).text.contains("onepush_push_total{kind=\"unifiedpush\",outcome=\"gone\"} 1"));
+    // The app subscribes again, and can end it itself.
+    let r = phone.signed("PUT", "/api/v1/device/push", Some(&json!({"kind": "unifiedpush", "endpoint": endpoint})));
+    assert_eq!(r.status, 200);
+    let r = phone.signed("DELETE", "/api/v1/device/push", None);
+    assert_eq!((r.status, r.json["kind"].is_null()), (200, true), "{}", r.text);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_missing_vapid_key_with_web_push_subscriptions_stops_the_start() {
+    let mut w = World::new("push_allowed_hosts = [\"fcm.googleapis.com\"]");
+    let phone = registered_with_push(&w);
+    let (keys, auth) = ece::generate_keypair_and_auth_secret().unwrap();
+    let body = json!({"kind": "webpush", "endpoint": "https://fcm.googleapis.com/fcm/send/abc",
+                      "p256dh": onepush::domain::sig::b64(&keys.pub_as_raw().unwrap()), "auth": onepush::domain::sig::b64(&auth)});
+    assert_eq!(phone.signed("PUT", "/api/v1/device/push", Some(&body)).status, 200);
+    w.s.kill();
+    let key = w.s.dir.join("data").join("vapid.key");
+    std::fs::remove_file(&key).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_onepush")).args(["serve", "--config"]).arg(&w.s.config).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("vapid.key") && err.contains("Web Push subscriptions exist"), "{err}");
+    assert!(!key.exists(), "no new key was made");
 }
 
 #[test]

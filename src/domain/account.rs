@@ -130,6 +130,39 @@ pub struct Token {
     /// The language of the lines onepush composes for this phone.
     #[serde(default)]
     pub lang: Lang,
+    /// Where this phone is pushed (`push_endpoint` is the older form of an
+    /// UnifiedPush one; `subscription()` reads both).
+    #[serde(default)]
+    pub push: Option<PushSubscription>,
+}
+
+/// A phone's one push subscription (API.md, "Push to the phone").
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum PushSubscription {
+    /// RFC 8030/8291/8292: `p256dh` (65-byte P-256 point) and `auth` (16 bytes), base64url.
+    Webpush {
+        endpoint: String,
+        p256dh: String,
+        auth: String,
+    },
+    Unifiedpush {
+        endpoint: String,
+    },
+}
+
+impl PushSubscription {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            PushSubscription::Webpush { .. } => "webpush",
+            PushSubscription::Unifiedpush { .. } => "unifiedpush",
+        }
+    }
+    pub fn endpoint(&self) -> &str {
+        match self {
+            PushSubscription::Webpush { endpoint, .. } | PushSubscription::Unifiedpush { endpoint } => endpoint,
+        }
+    }
 }
 
 /// A phone's language: Japanese unless it asks for English.
@@ -158,6 +191,17 @@ impl Lang {
 }
 
 impl Token {
+    /// The phone's push subscription, whichever form stored it.
+    pub fn subscription(&self) -> Option<PushSubscription> {
+        self.push.clone().or_else(|| self.push_endpoint.clone().map(|endpoint| PushSubscription::Unifiedpush { endpoint }))
+    }
+
+    /// Replaces (or with `None` removes) the subscription.
+    pub fn set_subscription(&mut self, s: Option<PushSubscription>) {
+        self.push = s;
+        self.push_endpoint = None;
+    }
+
     pub fn is_revoked(&self) -> bool {
         self.revoked_at.is_some()
     }

@@ -5,6 +5,7 @@
 //! touches the store directly or invents error codes.
 
 pub mod assets;
+mod device;
 pub mod request;
 pub mod response;
 pub mod routes;

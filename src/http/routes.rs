@@ -15,9 +15,10 @@ use serde::Deserialize;
 use serde_json::json;
 use tiny_http::Method;
 
+use super::device::{delete_push, device, device_challenges, device_response, device_settings, get_push, provision, push_config, put_push};
 use super::request::{self, bearer, client_ip, cookie, header, json_body, query_param, read_body, wait_param};
 use super::response::Exchange;
-use super::waiters::{self, device_list, Msg};
+use super::waiters::Msg;
 use super::{assets, Http, DEMO_RP};
 use crate::domain::account::Token;
 use crate::domain::ids::{ChallengeId, ContractNo, Password, UserId};
@@ -28,7 +29,6 @@ use crate::http::views::{
     system_view, user_view,
 };
 use crate::service::AuditQuery;
-use crate::service::DeviceRequest;
 
 /// What a route's body must be.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,7 +67,7 @@ pub struct Route {
 pub struct Params(Vec<String>);
 
 impl Params {
-    fn get(&self, i: usize) -> &str {
+    pub(super) fn get(&self, i: usize) -> &str {
         self.0.get(i).map_or("", String::as_str)
     }
 }
@@ -99,6 +99,10 @@ pub const ROUTES: &[Route] = &[
     route("GET", "/api/v1/device/challenges", NoBody, Device(device_challenges)),
     route("POST", "/api/v1/device/challenges/{id}/response", Json, Device(device_response)),
     route("PUT", "/api/v1/device/settings", Json, Device(device_settings)),
+    route("GET", "/api/v1/device/push-config", NoBody, Public(push_config)),
+    route("PUT", "/api/v1/device/push", Json, Device(put_push)),
+    route("GET", "/api/v1/device/push", NoBody, Device(get_push)),
+    route("DELETE", "/api/v1/device/push", Json, Device(delete_push)),
     route("POST", "/api/v1/registrations", Json, Public(register)),
     route("POST", "/api/v1/admin/session", Json, Public(admin_login)),
     route("POST", "/api/v1/admin/bootstrap", Json, Public(admin_bootstrap)),
@@ -329,85 +333,6 @@ fn get_user(http: &Arc<Http>, ex: Exchange, rp: String, p: &Params) {
         .and_then(|(c, u)| http.app.user(&rp, &c, &u));
     match user {
         Ok(u) => ex.json(200, &user_view(&u)),
-        Err(e) => ex.error(&e),
-    }
-}
-
-// ---------------------------------------------------------------- device API
-
-fn provision(http: &Arc<Http>, mut ex: Exchange, _: &Params) {
-    let ip = client_ip(ex.request(), &http.app.cfg().trusted_proxies);
-    match json_body(ex.request_mut()) {
-        Ok(input) => http.app.provision(input, ip, now_ms(), move |r| ex.result(201, r)),
-        Err(e) => ex.error(&e),
-    }
-}
-
-/// Checks the signed headers; returns the token and the raw body.
-fn device(http: &Http, mut ex: Exchange) -> Option<(Token, Vec<u8>, Exchange)> {
-    let body = match read_body(ex.request_mut(), request::BODY_LIMIT) {
-        Ok(b) => b,
-        Err(e) => {
-            ex.error(&e);
-            return None;
-        }
-    };
-    let req = ex.request();
-    let (Some(token), Some(time), Some(sig)) =
-        (header(req, "X-Onepush-Token"), header(req, "X-Onepush-Time"), header(req, "X-Onepush-Signature"))
-    else {
-        ex.error(&Error::Unauthorized("X-Onepush-Token, X-Onepush-Time and X-Onepush-Signature are required".into()));
-        return None;
-    };
-    let dr = DeviceRequest { token_id: token, time, signature: sig, method: req.method().as_str(), path: request::path(req), body: &body };
-    match http.app.authenticate_device(&dr, now_ms()) {
-        Ok(t) => Some((t, body, ex)),
-        Err(e) => {
-            ex.error(&e);
-            None
-        }
-    }
-}
-
-fn device_challenges(http: &Arc<Http>, ex: Exchange, token: Token, _: Vec<u8>, _: &Params) {
-    // HEAD has no body to carry challenges: it never delivers or parks.
-    if *ex.request().method() == Method::Head {
-        return ex.json(200, &device_list(vec![]));
-    }
-    let wait = match wait_param(ex.request(), http.app.cfg().max_wait) {
-        Ok(w) => w,
-        Err(e) => return ex.error(&e),
-    };
-    match waiters::deliver(&http.app, &token.token_id, ex) {
-        None => {}
-        Some(ex) if wait == 0 => ex.json(200, &device_list(vec![])),
-        Some(ex) => {
-            let deadline = Instant::now() + Duration::from_millis(wait);
-            let _ = http.waiters.send(Msg::ParkDevice { token_id: token.token_id, ex, deadline });
-        }
-    }
-}
-
-fn device_response(http: &Arc<Http>, ex: Exchange, token: Token, body: Vec<u8>, p: &Params) {
-    let id = p.get(0);
-    if let Err(e) = request::require_json(ex.request()) {
-        return ex.error(&e);
-    }
-    match request::parse_json(&body) {
-        Ok(input) => http.app.answer(&token, id.to_string(), input, now_ms(), move |r| match r {
-            Ok(status) => ex.json(200, &json!({"status": status.as_str()})),
-            Err(e) => ex.error(&e),
-        }),
-        Err(e) => ex.error(&e),
-    }
-}
-
-fn device_settings(http: &Arc<Http>, ex: Exchange, token: Token, body: Vec<u8>, _: &Params) {
-    if let Err(e) = request::require_json(ex.request()) {
-        return ex.error(&e);
-    }
-    match request::parse_json(&body).and_then(|input| http.app.set_device_settings(&token, input)) {
-        Ok(lang) => ex.json(200, &json!({"lang": lang.as_str()})),
         Err(e) => ex.error(&e),
     }
 }

@@ -126,3 +126,12 @@ pub fn import_view(result: &std::result::Result<usize, Vec<(usize, String)>>) ->
         }),
     }
 }
+
+/// A phone's push subscription as it reads it back: `{"kind", "endpoint"}`,
+/// or `{"kind": null}` (none, or removed after the push service answered 410).
+pub fn push_view(s: Option<&crate::domain::account::PushSubscription>) -> Value {
+    match s {
+        Some(s) => json!({"kind": s.kind(), "endpoint": s.endpoint()}),
+        None => json!({"kind": null}),
+    }
+}

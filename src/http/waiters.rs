@@ -26,6 +26,11 @@ use crate::http::views::{device_view, rp_view};
 use crate::service::{App, Event};
 
 pub enum Msg {
+    /// A push service answered 404 or 410: remove that subscription.
+    PushGone {
+        token_id: String,
+        endpoint: String,
+    },
     ParkRp {
         challenge_id: crate::domain::ids::ChallengeId,
         rp: String,
@@ -150,6 +155,7 @@ impl Waiters {
             }
             // Wake-ups go to their own threads; creations are only counted.
             Msg::Event(Event::Wake(_) | Event::Created(_)) => {}
+            Msg::PushGone { token_id, endpoint } => self.app.push_gone(token_id, endpoint),
             Msg::Shutdown(_) => unreachable!("handled in run"),
         }
     }

@@ -19,6 +19,17 @@ pub struct ProvisionInput {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
+pub struct PushInput {
+    pub kind: String,
+    pub endpoint: String,
+    #[serde(default)]
+    pub p256dh: Option<String>,
+    #[serde(default)]
+    pub auth: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct SettingsInput {
     pub lang: String,
 }
@@ -103,7 +114,7 @@ impl App {
                     public_key: input.public_key.clone(),
                     otp_secret_sealed: app.secrets.seal(token_id.as_str().as_bytes(), &secret)?,
                     label: input.label.clone(),
-                    push_endpoint: input.push_endpoint.clone(),
+                    push_endpoint: None,
                     created_at: now,
                     provision_expires_at: expires,
                     bound_to: None,
@@ -113,12 +124,13 @@ impl App {
                     last_otp_step: None,
                     failures: 0,
                     lang,
+                    push: input.push_endpoint.clone().map(|endpoint| PushSubscription::Unifiedpush { endpoint }),
                 };
                 tx.put_token(&t)?;
                 tx.audit(
                     NewEvent::new("token_provisioned", format!("device:{token_id}"))
                         .detail(json!({"token_id": token_id.as_str(), "label": t.label, "ip": ip.to_string(),
-                                       "push_endpoint": t.push_endpoint.is_some()})),
+                                       "push_endpoint": t.push.is_some()})),
                 )?;
                 Ok(ProvisionOutput {
                     token_id: token_id.to_string(),
@@ -163,6 +175,88 @@ impl App {
             }
             Ok(lang)
         })
+    }
+
+    /// `GET /api/v1/device/push-config`.
+    pub fn vapid_public_key(&self) -> String {
+        self.vapid.public_b64()
+    }
+
+    /// `PUT /api/v1/device/push`: the phone's one subscription, replacing
+    /// any earlier one; every endpoint rule of API.md applies.
+    pub fn set_push(&self, caller: &Token, input: PushInput, now: Ms) -> Result<PushSubscription> {
+        let sub = match input.kind.as_str() {
+            "webpush" => {
+                let (Some(p256dh), Some(auth)) = (input.p256dh, input.auth) else {
+                    return Err(Error::bad_field("p256dh", "and auth are required for webpush"));
+                };
+                self.cfg().push_hosts.check_endpoint("endpoint", &input.endpoint)?;
+                crate::push::check_webpush_keys(&p256dh, &auth)?;
+                PushSubscription::Webpush { endpoint: input.endpoint, p256dh, auth }
+            }
+            "unifiedpush" => {
+                if input.p256dh.is_some() || input.auth.is_some() {
+                    return Err(Error::bad_field("p256dh", "and auth go with webpush only"));
+                }
+                self.cfg().push_hosts.check_endpoint("endpoint", &input.endpoint)?;
+                PushSubscription::Unifiedpush { endpoint: input.endpoint }
+            }
+            _ => return Err(Error::bad_field("kind", "must be webpush or unifiedpush")),
+        };
+        let (token_id, stored) = (caller.token_id.clone(), sub.clone());
+        self.call(Durability::Durable, move |tx, _| {
+            let mut t = tx.token(&token_id)?.ok_or(Error::TokenRevoked)?;
+            if t.is_revoked() {
+                return Err(Error::TokenRevoked);
+            }
+            t.set_subscription(Some(stored.clone()));
+            tx.put_token(&t)?;
+            tx.audit(
+                NewEvent::new("push_subscribed", format!("device:{token_id}"))
+                    .detail(json!({"token_id": token_id, "kind": stored.kind(), "endpoint": stored.endpoint(), "at": rfc3339(now)})),
+            )?;
+            Ok(())
+        })?;
+        Ok(sub)
+    }
+
+    /// `DELETE /api/v1/device/push`.
+    pub fn delete_push(&self, caller: &Token) -> Result<()> {
+        let token_id = caller.token_id.clone();
+        self.call(Durability::Durable, move |tx, _| {
+            let mut t = tx.token(&token_id)?.ok_or(Error::TokenRevoked)?;
+            if t.subscription().is_some() {
+                t.set_subscription(None);
+                tx.put_token(&t)?;
+                tx.audit(NewEvent::new("push_unsubscribed", format!("device:{token_id}")).detail(json!({"token_id": token_id})))?;
+            }
+            Ok(())
+        })
+    }
+
+    /// A push service answered 404 or 410: the subscription is removed
+    /// (audited `push_removed`) unless the phone has replaced it meanwhile.
+    pub fn push_gone(&self, token_id: String, endpoint: String) {
+        self.writer.submit(
+            Durability::Durable,
+            move |tx| {
+                let Some(mut t) = tx.token(&token_id)? else { return Ok(()) };
+                if t.subscription().is_some_and(|s| s.endpoint() == endpoint) {
+                    t.set_subscription(None);
+                    tx.put_token(&t)?;
+                    tx.audit(
+                        NewEvent::new("push_removed", "system")
+                            .detail(json!({"token_id": token_id, "endpoint": endpoint, "why": "the push service answered 404 or 410"})),
+                    )?;
+                }
+                Ok(())
+            },
+            |r: Result<()>| {
+                if let Err(e) = r {
+                    log::error!("removing a gone push subscription: {e}");
+                }
+            },
+        );
     }
 
     pub fn authenticate_device(&self, r: &DeviceRequest<'_>, now: Ms) -> Result<Token> {

@@ -417,8 +417,14 @@ impl App {
         };
         tx.put_challenge(&c)?;
         events.push(Event::Created(kind));
-        if let Some(endpoint) = tx.token(&token_id)?.and_then(|t| t.push_endpoint) {
-            events.push(Event::Wake(crate::wakeup::Wake { endpoint, challenge_id: c.id.clone() }));
+        if let Some(subscription) = tx.token(&token_id)?.and_then(|t| t.subscription()) {
+            events.push(Event::Wake(crate::wakeup::Wake {
+                token_id: token_id.clone(),
+                subscription,
+                challenge_id: c.id.clone(),
+                kind: kind.as_str(),
+                expires_at: c.expires_at,
+            }));
         }
         events.push(Event::Pending(token_id));
         Ok(c)

@@ -33,7 +33,7 @@ use gate::Credentials;
 pub use accounts::{ActionInput, CustomerDeregister, NewContract, NewUser, ReasonInput, ServiceAdminInput};
 pub use challenges::AnswerInput;
 pub use demo::{DemoSeed, DEMO_USERS};
-pub use devices::{DeviceRequest, ProvisionInput, ProvisionOutput, SettingsInput};
+pub use devices::{DeviceRequest, ProvisionInput, ProvisionOutput, PushInput, SettingsInput};
 pub use gate::{check_display, ApprovalInput, ClientInfo, GateAnswer, LoginInput};
 pub use notices::{NoticeInput, SystemInput};
 pub use queries::{AuditQuery, Stats, DAY};
@@ -50,7 +50,8 @@ use serde_json::json;
 use crate::audit::{AuditEvent, NewEvent};
 use crate::config::Config;
 use crate::domain::account::{
-    gate, AllowReason, Contract, ContractStatus, DenyReason, EditionPolicy, Gate, GateSettings, Lang, Registration, Role, Token, User,
+    gate, AllowReason, Contract, ContractStatus, DenyReason, EditionPolicy, Gate, GateSettings, Lang, PushSubscription, Registration, Role,
+    Token, User,
 };
 use crate::domain::challenge::{number_challenge, Answer, CancelCause, Challenge, Decision, Kind, Status};
 use crate::domain::ids::{self, check_contract_no, check_text, check_user_id, ChallengeId, ContractNo, Password, TokenId, UserId};
@@ -156,6 +157,8 @@ pub struct App {
     writer: Writer,
     pub metrics: Arc<Metrics>,
     pub passwords: Passwords,
+    /// The Web Push key pair (its public half is `push-config`).
+    vapid: Arc<crate::push::VapidKey>,
     pub secrets: crate::secrets::SecretBox,
     notify: Notify,
     sessions: Mutex<HashMap<String, Session>>,
@@ -174,7 +177,7 @@ pub struct App {
 }
 
 impl App {
-    pub fn new(cfg: Config, store: Store, metrics: Arc<Metrics>, notify: Notify) -> Result<App> {
+    pub fn new(cfg: Config, store: Store, metrics: Arc<Metrics>, vapid: Arc<crate::push::VapidKey>, notify: Notify) -> Result<App> {
         let passwords = Passwords::new(cfg.argon2_memory_kib, cfg.argon2_iterations)?;
         let secrets = crate::secrets::SecretBox::load_or_create(&cfg.secret_key_file).map_err(Error::Internal)?;
         let (audit_key, _) = crate::audit::AuditKey::load_or_create(&cfg.audit_key_file).map_err(Error::Internal)?;
@@ -186,6 +189,7 @@ impl App {
             store,
             writer,
             metrics,
+            vapid,
             passwords,
             secrets,
             notify,

@@ -572,6 +572,22 @@ pub trait Reader: RawReader {
         }
         Ok(out)
     }
+    /// Whether any token holds a Web Push subscription (checked at start,
+    /// before a missing VAPID key file could be replaced by a new key).
+    fn any_webpush_subscription(&self) -> Result<bool> {
+        let mut from = String::new();
+        loop {
+            let page = self.range_bytes(TOKENS, &from, "\u{10FFFF}", 1_000)?;
+            let Some((last, _)) = page.last() else { return Ok(false) };
+            for (_, b) in &page {
+                let t: Token = codec::decode(b)?;
+                if matches!(t.push, Some(crate::domain::account::PushSubscription::Webpush { .. })) {
+                    return Ok(true);
+                }
+            }
+            from = format!("{last}\0");
+        }
+    }
     fn rp_keys(&self) -> Result<Vec<RpKey>> {
         self.range_bytes(RP_KEYS, "", "\u{10FFFF}", usize::MAX)?.iter().map(|(_, b)| codec::decode(b)).collect()
     }

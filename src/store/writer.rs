@@ -273,6 +273,7 @@ mod tests {
             last_otp_step: None,
             failures: 0,
             lang: Default::default(),
+            push: None,
         };
         store.writer().call(Durability::Durable, move |t| t.put_token(&token)).unwrap();
         // As a store from before the index: the token without its entry.
