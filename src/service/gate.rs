@@ -62,6 +62,8 @@ pub(super) struct GateRequest {
     /// The lines of an approval; a login's are composed in `decide`.
     display: Option<Vec<(String, String)>>,
     client: ClientInfo,
+    /// The client as a login's lines show it (`client_summary`).
+    client_summary: String,
 }
 
 /// How the password check went, decided before the job is queued.
@@ -121,7 +123,7 @@ pub fn check_display(lines: &[(String, String)]) -> Result<()> {
 pub(super) fn login_display(
     contract: &Contract,
     user: &User,
-    client: &ClientInfo,
+    client: &str,
     lang: Lang,
     tz: &jiff::tz::TimeZone,
     now: Ms,
@@ -136,7 +138,7 @@ pub(super) fn login_display(
         Lang::Ja => ["サービス", "契約番号", "利用者ID", "接続元", "日時"],
         Lang::En => ["Service", "Contract", "User", "Client", "Time"],
     };
-    let values = [service, contract.contract_no.clone(), user.user_id.clone(), client_summary(client), local_time(now, tz)];
+    let values = [service, contract.contract_no.clone(), user.user_id.clone(), client.to_string(), local_time(now, tz)];
     labels.iter().zip(values).map(|(l, v)| (l.to_string(), v)).collect()
 }
 
@@ -207,7 +209,9 @@ impl App {
             Ok(p) => p,
             Err(e) => return done(Err(e)),
         };
-        let req = GateRequest { op: "login", rp, contract_no, user_id, kind: Kind::Login, creds, display: None, client };
+        // The user agent is parsed here, on the request's thread, not in the write job.
+        let client_summary = client_summary(&client);
+        let req = GateRequest { op: "login", rp, contract_no, user_id, kind: Kind::Login, creds, display: None, client, client_summary };
         self.submit_gate(req, now, done);
     }
 
@@ -264,7 +268,17 @@ impl App {
             Ok(p) => p,
             Err(e) => return done(Err(e)),
         };
-        let req = GateRequest { op: "approval", rp, contract_no, user_id, kind, creds, display: Some(input.display), client };
+        let req = GateRequest {
+            op: "approval",
+            rp,
+            contract_no,
+            user_id,
+            kind,
+            creds,
+            display: Some(input.display),
+            client,
+            client_summary: String::new(),
+        };
         self.submit_gate(req, now, done);
     }
 
@@ -354,7 +368,7 @@ impl App {
                             Some(t) => tx.token(t)?.map(|t| t.lang).unwrap_or_default(),
                             None => Lang::default(),
                         };
-                        login_display(&contract, &user, &req.client, lang, &self.cfg().display_timezone, now)
+                        login_display(&contract, &user, &req.client_summary, lang, &self.cfg().display_timezone, now)
                     }
                 };
                 let c = self.open_challenge(tx, events, req, &mut user, lines, now)?;
