@@ -103,11 +103,13 @@ pub fn execute(app: &App, cmd: Command) -> Output {
         Command::Backup { dest } => match app.backup_to(std::path::Path::new(&dest)) {
             Ok(n) => Output::ok(format!(
                 "backup written to {dest} ({n} records)\n\
-                 the OTP secrets in it open only with the key file {key}, and its audit log verifies only with\n\
-                 the key file {audit}; neither is in the backup: keep a copy of both apart from the backups\n\
-                 restore with: onepush restore {dest} (server stopped; both key files in place)\n",
+                 the OTP secrets in it open only with the key file {key}, its audit log verifies only with\n\
+                 the key file {audit}, and its Web Push subscriptions work only with {vapid}; none is in the backup:\n\
+                 keep a copy of the three apart from the backups\n\
+                 restore with: onepush restore {dest} (server stopped; the key files in place)\n",
                 key = app.cfg().secret_key_file.display(),
-                audit = app.cfg().audit_key_file.display()
+                audit = app.cfg().audit_key_file.display(),
+                vapid = app.cfg().vapid_key_file.display()
             )),
             Err(e) => Output::fail(
                 1,
