@@ -75,6 +75,11 @@ impl AllowedHosts {
     /// subscribes): `https://`, no user or password, a host this list allows.
     /// The error names `field`.
     pub fn check_endpoint(&self, field: &str, endpoint: &str) -> Result<()> {
+        self.allowed_host(field, endpoint).map(|_| ())
+    }
+
+    /// `check_endpoint`, giving the host and port it allowed.
+    fn allowed_host(&self, field: &str, endpoint: &str) -> Result<(String, u16)> {
         let bad = |why: &str| Error::bad_field(field, why);
         if endpoint.len() > 2048 || endpoint.contains(char::is_whitespace) {
             return Err(bad("must be an https URL of at most 2048 characters"));
@@ -95,7 +100,7 @@ impl AllowedHosts {
         if !allowed {
             return Err(bad(&format!("host {host} is not allowed by push_allowed_hosts")));
         }
-        Ok(())
+        Ok((host, uri.port_u16().unwrap_or(443)))
     }
 
     /// At delivery: the endpoint's addresses, refused when the host is no
@@ -104,10 +109,7 @@ impl AllowedHosts {
     /// Through a proxy (`via_proxy`) the proxy resolves names, so only an
     /// address written in the endpoint is checked here.
     pub fn resolve(&self, endpoint: &str, via_proxy: bool) -> std::result::Result<Vec<SocketAddr>, String> {
-        self.check_endpoint("endpoint", endpoint).map_err(|e| e.to_string())?;
-        let uri: Uri = endpoint.parse().map_err(|_| "not a URL".to_string())?;
-        let host = host_of(&uri).ok_or("no host")?;
-        let port = uri.port_u16().unwrap_or(443);
+        let (host, port) = self.allowed_host("endpoint", endpoint).map_err(|e| e.to_string())?;
         let addrs: Vec<SocketAddr> = match host.parse::<IpAddr>() {
             Ok(ip) => vec![SocketAddr::new(ip, port)],
             Err(_) if via_proxy => return Ok(vec![]),

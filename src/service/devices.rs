@@ -165,10 +165,7 @@ impl App {
         let lang = Lang::parse("lang", &input.lang)?;
         let token_id = caller.token_id.clone();
         self.call(Durability::Durable, move |tx, _| {
-            let mut t = tx.token(&token_id)?.ok_or(Error::TokenRevoked)?;
-            if t.is_revoked() {
-                return Err(Error::TokenRevoked);
-            }
+            let mut t = live_token(tx, &token_id)?;
             if t.lang != lang {
                 t.lang = lang;
                 tx.put_token(&t)?;
@@ -205,10 +202,7 @@ impl App {
         };
         let (token_id, stored) = (caller.token_id.clone(), sub.clone());
         self.call(Durability::Durable, move |tx, _| {
-            let mut t = tx.token(&token_id)?.ok_or(Error::TokenRevoked)?;
-            if t.is_revoked() {
-                return Err(Error::TokenRevoked);
-            }
+            let mut t = live_token(tx, &token_id)?;
             t.set_subscription(Some(stored.clone()));
             tx.put_token(&t)?;
             tx.audit(
@@ -297,6 +291,15 @@ impl App {
         }
         cache.insert(public_key.to_string(), k);
         Ok(k)
+    }
+}
+
+/// The caller's token as it is now in the store: a change to a token that was
+/// revoked since its request was authenticated is refused.
+fn live_token(tx: &WriteTx, token_id: &str) -> Result<Token> {
+    match tx.token(token_id)? {
+        Some(t) if !t.is_revoked() => Ok(t),
+        _ => Err(Error::TokenRevoked),
     }
 }
 

@@ -361,17 +361,7 @@ impl App {
             Gate::Deny(r) => deny(r),
             Gate::Allow(r) => Ok((GateAnswer::Allow { reason: r }, r.as_str())),
             Gate::Push => {
-                let lines = match &req.display {
-                    Some(d) => d.clone(),
-                    None => {
-                        let lang = match &user.token_id {
-                            Some(t) => tx.token(t)?.map(|t| t.lang).unwrap_or_default(),
-                            None => Lang::default(),
-                        };
-                        login_display(&contract, &user, &req.client_summary, lang, &self.cfg().display_timezone, now)
-                    }
-                };
-                let c = self.open_challenge(tx, events, req, &mut user, lines, now)?;
+                let c = self.open_challenge(tx, events, req, &contract, &mut user, now)?;
                 Ok((GateAnswer::Challenge { challenge_id: c.id.clone(), expires_at: rfc3339(c.expires_at), number: c.number }, "push"))
             }
         }
@@ -384,8 +374,8 @@ impl App {
         tx: &mut WriteTx,
         events: &mut Vec<Event>,
         req: &GateRequest,
+        contract: &Contract,
         user: &mut User,
-        display: Vec<(String, String)>,
         now: Ms,
     ) -> Result<Challenge> {
         let (rp, kind) = (req.rp.as_str(), req.kind);
@@ -393,6 +383,15 @@ impl App {
             .token_id
             .clone()
             .ok_or_else(|| Error::Internal(format!("active user {}/{} has no token", user.contract_no, user.user_id)))?;
+        // The token is read once: its language for a login's lines, its subscription for the push.
+        let token = tx.token(&token_id)?;
+        let display = match &req.display {
+            Some(d) => d.clone(),
+            None => {
+                let lang = token.as_ref().map(|t| t.lang).unwrap_or_default();
+                login_display(contract, user, &req.client_summary, lang, &self.cfg().display_timezone, now)
+            }
+        };
         let pending = tx.pending_for_token(&token_id)?;
         let excess = (pending.len() + 1).saturating_sub(self.cfg().max_pending_per_user as usize);
         for mut old in pending.into_iter().take(excess) {
@@ -431,7 +430,7 @@ impl App {
         };
         tx.put_challenge(&c)?;
         events.push(Event::Created(kind));
-        if let Some(subscription) = tx.token(&token_id)?.and_then(|t| t.subscription()) {
+        if let Some(subscription) = token.and_then(|t| t.subscription()) {
             events.push(Event::Wake(crate::wakeup::Wake {
                 token_id: token_id.clone(),
                 subscription,
