@@ -47,7 +47,9 @@ I18N.extend({
     "reason.account_stopped": "ご利用が停止されています（端末の紛失等）。",
     "reason.contract_cancelled": "ご契約は解約されています。",
     "reason.registration_required": "ワンプッシュ認証の利用開始登録が必要です（猶予期間が終了しました）。",
-    "reason.too_many_challenges": "短時間に認証要求が多すぎます。しばらくしてからお試しください。"
+    "reason.too_many_challenges": "短時間に認証要求が多すぎます。しばらくしてからお試しください。",
+    "demo.retry_min": "短時間に認証要求が多すぎます。{m}分{s}秒後にもう一度お試しください。",
+    "demo.retry_sec": "短時間に認証要求が多すぎます。{s}秒後にもう一度お試しください。"
   },
   en: {
     "demo.title": "Demo internet banking",
@@ -92,7 +94,9 @@ I18N.extend({
     "reason.account_stopped": "Your use is stopped (lost phone).",
     "reason.contract_cancelled": "The contract has been cancelled.",
     "reason.registration_required": "Please register for one-push authentication (the grace period is over).",
-    "reason.too_many_challenges": "Too many requests in a short time. Please try again later."
+    "reason.too_many_challenges": "Too many requests in a short time. Please try again later.",
+    "demo.retry_min": "Too many requests in a short time. Try again in {m} min {s} s.",
+    "demo.retry_sec": "Too many requests in a short time. Try again in {s} s."
   }
 });
 
@@ -131,6 +135,12 @@ async function waitFor(id, expires) {
 
 async function gate(answer, after) {
   if (!answer) { say("err.network", true); return false; }
+  if (answer.result === "deny" && answer.retry_after) {
+    // The anti-fatigue window (API.md `retry_after`): say how long to wait.
+    const m = Math.floor(answer.retry_after / 60), sec = answer.retry_after % 60;
+    say(m > 0 ? "demo.retry_min" : "demo.retry_sec", true, { m: String(m), s: String(sec) });
+    return false;
+  }
   if (answer.result === "deny") { say("reason." + answer.reason, true); return false; }
   if (answer.result === "allow") { say("reason." + answer.reason, false); return after(answer.reason); }
   $("number-box").classList.toggle("hidden", !answer.number);

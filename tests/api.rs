@@ -242,7 +242,38 @@ fn anti_fatigue_window_denies_the_sixth_challenge() {
         w.login_challenge(C, "taro");
     }
     let r = w.login(C, "taro", PASSWORD);
-    assert_eq!(r.json, json!({"result": "deny", "reason": "too_many_challenges"}));
+    assert_eq!((r.json["result"].as_str(), r.json["reason"].as_str()), (Some("deny"), Some("too_many_challenges")), "{}", r.text);
+    // The user is told how long to wait: until the first of the five leaves
+    // the ten-minute window (a few seconds of this test have passed).
+    let wait = r.json["retry_after"].as_u64().expect("retry_after");
+    assert!((570..=600).contains(&wait), "{wait}");
+    // Other denials carry none.
+    let r = w.login(C, "taro", "wrong-password");
+    assert_eq!(r.json, json!({"result": "deny", "reason": "bad_credentials"}));
+}
+
+#[test]
+fn the_demo_bank_uses_number_challenge_and_reports_the_browser_as_its_client() {
+    let s = Server::start_demo("");
+    let phone = Phone::provision(&s);
+    assert_eq!(phone.register(&s, "1000000001", "taro", "demo-pass-1").status, 201);
+    // Whatever client the page claims, the demo's server side reports the
+    // connection's address and user agent, as a bank's own server would.
+    let ua = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36";
+    let r = request(
+        "POST",
+        &s.url("/demo/api/login"),
+        &[("User-Agent", ua.to_string())],
+        json_body(&json!({"contract_no": "1000000001", "user_id": "taro", "password": "demo-pass-1", "client": {"ip": "203.0.113.9"}})),
+    );
+    assert_eq!(r.json["result"], "challenge", "{}", r.text);
+    let number = r.json["number"].as_str().expect("the demo shows a number").to_string();
+    let c = phone.fetch(r.json["challenge_id"].as_str().unwrap());
+    let choices: Vec<&str> = c["number_choices"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
+    assert!(choices.contains(&number.as_str()), "{choices:?} {number}");
+    let client = c["display"].as_array().unwrap().iter().find(|l| l[0] == "接続元").expect("a client line")[1].as_str().unwrap().to_string();
+    assert!(client.starts_with("127.0.0.1") && client.contains("Chrome") && client.contains("Windows"), "{client}");
+    assert!(!client.contains("203.0.113.9"), "{client}");
 }
 
 #[test]

@@ -408,6 +408,20 @@ impl User {
         self.password_failures = 0;
     }
 
+    /// How long until the anti-fatigue window lets this user's next challenge
+    /// through (API.md `retry_after`): the moment enough of the recent ones
+    /// have left the window. Zero when one may be created now.
+    pub fn challenge_retry_after(&self, now: Ms, window: Ms, max: u32) -> Ms {
+        let since = now.saturating_sub(window);
+        let mut recent: Vec<Ms> = self.recent_challenges.iter().copied().filter(|&t| t > since).collect();
+        if recent.len() < max as usize {
+            return 0;
+        }
+        recent.sort_unstable();
+        // With `max` allowed, the one that must leave is the (len - max)th oldest.
+        recent[recent.len() - max as usize] + window - now
+    }
+
     /// Records a challenge creation. Keeps only those inside the window, and
     /// at most `max` of them (the newest): that is all `gate` needs to count.
     pub fn challenge_created(&mut self, now: Ms, window: Ms, max: u32) {
@@ -527,6 +541,23 @@ pub(crate) mod tests {
         assert_eq!(u.recent_challenges[0], NOW + 1);
         // Ten minutes after the first, one slot is free again.
         assert_eq!(gate(&c, &u, true, &settings(), NOW + 600_002), Gate::Push);
+    }
+
+    #[test]
+    fn retry_after_is_when_the_oldest_counted_challenge_leaves_the_window() {
+        let mut u = user(Registration::Active);
+        assert_eq!(u.challenge_retry_after(NOW, 600_000, 5), 0);
+        for i in 0..5 {
+            u.challenge_created(NOW + i * 1000, 600_000, 5);
+        }
+        // Full at NOW + 10 s: the first (NOW) leaves at NOW + 600 s.
+        assert_eq!(u.challenge_retry_after(NOW + 10_000, 600_000, 5), 590_000);
+        // Just before it leaves, 1 ms; at that moment, free.
+        assert_eq!(u.challenge_retry_after(NOW + 599_999, 600_000, 5), 1);
+        assert_eq!(u.challenge_retry_after(NOW + 600_000, 600_000, 5), 0);
+        assert_eq!(gate(&contract(), &u, true, &settings(), NOW + 600_000), Gate::Push);
+        // A lower limit than was recorded under: the window must drop two.
+        assert_eq!(u.challenge_retry_after(NOW + 10_000, 600_000, 3), 602_000 - 10_000);
     }
 
     #[test]

@@ -24,6 +24,7 @@ use crate::domain::account::Token;
 use crate::domain::ids::{ChallengeId, ContractNo, Password, UserId};
 use crate::domain::{now_ms, parse_rfc3339, rfc3339};
 use crate::error::Error;
+use crate::service::{ApprovalInput, ClientInfo, LoginInput};
 use crate::http::views::{
     audit_page_view, contract_detail_view, contract_view, contracts_page_view, import_view, notice_view, notices_view, rp_view, stats_view,
     system_view, user_view,
@@ -125,8 +126,8 @@ pub const ROUTES: &[Route] = &[
     route("POST", "/api/v1/admin/import", Csv, Operator(admin_import)),
     route("GET", "/api/v1/notices", NoBody, Public(public_notices)),
     // The demo bank's server side: the RP API as the RP "demo", without a key.
-    demo("POST", "/demo/api/login", Json, login),
-    demo("POST", "/demo/api/approvals", Json, approval),
+    demo("POST", "/demo/api/login", Json, demo_login),
+    demo("POST", "/demo/api/approvals", Json, demo_approval),
     demo("GET", "/demo/api/challenges/{id}", NoBody, get_challenge),
     demo("DELETE", "/demo/api/challenges/{id}", Json, cancel_challenge),
     demo("GET", "/demo/api/users/{contract_no}/{user_id}", NoBody, get_user),
@@ -293,6 +294,35 @@ fn login(http: &Arc<Http>, mut ex: Exchange, rp: String, _: &Params) {
 fn approval(http: &Arc<Http>, mut ex: Exchange, rp: String, _: &Params) {
     match json_body(ex.request_mut()) {
         Ok(input) => http.app.approve(rp, input, now_ms(), move |r| ex.result(200, r)),
+        Err(e) => ex.error(&e),
+    }
+}
+
+/// The client as the demo bank's server reports it to onepush: the browser's
+/// address (through a trusted proxy's `X-Forwarded-For`) and user agent, as
+/// a bank's own server would, whatever the page sent.
+fn demo_client(http: &Http, ex: &Exchange) -> ClientInfo {
+    let req = ex.request();
+    let user_agent = header(req, "User-Agent").map(|ua| ua.chars().take(512).collect());
+    ClientInfo { ip: Some(client_ip(req, &http.app.cfg().trusted_proxies).to_string()), user_agent }
+}
+
+fn demo_login(http: &Arc<Http>, mut ex: Exchange, rp: String, _: &Params) {
+    match json_body::<LoginInput>(ex.request_mut()) {
+        Ok(mut input) => {
+            input.client = demo_client(http, &ex);
+            http.app.login(rp, input, now_ms(), move |r| ex.result(200, r))
+        }
+        Err(e) => ex.error(&e),
+    }
+}
+
+fn demo_approval(http: &Arc<Http>, mut ex: Exchange, rp: String, _: &Params) {
+    match json_body::<ApprovalInput>(ex.request_mut()) {
+        Ok(mut input) => {
+            input.client = demo_client(http, &ex);
+            http.app.approve(rp, input, now_ms(), move |r| ex.result(200, r))
+        }
         Err(e) => ex.error(&e),
     }
 }

@@ -47,6 +47,10 @@ pub enum GateAnswer {
     },
     Deny {
         reason: DenyReason,
+        /// With `too_many_challenges`: whole seconds until the window lets
+        /// the user's next challenge through (API.md).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        retry_after: Option<u64>,
     },
 }
 
@@ -320,7 +324,7 @@ impl App {
         match a {
             GateAnswer::Challenge { .. } => self.metrics.decision(op, "challenge", "push"),
             GateAnswer::Allow { reason } => self.metrics.decision(op, "allow", reason.as_str()),
-            GateAnswer::Deny { reason } => self.metrics.decision(op, "deny", reason.as_str()),
+            GateAnswer::Deny { reason, .. } => self.metrics.decision(op, "deny", reason.as_str()),
         }
     }
 
@@ -335,7 +339,7 @@ impl App {
         now: Ms,
     ) -> Result<(GateAnswer, &'static str)> {
         let (contract_no, user_id, kind) = (req.contract_no.as_str(), req.user_id.as_str(), req.kind);
-        let deny = |r: DenyReason| Ok((GateAnswer::Deny { reason: r }, r.as_str()));
+        let deny = |r: DenyReason| Ok((GateAnswer::Deny { reason: r, retry_after: None }, r.as_str()));
         let wrong = if kind == Kind::Login { DenyReason::BadCredentials } else { DenyReason::BadTransactionPassword };
         let (Some(contract), Some(mut user)) = (tx.contract(contract_no)?, tx.user(contract_no, user_id)?) else {
             return deny(DenyReason::BadCredentials);
@@ -358,6 +362,10 @@ impl App {
             tx.put_user(&user)?;
         }
         match verdict {
+            Gate::Deny(r @ DenyReason::TooManyChallenges) => {
+                let wait = user.challenge_retry_after(now, self.cfg().challenge_window, self.cfg().max_challenges_per_window);
+                Ok((GateAnswer::Deny { reason: r, retry_after: Some(wait.div_ceil(SECOND).max(1)) }, r.as_str()))
+            }
             Gate::Deny(r) => deny(r),
             Gate::Allow(r) => Ok((GateAnswer::Allow { reason: r }, r.as_str())),
             Gate::Push => {
@@ -401,7 +409,8 @@ impl App {
         }
         user.challenge_created(now, self.cfg().challenge_window, self.cfg().max_challenges_per_window);
         tx.put_user(user)?;
-        let (number, number_choices) = if self.cfg().number_challenge {
+        // The demo bank always shows number challenge, the defence it demonstrates.
+        let (number, number_choices) = if self.cfg().number_challenge || rp == crate::http::DEMO_RP {
             let (n, choices) = number_challenge();
             (Some(n), Some(choices))
         } else {
