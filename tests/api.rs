@@ -1656,6 +1656,38 @@ fn web_push_reaches_the_phone_encrypted_and_signed_with_vapid() {
     assert_eq!(payload["challenge_id"], id.as_str());
     assert_eq!(payload["kind"], "login");
     assert!(payload.get("display").is_none(), "no lines in the payload: {payload}");
+    // The same message for an implementation that is not onepush's (the `ece`
+    // crate above is what onepush encrypts with): .ci/run hands this file to
+    // tests/independent/check_webpush.py (Python http_ece and cryptography).
+    let components = keys.raw_components().unwrap();
+    let b64 = onepush::domain::sig::b64;
+    let captured_at_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64;
+    let capture = json!({
+        "captured_at_ms": captured_at_ms,
+        "request_line": head.lines().next().unwrap_or(""),
+        "endpoint": endpoint,
+        "headers": {
+            "authorization": header("authorization"),
+            "content-encoding": header("content-encoding"),
+            "ttl": header("ttl"),
+            "urgency": header("urgency"),
+            "content-type": header("content-type"),
+        },
+        "body": b64(&body),
+        "subscription": {
+            "private_key": b64(components.private_key()),
+            "public_key": b64(components.public_key()),
+            "p256dh": p256dh,
+            "auth": auth_b64,
+        },
+        "expected": {
+            "vapid_public_key": vapid,
+            "challenge_id": id,
+            "push_contact": "mailto:it@bank.example",
+        },
+    });
+    let path = concat!(env!("CARGO_TARGET_TMPDIR"), "/webpush-capture.json");
+    std::fs::write(path, serde_json::to_string_pretty(&capture).unwrap()).unwrap();
     eventually("counted as sent", 10, || {
         w.s.get("/metrics", &[]).text.contains("onepush_push_total{kind=\"webpush\",outcome=\"sent\"} 1").then_some(())
     });
