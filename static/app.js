@@ -1,6 +1,9 @@
 // /app: the web authenticator. An Ed25519 key made in WebCrypto (private
 // part not extractable) and kept in IndexedDB; TOTP with WebCrypto HMAC-SHA1;
-// signed long-polls for challenges; signed answers over the lines shown.
+// Web Push through the service worker (sw.js) once the user allows
+// notifications; signed long-polls for challenges while the page is open
+// (the fallback); signed answers over the lines shown. Shared with the
+// service worker: device.js.
 "use strict";
 
 I18N.extend({
@@ -29,7 +32,25 @@ I18N.extend({
     "app.reported": "拒否し、当行に報告しました。",
     "app.expired": "時間切れです。この依頼は無効になりました。",
     "app.closed": "この依頼は既に終了しています。",
-    "app.unsupported": "このブラウザは Ed25519 (WebCrypto) に対応していません。"
+    "app.unsupported": "このブラウザは Ed25519 (WebCrypto) に対応していません。",
+    "app.device_name": "端末の名前",
+    "app.no_name": "（名前なし）",
+    "app.notify": "通知",
+    "app.notify_text": "通知を許可すると、アプリを閉じていても承認依頼が届きます。ログインは通知から承認・拒否でき、お取引と届出はアプリで内容を確認してから承認します。",
+    "app.enable_push": "通知を受け取る",
+    "app.push_on": "この端末に通知が届きます。",
+    "app.push_off": "通知はまだオフです。アプリを開いている間だけ依頼が表示されます。",
+    "app.push_denied": "通知がブロックされています。ブラウザの設定でこのサイトの通知を許可してください。",
+    "app.push_unsupported": "このブラウザは通知（Web Push）に対応していません。アプリを開いている間だけ依頼が表示されます。",
+    "app.push_failed": "通知を設定できませんでした。通信環境を確認して、もう一度お試しください。",
+    "app.push_refused": "この通知サービスは当行の設定で許可されていません。当行にお問い合わせください。",
+    "app.ios_hint": "iPhone・iPad の場合：Safari の共有ボタンから「ホーム画面に追加」し、ホーム画面のアイコンから開いてから通知を許可してください。",
+    "app.recent": "最近の操作（この端末）",
+    "app.history_none": "まだ操作はありません。",
+    "app.status.approved": "承認",
+    "app.status.rejected": "拒否",
+    "app.status.reported": "拒否・不正の報告",
+    "app.via_notification": "（通知から）"
   },
   en: {
     "app.title": "One-push authenticator",
@@ -56,26 +77,30 @@ I18N.extend({
     "app.reported": "Rejected and reported to the bank.",
     "app.expired": "Time is up. This request is no longer valid.",
     "app.closed": "This request has already ended.",
-    "app.unsupported": "This browser does not support Ed25519 in WebCrypto."
+    "app.unsupported": "This browser does not support Ed25519 in WebCrypto.",
+    "app.device_name": "Device name",
+    "app.no_name": "(no name)",
+    "app.notify": "Notifications",
+    "app.notify_text": "With notifications allowed, requests reach you even when the app is closed. A login can be approved or rejected from the notification; transactions and filings open in the app so that you check them first.",
+    "app.enable_push": "Turn on notifications",
+    "app.push_on": "Notifications reach this device.",
+    "app.push_off": "Notifications are off. Requests show only while the app is open.",
+    "app.push_denied": "Notifications are blocked. Allow them for this site in the browser's settings.",
+    "app.push_unsupported": "This browser does not support notifications (Web Push). Requests show only while the app is open.",
+    "app.push_failed": "Notifications could not be set up. Check the connection and try again.",
+    "app.push_refused": "The bank's settings do not allow this push service. Please contact the bank.",
+    "app.ios_hint": "iPhone and iPad: in Safari, tap Share, then \"Add to Home Screen\", open the app from the Home Screen icon, then allow notifications.",
+    "app.recent": "Recent decisions (this device)",
+    "app.history_none": "No decisions yet.",
+    "app.status.approved": "Approved",
+    "app.status.rejected": "Rejected",
+    "app.status.reported": "Rejected, fraud reported",
+    "app.via_notification": "(from the notification)"
   }
 });
 
 const enc = new TextEncoder();
 const $ = (id) => document.getElementById(id);
-
-function b64url(bytes) {
-  let s = "";
-  for (const b of new Uint8Array(bytes)) s += String.fromCharCode(b);
-  return btoa(s).replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "");
-}
-
-function hex(bytes) {
-  return Array.from(new Uint8Array(bytes), (b) => b.toString(16).padStart(2, "0")).join("");
-}
-
-async function sha256hex(text) {
-  return hex(await crypto.subtle.digest("SHA-256", enc.encode(text)));
-}
 
 function base32decode(s) {
   const alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
@@ -89,63 +114,18 @@ function base32decode(s) {
   return new Uint8Array(out);
 }
 
-// ---- IndexedDB: one record holding the key pair (CryptoKey objects) and token.
-function db() {
-  return new Promise((resolve, reject) => {
-    const r = indexedDB.open("onepush", 1);
-    r.onupgradeneeded = () => r.result.createObjectStore("device");
-    r.onsuccess = () => resolve(r.result);
-    r.onerror = () => reject(r.error);
-  });
-}
-async function load() {
-  const d = await db();
-  return new Promise((resolve) => {
-    const q = d.transaction("device").objectStore("device").get("state");
-    q.onsuccess = () => resolve(q.result || null);
-    q.onerror = () => resolve(null);
-  });
-}
-async function save(state) {
-  const d = await db();
-  return new Promise((resolve, reject) => {
-    const t = d.transaction("device", "readwrite");
-    if (state) t.objectStore("device").put(state, "state"); else t.objectStore("device").delete("state");
-    t.oncomplete = () => resolve();
-    t.onerror = () => reject(t.error);
-  });
-}
-
-let device = null;      // {keys, token_id, otp_secret}
+let device = null;      // {keys, token_id, otp_secret, label}, kept in IndexedDB (device.js)
 let skew = 0;           // server time - local time, ms
 let current = null;     // the challenge on screen
 let pickedNumber = null;
-
-async function sign(text) {
-  return b64url(await crypto.subtle.sign({ name: "Ed25519" }, device.keys.privateKey, enc.encode(text)));
-}
 
 function nowSecs() {
   return Math.floor((Date.now() + skew) / 1000);
 }
 
-/** A signed device request (API.md "Signed device requests"). */
-async function signed(method, pathAndQuery, body) {
-  const path = pathAndQuery.split("?")[0];
-  const text = body === undefined ? "" : JSON.stringify(body);
-  const t = nowSecs();
-  const msg = `onepush-device-v1\n${method}\n${path}\n${t}\n${await sha256hex(text)}`;
-  const headers = { "X-Onepush-Token": device.token_id, "X-Onepush-Time": String(t), "X-Onepush-Signature": await sign(msg) };
-  const init = { method, headers };
-  if (body !== undefined) { headers["Content-Type"] = "application/json"; init.body = text; }
-  try {
-    const r = await fetch(pathAndQuery, init);
-    let data = null;
-    try { data = await r.json(); } catch (_) { data = null; }
-    return { status: r.status, body: data };
-  } catch (_) {
-    return { status: 0, body: null };
-  }
+/** A signed device request (device.js), with this page's clock skew. */
+function signed(method, pathAndQuery, body) {
+  return deviceFetch(device, skew, method, pathAndQuery, body);
 }
 
 function setState(key, bad) {
@@ -156,7 +136,7 @@ function setState(key, bad) {
 }
 
 function show(section) {
-  for (const id of ["setup", "home", "challenge", "revoked"]) $(id).classList.toggle("hidden", !section.includes(id));
+  for (const id of ["setup", "home", "notify", "recent", "challenge", "revoked"]) $(id).classList.toggle("hidden", !section.includes(id));
 }
 
 async function totp(step) {
@@ -200,20 +180,18 @@ function renderChallenge() {
 function endChallenge(key, bad) {
   current = null;
   pickedNumber = null;
-  show(["home"]);
+  show(["home", "notify", "recent"]);
   setState(key, bad);
 }
 
 async function answer(decision, fraud) {
   if (!current) return;
   const c = current;
-  const digest = await sha256hex(c.display.map(([l, v]) => `${l}\t${v}\n`).join(""));
-  const number = decision === "approve" && c.number_choices ? pickedNumber : null;
-  const msg = `onepush-response-v1\n${c.challenge_id}\n${device.token_id}\n${decision}\n${number || ""}\n${digest}`;
-  const body = { token_id: device.token_id, decision, number, report_fraud: !!fraud, signature: await sign(msg) };
-  const r = await signed("POST", `/api/v1/device/challenges/${c.challenge_id}/response`, body);
+  const r = await answerChallenge(device, skew, c, decision, pickedNumber, fraud);
   if (r.status === 200) {
     const s = r.body.status;
+    await recordDecision({ at: new Date().toISOString(), kind: c.kind, status: fraud ? "reported" : s, via: "app" });
+    renderHistory();
     endChallenge(s === "approved" ? "app.approved" : fraud ? "app.reported" : "app.rejected", s !== "approved");
   } else if (r.status === 403) {
     revoked();
@@ -270,11 +248,13 @@ async function provision() {
     const pk = b64url(await crypto.subtle.exportKey("raw", keys.publicKey));
     const proof = b64url(await crypto.subtle.sign({ name: "Ed25519" }, keys.privateKey, enc.encode("onepush-provision-v1\n" + pk)));
     const label = $("label").value.trim() || null;
-    const r = await api("POST", "/api/v1/device/provision", { public_key: pk, proof, label });
+    const r = await api("POST", "/api/v1/device/provision", { public_key: pk, proof, label, lang: I18N.lang() });
     if (r.status !== 201) { setState(r.status === 0 ? "err.network" : "err." + (r.body && r.body.error ? r.body.error.code : "other"), true); return; }
-    device = { keys, token_id: r.body.token_id, otp_secret: r.body.otp_secret };
+    device = { keys, token_id: r.body.token_id, otp_secret: r.body.otp_secret, label };
     skew = Date.parse(r.body.server_time) - Date.now();
-    await save(device);
+    await dbPut("state", device);
+    await dbPut("lang", I18N.lang());
+    await dbPut("history", null);
     start();
   } catch (_) {
     setState("app.unsupported", true);
@@ -283,21 +263,114 @@ async function provision() {
   }
 }
 
+// ---- Notifications: the service worker, the permission step and the subscription.
+let registration = null;
+let pushState = null;   // the key of what the notifications card says
+
+function pushSupported() {
+  return "serviceWorker" in navigator && "PushManager" in window && "Notification" in window;
+}
+
+function sayPush(key, bad) {
+  pushState = key;
+  $("push-state").textContent = I18N.t(key);
+  $("push-state").classList.toggle("bad", !!bad);
+}
+
+/** Where notifications stand: asks nothing, only shows the step that is next. */
+async function refreshPush() {
+  if (!pushSupported()) { sayPush("app.push_unsupported", true); $("enable-push").classList.add("hidden"); return; }
+  if (Notification.permission === "denied") { sayPush("app.push_denied", true); $("enable-push").classList.add("hidden"); return; }
+  const sub = registration ? await registration.pushManager.getSubscription() : null;
+  const server = await signed("GET", "/api/v1/device/push");
+  if (server.status === 403) { revoked(); return; }
+  const on = Notification.permission === "granted" && sub && server.status === 200 && server.body.endpoint === sub.endpoint;
+  if (on) { sayPush("app.push_on", false); $("enable-push").classList.add("hidden"); return; }
+  if (Notification.permission === "granted" && sub && server.status === 200) {
+    // The server lost it (the push service answered 410) or holds an older one: send it again.
+    const r = await putSubscription(device, skew, sub);
+    if (r.status === 200) { sayPush("app.push_on", false); $("enable-push").classList.add("hidden"); return; }
+  }
+  sayPush("app.push_off", false);
+  $("enable-push").classList.remove("hidden");
+}
+
+/** The permission step: asks, subscribes and tells onepush. */
+async function enablePush() {
+  $("enable-push").disabled = true;
+  try {
+    const permission = await Notification.requestPermission();
+    if (permission !== "granted") { await refreshPush(); return; }
+    registration = registration || await navigator.serviceWorker.ready;
+    const sub = await subscribePush(registration);
+    if (!sub) { sayPush("app.push_failed", true); return; }
+    const r = await putSubscription(device, skew, sub);
+    if (r.status === 200) { sayPush("app.push_on", false); $("enable-push").classList.add("hidden"); }
+    else sayPush(r.status === 400 ? "app.push_refused" : "app.push_failed", true);
+  } finally {
+    $("enable-push").disabled = false;
+  }
+}
+
+async function registerWorker() {
+  if (!("serviceWorker" in navigator)) return;
+  try {
+    registration = await navigator.serviceWorker.register("/sw.js", { scope: "/app" });
+  } catch (_) {
+    registration = null;
+  }
+  navigator.serviceWorker.addEventListener("message", (e) => {
+    // Answered from a notification: leave the request's screen.
+    const m = e.data || {};
+    if (m.type === "answered") {
+      renderHistory();
+      if (current && current.challenge_id === m.challenge_id) endChallenge(m.status === "approved" ? "app.approved" : m.status ? "app.rejected" : "app.closed", m.status !== "approved");
+    }
+  });
+}
+
+// ---- The device's own recent decisions (kept on the device, device.js).
+async function renderHistory() {
+  const list = (await dbGet("history")) || [];
+  $("history-none").classList.toggle("hidden", list.length > 0);
+  const fmt = new Intl.DateTimeFormat(I18N.lang() === "en" ? "en-GB" : "ja-JP", { month: "numeric", day: "numeric", hour: "2-digit", minute: "2-digit" });
+  $("history").replaceChildren(...list.map((h) => el("li", {},
+    el("span", { class: "when", text: fmt.format(new Date(h.at)) }), " ",
+    el("span", { text: I18N.t("app.kind." + h.kind) }), " ",
+    el("strong", { class: h.status === "approved" ? "ok" : "bad", text: I18N.t("app.status." + h.status) }),
+    h.via === "notification" ? el("span", { class: "hint", text: " " + I18N.t("app.via_notification") }) : null)));
+}
+
+async function syncLang() {
+  const lang = I18N.lang();
+  if ((await dbGet("lang")) === lang) return;
+  await dbPut("lang", lang);
+  // The lines onepush composes (a login's) follow the app's language.
+  if (device) await signed("PUT", "/api/v1/device/settings", { lang });
+}
+
 function start() {
   const t = device.token_id;
   $("token").textContent = `${t.slice(0, 4)} ${t.slice(4, 8)} ${t.slice(8)}`;
   $("token").dataset.tokenId = t;
-  show(["home"]);
+  $("device-name").textContent = device.label || I18N.t("app.no_name");
+  $("device-name").dataset.empty = device.label ? "" : "1";
+  show(["home", "notify", "recent"]);
   setState("app.waiting", false);
   tick();
+  renderHistory();
+  registerWorker().then(refreshPush);
   pollLoop();
 }
 
 document.addEventListener("i18n", () => {
   const k = $("state").dataset.key;
   if (k) $("state").textContent = I18N.t(k);
+  if (pushState) $("push-state").textContent = I18N.t(pushState);
+  if ($("device-name").dataset.empty === "1") $("device-name").textContent = I18N.t("app.no_name");
   renderChallenge();
   tick();
+  if (device) { renderHistory(); syncLang(); }
 });
 
 document.addEventListener("DOMContentLoaded", async () => {
@@ -305,8 +378,9 @@ document.addEventListener("DOMContentLoaded", async () => {
   $("approve").addEventListener("click", () => answer("approve", false));
   $("reject").addEventListener("click", () => answer("reject", false));
   $("fraud").addEventListener("click", () => answer("reject", true));
-  $("reset").addEventListener("click", async () => { await save(null); device = null; show(["setup"]); });
+  $("enable-push").addEventListener("click", enablePush);
+  $("reset").addEventListener("click", async () => { await dbPut("state", null); await dbPut("history", null); device = null; show(["setup"]); });
   setInterval(tick, 1000);
-  device = await load();
+  device = await dbGet("state");
   if (device) start(); else show(["setup"]);
 });

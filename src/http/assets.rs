@@ -25,12 +25,19 @@ assets!(
     ("notices.js", "text/javascript; charset=utf-8"),
     ("register.js", "text/javascript; charset=utf-8"),
     ("app.js", "text/javascript; charset=utf-8"),
+    ("device.js", "text/javascript; charset=utf-8"),
+    ("sw.js", "text/javascript; charset=utf-8"),
+    ("app.webmanifest", "application/manifest+json"),
+    ("icon-192.png", "image/png"),
+    ("icon-512.png", "image/png"),
     ("demo.js", "text/javascript; charset=utf-8"),
     ("admin.js", "text/javascript; charset=utf-8"),
     ("openapi.json", "application/json"),
 );
 
 /// Page paths and the file each serves. `/demo` only with `serve --demo`.
+/// The service worker is served from the root, not /static/, so that its
+/// scope may cover /app (a worker's scope cannot reach above its own path).
 pub const PAGES: &[(&str, &str)] = &[
     ("", "index.html"),
     ("notices", "notices.html"),
@@ -38,6 +45,8 @@ pub const PAGES: &[(&str, &str)] = &[
     ("app", "app.html"),
     ("admin", "admin.html"),
     ("demo", "demo.html"),
+    ("sw.js", "sw.js"),
+    ("favicon.ico", "icon-192.png"),
 ];
 
 pub fn get(name: &str) -> Option<&'static Asset> {
@@ -53,7 +62,7 @@ pub fn page(path: &str) -> Option<&'static Asset> {
 mod tests {
     #[test]
     fn every_page_has_its_file_and_no_inline_script() {
-        for (_, file) in super::PAGES {
+        for (_, file) in super::PAGES.iter().filter(|(_, f)| f.ends_with(".html")) {
             let a = super::get(file).unwrap_or_else(|| panic!("{file} is not embedded"));
             let html = std::str::from_utf8(a.body).unwrap();
             // CSP forbids inline scripts and styles: every <script> has a src.

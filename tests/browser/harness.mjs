@@ -49,6 +49,26 @@ export async function startServer(extraConfig = "") {
   return { base, code, proc, lines, dir, config };
 }
 
+/**
+ * Chromium with a profile directory: installability and service workers are
+ * checked only outside incognito (../shared/FACTS.md), and a plain
+ * `browser.newContext()` is incognito.
+ */
+export async function launchPersistent(viewport) {
+  const dir = mkdtempSync(join(tmpdir(), "onepush-profile-"));
+  return chromium.launchPersistentContext(dir, {
+    executablePath: "/usr/bin/chromium",
+    args: ["--no-sandbox", "--headless", "--disable-gpu", "--disable-background-networking"],
+    viewport: viewport || { width: 390, height: 844 },
+  });
+}
+
+/** `onepush CLI...` against the test server's config; resolves to stdout. */
+export async function cli(server, ...args) {
+  const { execFileSync } = await import("node:child_process");
+  return execFileSync(join(ROOT, "target/release/onepush"), [...args, "--config", server.config], { encoding: "utf8" });
+}
+
 export async function launch() {
   return chromium.launch({
     executablePath: "/usr/bin/chromium",
