@@ -1519,21 +1519,29 @@ fn provision_and_register(w: &World, endpoint: &str) {
 #[test]
 fn a_push_endpoint_gets_a_wake_up_over_https_with_the_challenge_id_only() {
     let dir = std::env::temp_dir().join(format!("onepush-push-{}", onepush::domain::ids::random_hex(6)));
-    let (endpoint, got, config) = receiver(&dir);
+    let (endpoint, got, config) = receiver_answering(&dir, 201);
     let w = World::new(&config);
     w.contract(C, "jweb");
     w.user(C, "taro", "user");
     provision_and_register(&w, &endpoint);
     let id = w.login_challenge(C, "taro");
-    let req = got.recv_timeout(Duration::from_secs(10)).expect("a wake-up POST");
-    assert!(req.starts_with("POST /up/abc "), "{req}");
-    let body: Value = serde_json::from_str(req.split_once('\n').unwrap().1).unwrap();
+    let (head, body) = got.recv_timeout(Duration::from_secs(10)).expect("a wake-up POST");
+    assert!(head.starts_with("POST /up/abc "), "{head}");
+    let header = |name: &str| {
+        head.lines().find_map(|l| l.split_once(':').filter(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.trim().to_string()))
+    };
+    assert_eq!(header("content-type").as_deref(), Some("application/json"), "{head}");
+    assert_eq!(header("urgency").as_deref(), Some("high"), "{head}");
+    let ttl: u64 = header("ttl").expect("TTL").parse().unwrap();
+    assert!((1..=60).contains(&ttl), "TTL is the seconds until expires_at: {ttl}");
+    let body: Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(body, json!({"challenge_id": id}), "the challenge id, no display lines");
     let m = eventually("the wake-up counted", 10, || {
         let m = w.s.get("/metrics", &[]).text;
         m.contains("onepush_wakeups_total 1").then_some(m)
     });
     assert!(m.contains("onepush_wakeup_failures_total 0"));
+    assert!(m.contains("onepush_push_total{kind=\"unifiedpush\",outcome=\"sent\"} 1"), "{m}");
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -1735,23 +1743,75 @@ fn a_missing_vapid_key_with_web_push_subscriptions_stops_the_start() {
 
 #[test]
 fn push_endpoints_are_https_to_allowed_hosts_only() {
-    let w = World::new("");
+    let w = World::new("push_allowed_hosts = [\"*.fcm.googleapis.com\", \"fcm.googleapis.com\"]");
+    let phone = Phone::provision(&w.s);
     for (endpoint, why) in [
         ("http://fcm.googleapis.com/fcm/send/x", "https://"),
         ("https://user:pw@fcm.googleapis.com/fcm/send/x", "user or password"),
         ("https://127.0.0.1:8080/api/v1/admin/session", "not allowed"),
         ("https://169.254.169.254/latest/meta-data", "not allowed"),
+        ("https://[::1]/up", "not allowed"),
+        ("https://localhost/up", "not allowed"),
+        ("https://10.0.0.5/up", "not allowed"),
+        ("https://192.168.1.20/up", "not allowed"),
+        ("https://[fe80::1]/up", "not allowed"),
         ("https://ntfy.sh/up", "not allowed"),
+        ("https://googleapis.com/up", "not allowed"),
     ] {
         let key = onepush::client::DeviceKey::generate();
         let r = w.s.post("/api/v1/device/provision", &[], &key.provision_body(None, Some(endpoint)));
         assert_eq!(r.status, 400, "{endpoint}: {}", r.text);
         let msg = r.json["error"]["message"].as_str().unwrap();
         assert!(msg.starts_with("push_endpoint") && msg.contains(why), "{endpoint}: {msg}");
+        // The same rules where a subscription is replaced later.
+        for body in [json!({"kind": "unifiedpush", "endpoint": endpoint}), {
+            let (keys, auth) = ece::generate_keypair_and_auth_secret().unwrap();
+            json!({"kind": "webpush", "endpoint": endpoint, "p256dh": onepush::domain::sig::b64(&keys.pub_as_raw().unwrap()),
+                   "auth": onepush::domain::sig::b64(&auth)})
+        }] {
+            let r = phone.signed("PUT", "/api/v1/device/push", Some(&body));
+            assert_eq!(r.status, 400, "{endpoint}: {}", r.text);
+            let msg = r.json["error"]["message"].as_str().unwrap();
+            assert!(msg.starts_with("endpoint") && msg.contains(why), "{endpoint}: {msg}");
+        }
     }
+    assert!(phone.signed("GET", "/api/v1/device/push", None).json["kind"].is_null());
     let key = onepush::client::DeviceKey::generate();
     let r = w.s.post("/api/v1/device/provision", &[], &key.provision_body(None, Some("https://fcm.googleapis.com/fcm/send/abc")));
     assert_eq!(r.status, 201, "{}", r.text);
+    // Subdomains of a wildcard at any depth; the port is ignored.
+    let r = phone.signed("PUT", "/api/v1/device/push", Some(&json!({"kind": "unifiedpush", "endpoint": "https://a.b.fcm.googleapis.com:8443/x"})));
+    assert_eq!(r.status, 200, "{}", r.text);
+}
+
+#[test]
+fn a_push_service_that_never_answers_delays_neither_the_rp_nor_the_next_login() {
+    // Accepts the connection and says nothing: the TLS handshake hangs.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = silent.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for c in silent.incoming() {
+            held.push(c);
+        }
+    });
+    let w = World::new("push_allowed_hosts = [\"127.0.0.1\"]");
+    w.contract(C, "jweb");
+    w.user(C, "taro", "user");
+    provision_and_register(&w, &format!("https://{addr}/up"));
+    for _ in 0..3 {
+        let t = Instant::now();
+        w.login_challenge(C, "taro");
+        assert!(t.elapsed() < Duration::from_millis(800), "login took {:?}", t.elapsed());
+    }
+    // Each attempt's connect (TCP and the TLS handshake) times out at 2 s; three
+    // attempts with 0.5 s and 1 s of backoff between them; then it is counted.
+    let t = Instant::now();
+    eventually("a hung push counted as failed", 40, || {
+        w.s.get("/metrics", &[]).text.contains("onepush_push_total{kind=\"unifiedpush\",outcome=\"failed\"}").then_some(())
+    });
+    assert!(t.elapsed() > Duration::from_secs(6), "three attempts of 2 s: {:?}", t.elapsed());
+    assert!(w.s.log().contains("not delivered: timeout"), "{}", w.s.log());
 }
 
 #[test]
