@@ -320,6 +320,16 @@ fn notices_by_time_window_and_language() {
     let r = w.s.post("/api/v1/admin/notices", &w.admin(), &json!({"kind": "gossip", "title": "t", "body": "b"}));
     assert!(r.json["error"]["message"].as_str().unwrap().starts_with("kind"));
     assert_eq!(w.s.get("/api/v1/admin/notices", &w.admin()).json["notices"].as_array().unwrap().len(), 3);
+    // Times with an offset are the instant they name: 09:00 in Japan is 00:00Z,
+    // with or without a fraction, in bodies and in query strings.
+    for starts in ["2031-12-01T09:00:00.000+09:00", "2031-12-01T09:00:00+09:00"] {
+        let r = w.s.post("/api/v1/admin/notices", &w.admin(), &json!({"kind": "maintenance", "title": "jst", "body": "b", "starts_at": starts}));
+        assert_eq!(r.status, 201, "{}", r.text);
+        assert_eq!(r.json["starts_at"], "2031-12-01T00:00:00Z", "{starts}: {}", r.text);
+    }
+    assert_eq!(titles("?from=2031-12-01T09:30:00%2B09:00"), ["jst", "jst", "current"], "newest first");
+    let r = w.s.post("/api/v1/admin/notices", &w.admin(), &json!({"kind": "maintenance", "title": "t", "body": "b", "starts_at": "2031-12-01T09:00:00"}));
+    assert!(r.status == 400 && r.json["error"]["message"].as_str().unwrap().starts_with("starts_at"), "{}", r.text);
 }
 
 #[test]
