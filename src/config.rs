@@ -183,6 +183,113 @@ fn kind(key: &str, s: &str) -> Result<Kind, ConfigError> {
     }
 }
 
+/// Where the package installs the config; used when neither `--config` nor
+/// `$ONEPUSH_CONFIG` names one (API.md).
+pub const SYSTEM_CONFIG: &str = "/etc/onepush/onepush.toml";
+
+/// Which config file a command uses, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Found {
+    Flag(PathBuf),
+    Env(PathBuf),
+    System(PathBuf),
+    /// No file: the built-in defaults.
+    Defaults,
+}
+
+impl Found {
+    /// `--config`, else `$ONEPUSH_CONFIG`, else `/etc/onepush/onepush.toml`
+    /// when it exists, else the built-in defaults.
+    pub fn discover(flag: Option<&Path>, env: Option<std::ffi::OsString>, system: &Path) -> Found {
+        if let Some(p) = flag {
+            return Found::Flag(p.to_path_buf());
+        }
+        if let Some(v) = env.filter(|v| !v.is_empty()) {
+            return Found::Env(PathBuf::from(v));
+        }
+        if system.exists() {
+            return Found::System(system.to_path_buf());
+        }
+        Found::Defaults
+    }
+
+    pub fn path(&self) -> Option<&Path> {
+        match self {
+            Found::Flag(p) | Found::Env(p) | Found::System(p) => Some(p),
+            Found::Defaults => None,
+        }
+    }
+}
+
+impl std::fmt::Display for Found {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Found::Flag(p) => write!(f, "config {} (--config)", p.display()),
+            Found::Env(p) => write!(f, "config {} ($ONEPUSH_CONFIG)", p.display()),
+            Found::System(p) => write!(f, "config {}", p.display()),
+            Found::Defaults => write!(f, "no config file ({SYSTEM_CONFIG} absent): the built-in defaults"),
+        }
+    }
+}
+
+/// `config check`: every bad key with its line, not only the first. A key is
+/// checked alone (its type, then its value), then the file as a whole (the
+/// rules that tie keys together).
+pub fn check_text(text: &str) -> Vec<String> {
+    let table: toml::Table = match text.parse() {
+        Ok(t) => t,
+        Err(e) => {
+            let at = e.span().map(|s| format!("line {}: ", line_of(text, s.start))).unwrap_or_default();
+            return vec![format!("{at}{}", e.message().trim())];
+        }
+    };
+    let mut found = Vec::new();
+    for (key, value) in &table {
+        let mut alone = toml::Table::new();
+        alone.insert(key.clone(), value.clone());
+        let checked = RawConfig::deserialize(alone).map_err(|e| {
+            // serde lists every known key after an unknown one: too long for a line.
+            let m = e.message().trim();
+            ConfigError(format!("{key}: {}", m.split(", expected one of").next().unwrap_or(m)))
+        });
+        if let Err(e) = checked.and_then(|raw| Config::build(raw, &Overrides::default())) {
+            found.push((key_line(text, key), e.0));
+        }
+    }
+    found.sort_by_key(|(line, _)| *line);
+    let mut errors: Vec<String> = found.into_iter().map(|(line, e)| line.map(|n| format!("line {n}: {e}")).unwrap_or(e)).collect();
+    if errors.is_empty() {
+        if let Err(e) = RawConfig::parse(text).and_then(|raw| Config::build(raw, &Overrides::default())) {
+            errors.push(e.0);
+        }
+    }
+    errors
+}
+
+fn line_of(text: &str, byte: usize) -> usize {
+    text[..byte.min(text.len())].matches('\n').count() + 1
+}
+
+/// The line where a top-level key is set (`key = …` or a `[key]` table).
+fn key_line(text: &str, key: &str) -> Option<usize> {
+    let mut in_table = false;
+    for (i, raw) in text.lines().enumerate() {
+        let l = raw.trim();
+        if l.starts_with('[') {
+            let name = l.trim_start_matches('[').trim_end_matches(']').trim();
+            if name == key || name.starts_with(&format!("{key}.")) {
+                return Some(i + 1);
+            }
+            in_table = true;
+            continue;
+        }
+        if !in_table && l.split_once('=').is_some_and(|(k, _)| k.trim().trim_matches('"') == key) {
+            return Some(i + 1);
+        }
+    }
+    None
+}
+
 impl Config {
     /// Defaults only: what `onepush serve` runs with and no file.
     #[allow(clippy::expect_used, reason = "the built-in defaults are valid; the unit tests build them")]
@@ -340,6 +447,34 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn check_names_every_bad_key_with_its_line() {
+        let text = "listen = \"127.0.0.1:8080\"\n# a comment\nchallenge_ttl = \"soon\"\ncolour = \"blue\"\nmax_wait = \"20s\"\ntrusted_proxies = [\"nginx\"]\n\n[editions.jweb]\npush_for = [\"lunch\"]\n";
+        let errors = check_text(text);
+        assert_eq!(errors.len(), 4, "{errors:#?}");
+        assert!(errors[0].starts_with("line 3: challenge_ttl:"), "{errors:#?}");
+        assert_eq!(errors[1], "line 4: colour: unknown field `colour`");
+        assert!(errors[2].starts_with("line 6: trusted_proxies:"), "{errors:#?}");
+        assert_eq!(errors[3], "line 8: editions: unknown field `push_for`");
+        assert!(check_text("listen = \"127.0.0.1:9\"\n").is_empty());
+        let syntax = check_text("a = 1\nlisten = \n");
+        assert!(syntax.len() == 1 && syntax[0].starts_with("line 2: "), "{syntax:?}");
+    }
+
+    #[test]
+    fn the_config_is_found_by_flag_then_environment_then_the_system_file() {
+        let dir = std::env::temp_dir().join(format!("onepush-found-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let system = dir.join("onepush.toml");
+        let (flag, env) = (Path::new("/x/flag.toml"), Some(std::ffi::OsString::from("/x/env.toml")));
+        assert_eq!(Found::discover(Some(flag), env.clone(), &system), Found::Flag(flag.into()));
+        assert_eq!(Found::discover(None, env, &system), Found::Env("/x/env.toml".into()));
+        assert_eq!(Found::discover(None, Some("".into()), &system), Found::Defaults);
+        std::fs::write(&system, "").unwrap();
+        assert_eq!(Found::discover(None, None, &system), Found::System(system.clone()));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 
     #[test]
     fn defaults_match_the_contract() {

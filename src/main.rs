@@ -7,18 +7,24 @@ use std::process::ExitCode;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
-use onepush::config::{Config, Overrides};
+use onepush::config::{Config, Found, Overrides};
 use onepush::control::{self, Command};
 use onepush::service::App;
 use onepush::store::Store;
 use onepush::{http, sweeper};
 
 #[derive(Parser)]
-#[command(name = "onepush", version, about = "Push-authentication appliance")]
+#[command(
+    name = "onepush",
+    version,
+    about = "Push-authentication appliance",
+    long_about = "onepush confirms every login and approval of an internet-banking service with one Approve on the user's registered phone (Ed25519). One binary: an embedded store, the HTTP API and pages, a sweeper and the push senders.",
+    after_help = "The config file is --config, else $ONEPUSH_CONFIG, else /etc/onepush/onepush.toml when it exists, else the built-in defaults (data in ./onepush-data, listening on 127.0.0.1:8080); every command says on stderr which it used. Management commands talk to a running server through its control socket, or work on the data directory when none runs. Exit status: 0 done, 1 failure, 2 usage or config error."
+)]
 struct Cli {
-    /// TOML config file.
+    /// TOML config file (else $ONEPUSH_CONFIG, else /etc/onepush/onepush.toml when it exists).
     #[arg(long, global = true, value_name = "FILE")]
     config: Option<PathBuf>,
     /// Data directory (overrides `data_dir`).
@@ -57,6 +63,9 @@ enum Cmd {
     Backup { dest: PathBuf },
     /// Replace the store with the backup SRC (the server must be stopped).
     Restore { src: PathBuf },
+    /// Print the man page (roff) on standard output.
+    #[command(hide = true)]
+    Man,
 }
 
 #[derive(Subcommand)]
@@ -113,8 +122,20 @@ enum AuditCmd {
 
 #[derive(Subcommand)]
 enum ConfigCmd {
-    /// Validate the config file, naming every bad key.
+    /// Validate the config file, naming every bad key with its line.
     Check,
+}
+
+/// How to run onepush again, for the hints it prints: `cargo run` users have
+/// no `onepush` on their PATH.
+fn invocation() -> String {
+    let exe = std::env::args().next().unwrap_or_default();
+    let built = ["target/release/", "target/debug/"].iter().find(|d| exe.contains(*d));
+    match built {
+        Some(d) if d.contains("release") => "cargo run --release --".into(),
+        Some(_) => "cargo run --".into(),
+        None => "onepush".into(),
+    }
 }
 
 fn main() -> ExitCode {
@@ -126,7 +147,29 @@ fn main() -> ExitCode {
         _ => None,
     };
     let overrides = Overrides { listen, data_dir: cli.data.clone() };
-    let cfg = match Config::load(cli.config.as_deref(), &overrides) {
+    if let Cmd::Man = cli.command {
+        return man();
+    }
+    let found =
+        Found::discover(cli.config.as_deref(), std::env::var_os("ONEPUSH_CONFIG"), std::path::Path::new(onepush::config::SYSTEM_CONFIG));
+    eprintln!("onepush: {found}");
+    if let (Cmd::Config(ConfigCmd::Check), Some(path)) = (&cli.command, found.path()) {
+        let text = match std::fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) => {
+                eprintln!("onepush: config: {}: {e}", path.display());
+                return ExitCode::from(2);
+            }
+        };
+        let errors = onepush::config::check_text(&text);
+        if !errors.is_empty() {
+            for e in &errors {
+                eprintln!("onepush: config: {}: {e}", path.display());
+            }
+            return ExitCode::from(2);
+        }
+    }
+    let cfg = match Config::load(found.path(), &overrides) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("onepush: config: {e}");
@@ -134,7 +177,8 @@ fn main() -> ExitCode {
         }
     };
     match cli.command {
-        Cmd::Serve { demo, .. } => serve(cfg, demo, cli.config.clone(), overrides),
+        Cmd::Serve { demo, .. } => serve(cfg, demo, found.path().map(|p| p.to_path_buf()), overrides),
+        Cmd::Man => man(),
         Cmd::Config(ConfigCmd::Check) => {
             println!("config ok: listen {}, data {}", cfg.listen, cfg.data_dir.display());
             if cfg.push_contact == onepush::config::DEFAULT_PUSH_CONTACT {
@@ -224,6 +268,18 @@ fn verify_export(key: &str, export: Option<&std::path::Path>) -> ExitCode {
 }
 
 /// Runs a management command through the running server, or in-process.
+/// `onepush man`: the man page, from the same definition as the parser.
+fn man() -> ExitCode {
+    let mut out = std::io::stdout().lock();
+    match clap_mangen::Man::new(Cli::command()).render(&mut out) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("onepush: man: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
 fn manage(cfg: &Config, cmd: Command) -> ExitCode {
     let out = match control::send(&cfg.control_socket(), &cmd) {
         Some(out) => out,
@@ -611,11 +667,11 @@ fn serve(cfg: Config, demo: bool, config_path: Option<PathBuf>, overrides: Overr
                 }
             }
             println!("    use it at http://{addr}/admin, or POST /api/v1/admin/bootstrap {{\"code\", \"username\", \"password\"}},");
-            println!("    or create one with: printf '%s' 'PASSWORD' | onepush operator add NAME --password-stdin");
+            println!("    or create one with: printf '%s' 'PASSWORD' | {} operator add NAME --password-stdin", invocation());
         }
     }
     if rp_keys == 0 {
-        println!("  no RP key yet:   onepush rp-key add NAME   (prints the key once)");
+        println!("  no RP key yet:   {} rp-key add NAME   (prints the key once)", invocation());
     }
     // An empty line ends the banner (scripts read up to it).
     println!();

@@ -2070,3 +2070,35 @@ fn every_json_route_answers_415_before_401_and_the_import_401_first() {
     }
     assert!(checked >= 21, "{checked} routes with a body");
 }
+
+#[test]
+fn management_commands_find_the_config_through_onepush_config_and_say_which() {
+    let s = Server::start("");
+    let cwd = s.dir.join("elsewhere");
+    std::fs::create_dir_all(&cwd).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_onepush"))
+        .args(["rp-key", "add", "found"])
+        .env("ONEPUSH_CONFIG", &s.config)
+        .current_dir(&cwd)
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains(&format!("config {} ($ONEPUSH_CONFIG)", s.config.display())), "{stderr}");
+    // The key is the running server's: no store was made where the command ran.
+    let key = stdout.trim();
+    let r = s.post(
+        "/api/v1/login",
+        &[("Authorization", format!("Bearer {key}"))],
+        &json!({"contract_no": C, "user_id": "x", "password": "password-1"}),
+    );
+    assert_eq!((r.status, r.json["reason"].as_str()), (200, Some("bad_credentials")), "{}", r.text);
+    assert!(!cwd.join("onepush-data").exists());
+    // `config check` names every bad key with its line, and exits 2.
+    let bad = s.dir.join("bad.toml");
+    std::fs::write(&bad, "listen = \"nowhere\"\nmax_wait = \"20s\"\ncolour = \"blue\"\n").unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_onepush")).args(["config", "check", "--config"]).arg(&bad).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("line 1: listen:") && stderr.contains("line 3: colour: unknown field"), "{stderr}");
+}
