@@ -48,6 +48,10 @@ I18N.extend({
     "reason.contract_cancelled": "ご契約は解約されています。",
     "reason.registration_required": "ワンプッシュ認証の利用開始登録が必要です（猶予期間が終了しました）。",
     "reason.too_many_challenges": "短時間に認証要求が多すぎます。しばらくしてからお試しください。",
+    "demo.bad.password": "パスワードは8文字以上128文字以下です。入力内容をご確認ください。",
+    "demo.bad.transaction_password": "取引パスワードは8文字以上128文字以下です。",
+    "demo.bad.contract_no": "契約番号は半角の英数字20文字以内で入力してください。",
+    "demo.bad.user_id": "利用者IDは半角の英数字と . _ - の32文字以内で入力してください。",
     "demo.retry_min": "短時間に認証要求が多すぎます。{m}分{s}秒後にもう一度お試しください。",
     "demo.retry_sec": "短時間に認証要求が多すぎます。{s}秒後にもう一度お試しください。"
   },
@@ -95,12 +99,27 @@ I18N.extend({
     "reason.contract_cancelled": "The contract has been cancelled.",
     "reason.registration_required": "Please register for one-push authentication (the grace period is over).",
     "reason.too_many_challenges": "Too many requests in a short time. Please try again later.",
+    "demo.bad.password": "The password is 8 to 128 characters long. Please check what you entered.",
+    "demo.bad.transaction_password": "The transaction password is 8 to 128 characters long.",
+    "demo.bad.contract_no": "The contract number is at most 20 letters or digits.",
+    "demo.bad.user_id": "The user ID is at most 32 letters, digits, '.', '_' or '-'.",
     "demo.retry_min": "Too many requests in a short time. Try again in {m} min {s} s.",
     "demo.retry_sec": "Too many requests in a short time. Try again in {s} s."
   }
 });
 
 const $ = (id) => document.getElementById(id);
+/** The message key for a failed call: the field a 400 names, when the page has words for it. */
+function errorKey(r) {
+  const err = r.body && r.body.error;
+  if (!err) return "err.network";
+  if (err.code === "bad_request") {
+    const field = String(err.message || "").split(":")[0];
+    if (I18N.t("demo.bad." + field) !== "demo.bad." + field) return "demo.bad." + field;
+  }
+  return "err." + err.code;
+}
+
 let session = null;       // {contract_no, user_id, role}
 let waitingFor = null;    // challenge id
 let expiresAt = 0;
@@ -156,7 +175,7 @@ async function login(e) {
   say(null);
   const body = { contract_no: $("contract_no").value.trim(), user_id: $("user_id").value.trim(), password: $("password").value };
   const r = await api("POST", "/demo/api/login", body);
-  if (r.status !== 200) { say("err." + (r.body && r.body.error ? r.body.error.code : "network"), true); show("login"); return; }
+  if (r.status !== 200) { say(errorKey(r), true); show("login"); return; }
   const ok = await gate(r.body, async (how) => {
     const u = await api("GET", `/demo/api/users/${encodeURIComponent(body.contract_no)}/${encodeURIComponent(body.user_id)}`);
     session = { contract_no: body.contract_no, user_id: body.user_id, role: u.body ? u.body.role : "user" };
@@ -181,7 +200,7 @@ async function transfer(e) {
   };
   if ($("txpw").value) body.transaction_password = $("txpw").value;
   const r = await api("POST", "/demo/api/approvals", body);
-  if (r.status !== 200) { say("err." + (r.body && r.body.error ? r.body.error.code : "network"), true); return; }
+  if (r.status !== 200) { say(errorKey(r), true); return; }
   const ok = await gate(r.body, () => {
     $("done-text").textContent = I18N.t("demo.transfer_done");
     $("done-text").dataset.key = "demo.transfer_done";
@@ -197,7 +216,7 @@ async function deregister(e) {
   const r = await api("POST", `/demo/api/users/${encodeURIComponent(session.contract_no)}/${encodeURIComponent(target)}/deregister`,
     { actor_user_id: session.user_id, reason: "deregistered by the service admin (demo)" });
   if (r.status === 200) say("demo.deregistered", false, { u: target });
-  else say("err." + (r.body && r.body.error ? r.body.error.code : "network"), true);
+  else say(errorKey(r), true);
 }
 
 document.addEventListener("i18n", () => {
