@@ -21,15 +21,40 @@ use crate::service::App;
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(tag = "cmd", rename_all = "snake_case")]
 pub enum Command {
-    RpKeyAdd { name: String, editions: Vec<String> },
+    RpKeyAdd {
+        name: String,
+        editions: Vec<String>,
+    },
     RpKeyList,
-    RpKeyRevoke { name: String },
-    OperatorAdd { name: String, password: String },
-    OperatorPasswd { name: String, password: String },
+    RpKeyRevoke {
+        name: String,
+    },
+    OperatorAdd {
+        name: String,
+        password: String,
+    },
+    OperatorPasswd {
+        name: String,
+        password: String,
+    },
+    OperatorList,
+    OperatorDisable {
+        name: String,
+    },
+    OperatorEnable {
+        name: String,
+    },
+    OperatorRemove {
+        name: String,
+    },
     AuditVerify,
     AuditExport,
-    Import { csv: String },
-    Backup { dest: String },
+    Import {
+        csv: String,
+    },
+    Backup {
+        dest: String,
+    },
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -86,7 +111,31 @@ pub fn execute(app: &App, cmd: Command) -> Output {
             Err(e) => usage_or_fail(e),
         },
         Command::OperatorPasswd { name, password } => match app.set_operator("cli", &name, &Password::new(password), false, now) {
-            Ok(()) => Output::ok(format!("password of {name} changed\n")),
+            Ok(()) => Output::ok(format!("password of {name} changed; its sessions ended\n")),
+            Err(e) => usage_or_fail(e),
+        },
+        Command::OperatorList => match app.operators() {
+            Ok(ops) => Output::ok(
+                ops.iter()
+                    .map(|o| {
+                        let state = o.disabled_at.map_or("enabled".to_string(), |t| format!("disabled {}", rfc3339(t)));
+                        let last = o.last_sign_in_at.map_or("no sign-in recorded".to_string(), |t| format!("last sign-in {}", rfc3339(t)));
+                        format!("{}\tcreated {}\t{state}\t{last}\n", o.name, rfc3339(o.created_at))
+                    })
+                    .collect(),
+            ),
+            Err(e) => Output::fail(1, e),
+        },
+        Command::OperatorDisable { name } => match app.disable_operator("cli", &name, now) {
+            Ok(()) => Output::ok(format!("operator {name} disabled; its sessions ended\n")),
+            Err(e) => usage_or_fail(e),
+        },
+        Command::OperatorEnable { name } => match app.enable_operator("cli", &name, now) {
+            Ok(()) => Output::ok(format!("operator {name} enabled\n")),
+            Err(e) => usage_or_fail(e),
+        },
+        Command::OperatorRemove { name } => match app.remove_operator("cli", &name, now) {
+            Ok(()) => Output::ok(format!("operator {name} removed; its sessions ended\n")),
             Err(e) => usage_or_fail(e),
         },
         Command::AuditVerify => verified(app.verify_audit()),

@@ -93,12 +93,21 @@ enum OperatorCmd {
         #[arg(long, required = true)]
         password_stdin: bool,
     },
-    /// Change an operator's password (read from standard input).
+    /// Change an operator's password (read from standard input); ends its sessions.
     Passwd {
         name: String,
         #[arg(long)]
         password_stdin: bool,
     },
+    /// Every operator: created, enabled or disabled (since when), last sign-in.
+    List,
+    /// Refuse the operator's sign-in and end its sessions at once.
+    Disable { name: String },
+    /// Let a disabled operator sign in again.
+    Enable { name: String },
+    /// Delete the operator and end its sessions; the audit log keeps its name.
+    /// Disable and remove refuse the last enabled operator.
+    Remove { name: String },
 }
 
 #[derive(Subcommand)]
@@ -198,6 +207,10 @@ fn main() -> ExitCode {
             let (name, create) = match c {
                 OperatorCmd::Add { name, .. } => (name, true),
                 OperatorCmd::Passwd { name, .. } => (name, false),
+                OperatorCmd::List => return manage(&cfg, Command::OperatorList),
+                OperatorCmd::Disable { name } => return manage(&cfg, Command::OperatorDisable { name }),
+                OperatorCmd::Enable { name } => return manage(&cfg, Command::OperatorEnable { name }),
+                OperatorCmd::Remove { name } => return manage(&cfg, Command::OperatorRemove { name }),
             };
             let mut password = String::new();
             if let Err(e) = std::io::stdin().read_to_string(&mut password) {

@@ -3,6 +3,8 @@
 mod common;
 #[path = "suites/lifecycle.rs"]
 mod lifecycle;
+#[path = "suites/operators.rs"]
+mod operators;
 
 use std::time::{Duration, Instant};
 

@@ -1,5 +1,9 @@
 //! Operators and the appliance's own keys: sessions, the one-time bootstrap
 //! code, operator accounts, RP keys, and the signed audit head.
+//!
+//! Sessions live in this process's memory. Every change that must end an
+//! operator's sessions (disable, remove, new password) goes through this
+//! process and ends them once committed; without a server there are none.
 
 use super::*;
 
@@ -61,22 +65,42 @@ impl App {
     }
 
     /// Checks an operator's password, audits the attempt, opens a session.
+    /// A disabled operator is answered as a wrong password, after the same
+    /// Argon2 work, so the answer tells nothing about the account.
     pub(super) fn sign_in(&self, username: &str, password: &Password, now: Ms) -> Result<String> {
+        let wrong = || Error::Unauthorized("username or password is wrong".into());
         let op = if username.is_empty() || username.len() > 64 { None } else { self.store.read()?.operator(username)? };
-        let ok = self.passwords.verify(op.as_ref().map(|o| o.password_hash.as_str()), password.expose());
+        let verified = self.passwords.verify(op.as_ref().map(|o| o.password_hash.as_str()), password.expose());
+        let disabled = op.as_ref().is_some_and(|o| !o.enabled());
+        let ok = verified && !disabled;
         let actor = format!("operator:{}", if op.is_some() { username } else { "?" });
         // The audit log is never purged: a stranger's name is kept to 64 characters.
         let name: String = username.chars().take(64).collect();
-        let detail = json!({"username": name, "ok": ok});
+        let mut detail = json!({"username": name, "ok": ok});
+        if disabled {
+            detail["disabled"] = json!(true);
+        }
+        let hash = op.map(|o| o.password_hash).unwrap_or_default();
+        let (who, checked) = (username.to_string(), hash.clone());
         self.call(Durability::Durable, move |tx, _| {
             tx.audit(NewEvent::new("operator_login", actor.clone()).detail(detail.clone()))?;
+            if let Some(mut o) = tx.operator(&who)?.filter(|o| ok && o.enabled() && o.password_hash == checked) {
+                o.last_sign_in_at = Some(now);
+                tx.put_operator(&o)?;
+            }
             Ok(())
         })?;
         if !ok {
-            return Err(Error::Unauthorized("username or password is wrong".into()));
+            return Err(wrong());
         }
         let token = ids::random_b64(32);
         let mut s = crate::sync::lock(&self.sessions);
+        // A disable, removal or new password committed since the check above
+        // either shows here, or ends this operator's sessions after this lock
+        // is released: the new session cannot outlive it.
+        if !self.store.read()?.operator(username)?.is_some_and(|o| o.enabled() && o.password_hash == hash) {
+            return Err(wrong());
+        }
         s.retain(|_, v| now < v.created + SESSION_MAX && now < v.last_seen + SESSION_IDLE);
         s.insert(sig::sha256_hex(token.as_bytes()), Session { operator: username.to_string(), created: now, last_seen: now });
         Ok(token)
@@ -103,21 +127,29 @@ impl App {
         crate::sync::lock(&self.sessions).remove(&sig::sha256_hex(token.as_bytes()));
     }
 
-    /// `onepush operator add` / `passwd`.
+    /// Ends every session of operator `name` (their next request gets 401).
+    fn end_sessions_of(&self, name: &str) {
+        crate::sync::lock(&self.sessions).retain(|_, v| v.operator != name);
+    }
+
+    /// `onepush operator add` / `passwd`. A new password ends every session
+    /// of the operator (the CLI has none of its own to keep).
     pub fn set_operator(&self, actor: &str, name: &str, password: &Password, create: bool, now: Ms) -> Result<()> {
         check_user_id("name", name)?;
         password.check("password")?;
         let hash = self.passwords.hash(password.expose())?;
         let (name, actor) = (name.to_string(), actor.to_string());
+        let named = name.clone();
         self.call(Durability::Durable, move |tx, _| {
-            let exists = tx.operator(&name)?.is_some();
-            if create && exists {
-                return Err(Error::Conflict(format!("operator {name} exists")));
-            }
-            if !create && !exists {
-                return Err(Error::NotFound(format!("no operator {name}")));
-            }
-            tx.put_operator(&Operator { name: name.clone(), password_hash: hash.clone(), created_at: now })?;
+            let op = match (tx.operator(&name)?, create) {
+                (Some(_), true) => return Err(Error::Conflict(format!("operator {name} exists"))),
+                (None, false) => return Err(Error::NotFound(format!("no operator {name}"))),
+                (None, true) => {
+                    Operator { name: name.clone(), password_hash: hash.clone(), created_at: now, disabled_at: None, last_sign_in_at: None }
+                }
+                (Some(old), false) => Operator { password_hash: hash.clone(), ..old },
+            };
+            tx.put_operator(&op)?;
             let kind = if create { "operator_added" } else { "operator_password_changed" };
             tx.audit(NewEvent::new(kind, actor.clone()).detail(json!({"operator": name})))?;
             Ok(())
@@ -126,6 +158,52 @@ impl App {
             // The first operator exists: the one-time code has done its job.
             *crate::sync::lock(&self.bootstrap) = None;
             let _ = std::fs::remove_file(self.cfg().data_dir.join(BOOTSTRAP_CODE_FILE));
+        } else {
+            self.end_sessions_of(&named);
+        }
+        Ok(())
+    }
+
+    /// `onepush operator list`: every operator, by name.
+    pub fn operators(&self) -> Result<Vec<Operator>> {
+        self.store.read()?.operators()
+    }
+
+    /// `onepush operator disable NAME`: no sign-in until enabled; its
+    /// sessions end at once.
+    pub fn disable_operator(&self, actor: &str, name: &str, now: Ms) -> Result<()> {
+        self.change_operator(actor, name, OperatorChange::Disable, now)
+    }
+
+    /// `onepush operator enable NAME`.
+    pub fn enable_operator(&self, actor: &str, name: &str, now: Ms) -> Result<()> {
+        self.change_operator(actor, name, OperatorChange::Enable, now)
+    }
+
+    /// `onepush operator remove NAME`: the record goes, its sessions end;
+    /// the audit log keeps its name.
+    pub fn remove_operator(&self, actor: &str, name: &str, now: Ms) -> Result<()> {
+        self.change_operator(actor, name, OperatorChange::Remove, now)
+    }
+
+    fn change_operator(&self, actor: &str, name: &str, change: OperatorChange, now: Ms) -> Result<()> {
+        let (name, actor) = (name.to_string(), actor.to_string());
+        let named = name.clone();
+        self.call(Durability::Durable, move |tx, _| {
+            // Every operator in the job's transaction: the single writer
+            // serialises two changes, so the last enabled one cannot be lost
+            // to a race.
+            match changed_operator(&tx.operators()?, &name, change, now)? {
+                Some(op) => tx.put_operator(&op)?,
+                None => {
+                    tx.delete_operator(&name)?;
+                }
+            }
+            tx.audit(NewEvent::new(change.audit_type(), actor.clone()).detail(json!({"operator": name})))?;
+            Ok(())
+        })?;
+        if change != OperatorChange::Enable {
+            self.end_sessions_of(&named);
         }
         Ok(())
     }
@@ -295,5 +373,84 @@ impl App {
     /// `/metrics` in Prometheus text.
     pub fn metrics_text(&self) -> String {
         self.metrics.render(self.store.stats().file_bytes, &self.writer.stats)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum OperatorChange {
+    Disable,
+    Enable,
+    Remove,
+}
+
+impl OperatorChange {
+    fn audit_type(self) -> &'static str {
+        match self {
+            OperatorChange::Disable => "operator_disabled",
+            OperatorChange::Enable => "operator_enabled",
+            OperatorChange::Remove => "operator_removed",
+        }
+    }
+}
+
+/// What `change` makes of operator `name`, among `all`, at `now`: its new
+/// record, or `None` when it is removed. The rule: at least one operator
+/// stays enabled, so that someone can always sign in and administer (the
+/// one-time bootstrap code never comes back once an operator exists).
+fn changed_operator(all: &[Operator], name: &str, change: OperatorChange, now: Ms) -> Result<Option<Operator>> {
+    let op = all.iter().find(|o| o.name == name).ok_or_else(|| Error::NotFound(format!("no operator {name}")))?;
+    let last_enabled = op.enabled() && !all.iter().any(|o| o.name != name && o.enabled());
+    match change {
+        OperatorChange::Disable | OperatorChange::Remove if last_enabled => Err(Error::Conflict(format!(
+            "refused: {name} is the last enabled operator, and at least one operator must stay enabled; add or enable another first"
+        ))),
+        OperatorChange::Disable if !op.enabled() => Err(Error::Conflict(format!("operator {name} is already disabled"))),
+        OperatorChange::Enable if op.enabled() => Err(Error::Conflict(format!("operator {name} is already enabled"))),
+        OperatorChange::Disable => Ok(Some(Operator { disabled_at: Some(now), ..op.clone() })),
+        OperatorChange::Enable => Ok(Some(Operator { disabled_at: None, ..op.clone() })),
+        OperatorChange::Remove => Ok(None),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NOW: Ms = 1_800_000_000_000;
+
+    fn op(name: &str, disabled_at: Option<Ms>) -> Operator {
+        Operator { name: name.into(), password_hash: format!("hash of {name}"), created_at: NOW - 1000, disabled_at, last_sign_in_at: None }
+    }
+
+    #[test]
+    fn disabling_and_enabling_keep_the_record_and_stamp_the_time() {
+        let all = [op("alice", None), op("bob", None)];
+        let bob = changed_operator(&all, "bob", OperatorChange::Disable, NOW).unwrap().unwrap();
+        assert_eq!(bob, Operator { disabled_at: Some(NOW), ..all[1].clone() });
+        assert!(!bob.enabled());
+        let all = [all[0].clone(), bob];
+        let bob = changed_operator(&all, "bob", OperatorChange::Enable, NOW + 5).unwrap().unwrap();
+        assert_eq!(bob, op("bob", None));
+        assert_eq!(changed_operator(&all, "bob", OperatorChange::Remove, NOW).unwrap(), None, "a disabled operator may go");
+    }
+
+    #[test]
+    fn the_last_enabled_operator_can_be_neither_disabled_nor_removed() {
+        let all = [op("alice", None), op("bob", Some(NOW - 10))];
+        for change in [OperatorChange::Disable, OperatorChange::Remove] {
+            let e = changed_operator(&all, "alice", change, NOW).unwrap_err();
+            assert!(matches!(e, Error::Conflict(_)), "{change:?}: {e:?}");
+            assert!(e.to_string().contains("at least one operator must stay enabled"), "{e}");
+        }
+        let all = [op("alice", None)];
+        assert!(changed_operator(&all, "alice", OperatorChange::Remove, NOW).is_err(), "the only operator stays");
+    }
+
+    #[test]
+    fn unknown_operators_and_changes_that_change_nothing_are_refused() {
+        let all = [op("alice", None), op("bob", Some(NOW - 10))];
+        assert!(matches!(changed_operator(&all, "carol", OperatorChange::Enable, NOW), Err(Error::NotFound(_))));
+        assert!(matches!(changed_operator(&all, "alice", OperatorChange::Enable, NOW), Err(Error::Conflict(_))));
+        assert!(matches!(changed_operator(&all, "bob", OperatorChange::Disable, NOW), Err(Error::Conflict(_))));
     }
 }

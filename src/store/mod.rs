@@ -100,6 +100,18 @@ pub struct Operator {
     pub name: String,
     pub password_hash: String,
     pub created_at: Ms,
+    /// Set by `onepush operator disable`: no sign-in, no session, until enabled.
+    #[serde(default)]
+    pub disabled_at: Option<Ms>,
+    /// The last successful sign-in (records from before it was kept: none).
+    #[serde(default)]
+    pub last_sign_in_at: Option<Ms>,
+}
+
+impl Operator {
+    pub fn enabled(&self) -> bool {
+        self.disabled_at.is_none()
+    }
 }
 
 /// A notice (お知らせ): outage, maintenance, change of terms, information.
@@ -563,6 +575,10 @@ pub trait Reader: RawReader {
     }
     fn operator_count(&self) -> Result<u64> {
         self.count(OPERATORS)
+    }
+    /// Every operator, by name.
+    fn operators(&self) -> Result<Vec<Operator>> {
+        self.range_bytes(OPERATORS, "", "\u{10FFFF}", usize::MAX)?.iter().map(|(_, b)| codec::decode(b)).collect()
     }
     /// Pending challenges of a token, oldest first.
     fn pending_for_token(&self, token_id: &str) -> Result<Vec<Challenge>> {

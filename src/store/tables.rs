@@ -51,7 +51,8 @@ pub const RP_KEYS: TableDefinition<&str, &[u8]> = TableDefinition::new("rp_keys"
 /// SHA-256 hex of an RP key → RP key name, for live keys only.
 pub const RP_KEY_HASHES: TableDefinition<&str, &str> = TableDefinition::new("rp_key_hashes");
 
-/// operator name → `Operator`. Written by `onepush operator` and the bootstrap.
+/// operator name → `Operator`. Written by `onepush operator`, the bootstrap
+/// and each successful sign-in (its time).
 pub const OPERATORS: TableDefinition<&str, &[u8]> = TableDefinition::new("operators");
 
 /// seq → `AuditEvent`, append-only and hash-chained. Written by every use case.

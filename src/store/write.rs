@@ -74,6 +74,11 @@ impl WriteTx {
         self.put_bytes(OPERATORS, &o.name, &codec::encode(o)?)
     }
 
+    pub fn delete_operator(&mut self, name: &str) -> Result<bool> {
+        self.dirty = true;
+        Ok(self.txn.open_table(OPERATORS)?.remove(name)?.is_some())
+    }
+
     pub fn put_notice(&mut self, n: &Notice) -> Result<()> {
         self.put_bytes(NOTICES, &n.id, &codec::encode(n)?)
     }
