@@ -49,6 +49,10 @@ pub enum Command {
     },
     AuditVerify,
     AuditExport,
+    /// Entries after `after` (at most 1,000), for `audit export --follow`.
+    AuditAfter {
+        after: u64,
+    },
     Import {
         csv: String,
     },
@@ -169,6 +173,10 @@ pub fn execute(app: &App, cmd: Command) -> Output {
             ),
         },
         Command::AuditExport => match app.audit_export() {
+            Ok(out) => Output::ok(out),
+            Err(e) => Output::fail(1, e),
+        },
+        Command::AuditAfter { after } => match app.audit_lines_after(after, 1000) {
             Ok(out) => Output::ok(out),
             Err(e) => Output::fail(1, e),
         },

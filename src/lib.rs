@@ -52,6 +52,7 @@ pub mod control;
 pub mod domain;
 pub mod error;
 pub mod http;
+pub mod logging;
 pub mod metrics;
 pub mod passwords;
 pub mod push;

@@ -124,7 +124,15 @@ enum AuditCmd {
         export: Option<PathBuf>,
     },
     /// Print every event as a JSON line, then the signed head.
-    Export,
+    Export {
+        /// Keep running and print each new event as it is written (for a
+        /// SIEM); needs the running server. No signed-head line.
+        #[arg(long)]
+        follow: bool,
+        /// With --follow: start after this entry (default: from the first).
+        #[arg(long, value_name = "SEQ", requires = "follow", default_value_t = 0)]
+        after: u64,
+    },
     /// Print the public key that checks the signed heads.
     PublicKey,
 }
@@ -149,7 +157,7 @@ fn invocation() -> String {
 
 fn main() -> ExitCode {
     limit_malloc_arenas();
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).format_timestamp_millis().init();
+    onepush::logging::init();
     let cli = Cli::parse();
     let listen = match &cli.command {
         Cmd::Serve { listen, .. } => listen.clone(),
@@ -161,7 +169,12 @@ fn main() -> ExitCode {
     }
     let found =
         Found::discover(cli.config.as_deref(), std::env::var_os("ONEPUSH_CONFIG"), std::path::Path::new(onepush::config::SYSTEM_CONFIG));
-    eprintln!("onepush: {found}");
+    if let Cmd::Serve { .. } = cli.command {
+        // Through the log: under journald it carries its priority like every other line.
+        log::info!("{found}");
+    } else {
+        eprintln!("onepush: {found}");
+    }
     if let (Cmd::Config(ConfigCmd::Check), Some(path)) = (&cli.command, found.path()) {
         let text = match std::fs::read_to_string(path) {
             Ok(t) => t,
@@ -235,7 +248,8 @@ fn main() -> ExitCode {
         Cmd::Restore { src } => restore(&cfg, &src),
         Cmd::Audit(AuditCmd::Verify { public_key: None, .. }) => manage(&cfg, Command::AuditVerify),
         Cmd::Audit(AuditCmd::Verify { public_key: Some(key), export }) => verify_export(&key, export.as_deref()),
-        Cmd::Audit(AuditCmd::Export) => manage(&cfg, Command::AuditExport),
+        Cmd::Audit(AuditCmd::Export { follow: false, .. }) => manage(&cfg, Command::AuditExport),
+        Cmd::Audit(AuditCmd::Export { follow: true, after }) => follow_audit(&cfg, after),
         Cmd::Audit(AuditCmd::PublicKey) => match onepush::audit::AuditKey::load(&cfg.audit_key_file) {
             Ok(k) => {
                 println!("{}", k.public_b64());
@@ -281,6 +295,46 @@ fn verify_export(key: &str, export: Option<&std::path::Path>) -> ExitCode {
 }
 
 /// Runs a management command through the running server, or in-process.
+/// `audit export --follow`: new entries as they are written, through the
+/// running server's control socket (opening the store here would lock the
+/// server out of it). Waits while no server answers; ends when stdout closes.
+fn follow_audit(cfg: &Config, mut after: u64) -> ExitCode {
+    use std::io::Write;
+    let mut waiting = false;
+    loop {
+        match control::send(&cfg.control_socket(), &Command::AuditAfter { after }) {
+            Some(out) if out.code == 0 => {
+                waiting = false;
+                if let Some(last) = out.stdout.lines().last() {
+                    let seq = serde_json::from_str::<serde_json::Value>(last).ok().and_then(|v| v["seq"].as_u64());
+                    let Some(seq) = seq else {
+                        eprintln!("onepush: audit follow: an entry without seq");
+                        return ExitCode::from(1);
+                    };
+                    after = seq;
+                    let mut stdout = std::io::stdout().lock();
+                    if stdout.write_all(out.stdout.as_bytes()).and_then(|()| stdout.flush()).is_err() {
+                        return ExitCode::SUCCESS;
+                    }
+                    if out.stdout.lines().count() >= 1000 {
+                        continue;
+                    }
+                }
+            }
+            Some(out) => {
+                eprint!("{}", out.stderr);
+                return ExitCode::from(out.code.clamp(1, 255) as u8);
+            }
+            None if !waiting => {
+                eprintln!("onepush: audit follow: no server answers at {}; waiting for it", cfg.control_socket().display());
+                waiting = true;
+            }
+            None => {}
+        }
+        std::thread::sleep(std::time::Duration::from_secs(1));
+    }
+}
+
 /// `onepush man`: the man page, from the same definition as the parser.
 fn man() -> ExitCode {
     let mut out = std::io::stdout().lock();

@@ -2104,3 +2104,85 @@ fn management_commands_find_the_config_through_onepush_config_and_say_which() {
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("line 1: listen:") && stderr.contains("line 3: colour: unknown field"), "{stderr}");
 }
+
+#[test]
+fn under_journald_log_lines_carry_their_priority_and_request_lines_name_client_and_caller() {
+    use std::io::BufRead;
+    use std::os::unix::fs::MetadataExt;
+    let mut s = Server::start("");
+    s.kill();
+    let log_path = s.dir.join("journal.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let meta = log.metadata().unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_onepush"))
+        .args(["serve", "--config"])
+        .arg(&s.config)
+        .env("JOURNAL_STREAM", format!("{}:{}", meta.dev(), meta.ino()))
+        .stdout(std::process::Stdio::piped())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let first = lines.next().unwrap().unwrap();
+    s.base = first.trim_start_matches("onepush listening on ").to_string();
+    std::thread::spawn(move || for _ in lines {});
+    let (_, key, _) = s.cli(&["rp-key", "add", "ib-server"], None);
+    let r = s.post(
+        "/api/v1/login",
+        &[("Authorization", format!("Bearer {}", key.trim())), ("X-Forwarded-For", "198.51.100.9".into())],
+        &json!({"contract_no": C, "user_id": "x", "password": "password-1"}),
+    );
+    assert_eq!(r.status, 200);
+    let text = eventually("the request line", 5, || {
+        let t = std::fs::read_to_string(&log_path).unwrap();
+        t.contains("/api/v1/login").then_some(t)
+    });
+    let _ = child.kill();
+    let _ = child.wait();
+    // WARN as <4> (push_contact is the default), INFO as <6>; no timestamp.
+    assert!(text.lines().any(|l| l.starts_with("<4>onepush: push_contact")), "{text}");
+    let line = text.lines().find(|l| l.contains("/api/v1/login")).unwrap();
+    // Not behind a trusted proxy: the peer, not the header's claim.
+    assert!(
+        line.starts_with("<6>onepush::http::response: req=") && line.contains(" client=127.0.0.1 rp=ib-server POST /api/v1/login 200 "),
+        "{line}"
+    );
+    assert!(text.lines().all(|l| l.starts_with('<')), "{text}");
+}
+
+#[test]
+fn audit_export_follow_prints_each_new_entry_as_it_is_written() {
+    use std::io::BufRead;
+    let s = Server::start("");
+    let (_, _, _) = s.cli(&["rp-key", "add", "first"], None);
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_onepush"))
+        .args(["audit", "export", "--follow", "--config"])
+        .arg(&s.config)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<Value>();
+    let out = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(out).lines() {
+            let Ok(line) = line else { return };
+            let _ = tx.send(serde_json::from_str(&line).unwrap());
+        }
+    });
+    let first = rx.recv_timeout(Duration::from_secs(10)).expect("the existing entries");
+    assert_eq!(first["seq"], 1);
+    let mut seen = vec![first];
+    while let Ok(e) = rx.recv_timeout(Duration::from_millis(1500)) {
+        seen.push(e);
+    }
+    assert!(seen.iter().any(|e| e["type"] == "rp_key_added"), "{seen:?}");
+    let last = seen.last().unwrap()["seq"].as_u64().unwrap();
+    // A new event reaches the follower within its 1 s poll, exactly once and in order.
+    s.cli(&["rp-key", "revoke", "first"], None);
+    let next = rx.recv_timeout(Duration::from_secs(5)).expect("the new entry");
+    assert_eq!((next["seq"].as_u64(), next["type"].as_str()), (Some(last + 1), Some("rp_key_revoked")), "{next}");
+    assert!(rx.recv_timeout(Duration::from_millis(1500)).is_err(), "nothing twice");
+    let _ = child.kill();
+    let _ = child.wait();
+}

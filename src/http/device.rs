@@ -45,7 +45,10 @@ pub(super) fn device(http: &Http, mut ex: Exchange) -> Option<(Token, Vec<u8>, E
     };
     let dr = DeviceRequest { token_id: token, time, signature: sig, method: req.method().as_str(), path: request::path(req), body: &body };
     match http.app.authenticate_device(&dr, now_ms()) {
-        Ok(t) => Some((t, body, ex)),
+        Ok(t) => {
+            ex.set_actor(format!("token={}", t.token_id));
+            Some((t, body, ex))
+        }
         Err(e) => {
             ex.error(&e);
             None

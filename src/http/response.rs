@@ -71,6 +71,10 @@ pub struct Exchange {
     pub id: u64,
     metrics: Arc<Metrics>,
     extra_headers: Vec<Header>,
+    /// For the request line in the log: the client (through a trusted
+    /// proxy, the address it saw) and who the request spoke as.
+    client: Option<std::net::IpAddr>,
+    actor: Option<String>,
 }
 
 #[allow(clippy::expect_used, reason = "called with onepush's own header names and ASCII values only")]
@@ -80,7 +84,24 @@ fn header(name: &str, value: &str) -> Header {
 
 impl Exchange {
     pub fn new(req: Request, metrics: Arc<Metrics>) -> Exchange {
-        Exchange { req: Some(req), started: Instant::now(), id: NEXT_ID.fetch_add(1, Relaxed), metrics, extra_headers: vec![] }
+        Exchange {
+            req: Some(req),
+            started: Instant::now(),
+            id: NEXT_ID.fetch_add(1, Relaxed),
+            metrics,
+            extra_headers: vec![],
+            client: None,
+            actor: None,
+        }
+    }
+
+    pub fn set_client(&mut self, ip: std::net::IpAddr) {
+        self.client = Some(ip);
+    }
+
+    /// `rp=NAME`, `operator=NAME` or `token=ID`, for the log line.
+    pub fn set_actor(&mut self, actor: String) {
+        self.actor = Some(actor);
     }
 
     #[allow(clippy::expect_used, reason = "an exchange holds its request until it answers, which consumes it")]
@@ -149,7 +170,10 @@ impl Exchange {
             self.metrics.http_errors_5xx.fetch_add(1, Relaxed);
         }
         let ms = self.started.elapsed().as_secs_f64() * 1000.0;
-        log::info!("req={} {method} {path} {status} {ms:.1}ms{}", self.id, if outcome.is_err() { " (client gone)" } else { "" });
+        let client = self.client.map(|c| c.to_string()).unwrap_or_else(|| "-".into());
+        let actor = self.actor.as_deref().unwrap_or("-");
+        let gone = if outcome.is_err() { " (client gone)" } else { "" };
+        log::info!("req={} client={client} {actor} {method} {path} {status} {ms:.1}ms{gone}", self.id);
     }
 }
 
@@ -158,8 +182,15 @@ impl Drop for Exchange {
         if self.req.is_some() {
             log::error!("request {} was dropped unanswered", self.id);
             let e = Error::Internal("unanswered".into());
-            let ex =
-                Exchange { req: self.req.take(), started: self.started, id: self.id, metrics: self.metrics.clone(), extra_headers: vec![] };
+            let ex = Exchange {
+                req: self.req.take(),
+                started: self.started,
+                id: self.id,
+                metrics: self.metrics.clone(),
+                extra_headers: vec![],
+                client: self.client,
+                actor: self.actor.take(),
+            };
             ex.error(&e);
         }
     }

@@ -137,7 +137,8 @@ pub const ROUTES: &[Route] = &[
 const SESSION_COOKIE: &str = "onepush_session";
 
 pub fn handle(http: &Arc<Http>, req: tiny_http::Request) {
-    let ex = Exchange::new(req, http.app.metrics.clone());
+    let mut ex = Exchange::new(req, http.app.metrics.clone());
+    ex.set_client(client_ip(ex.request(), &http.app.cfg().trusted_proxies));
     // HEAD is answered as GET; tiny_http leaves the body out.
     let method = match ex.request().method() {
         Method::Head => "GET".to_string(),
@@ -160,7 +161,11 @@ pub fn handle(http: &Arc<Http>, req: tiny_http::Request) {
     }
     match route.handler {
         Public(f) => f(http, ex, &params),
-        Rp(f) if route.demo => f(http, ex, DEMO_RP.to_string(), &params),
+        Rp(f) if route.demo => {
+            let mut ex = ex;
+            ex.set_actor(format!("rp={DEMO_RP}"));
+            f(http, ex, DEMO_RP.to_string(), &params)
+        }
         Rp(f) => {
             if let Some((rp, ex)) = rp(http, ex) {
                 f(http, ex, rp, &params)
@@ -270,13 +275,16 @@ fn status(http: &Arc<Http>, ex: Exchange, _: &Params) {
 // ---------------------------------------------------------------- RP API
 
 /// The RP behind the bearer key, or the exchange back with a 401 sent.
-fn rp(http: &Http, ex: Exchange) -> Option<(String, Exchange)> {
+fn rp(http: &Http, mut ex: Exchange) -> Option<(String, Exchange)> {
     let Some(key) = bearer(ex.request()) else {
         ex.error(&Error::Unauthorized("Authorization: Bearer <rp key> is required".into()));
         return None;
     };
     match http.app.rp_for_key(key) {
-        Ok(name) => Some((name, ex)),
+        Ok(name) => {
+            ex.set_actor(format!("rp={name}"));
+            Some((name, ex))
+        }
         Err(e) => {
             ex.error(&e);
             None
@@ -439,13 +447,16 @@ fn admin_logout(http: &Arc<Http>, mut ex: Exchange, _: &Params) {
 }
 
 /// The operator behind the session cookie, or the exchange answered 401.
-fn operator(http: &Http, ex: Exchange) -> Option<(String, Exchange)> {
+fn operator(http: &Http, mut ex: Exchange) -> Option<(String, Exchange)> {
     let r = match cookie(ex.request(), SESSION_COOKIE) {
         Some(token) => http.app.admin_session(token, now_ms()),
         None => Err(Error::Unauthorized("sign in first".into())),
     };
     match r {
-        Ok(name) => Some((name, ex)),
+        Ok(name) => {
+            ex.set_actor(format!("operator={name}"));
+            Some((name, ex))
+        }
         Err(e) => {
             ex.error(&e);
             None

@@ -158,3 +158,10 @@ pub struct Stats {
     pub fraud_reports: Vec<crate::store::FraudReport>,
     pub push_suspended: bool,
 }
+
+impl App {
+    /// `audit export --follow`: up to `limit` entries after `after`, one JSON line each.
+    pub fn audit_lines_after(&self, after: u64, limit: usize) -> Result<String> {
+        self.store.audit_lines_after(after, limit)
+    }
+}

@@ -368,6 +368,17 @@ impl Store {
         Ok(out)
     }
 
+    /// Up to `limit` audit entries after `after`, as `audit export` writes
+    /// them (one JSON line each), for `audit export --follow`.
+    pub fn audit_lines_after(&self, after: u64, limit: usize) -> Result<String> {
+        let mut out = String::new();
+        for e in self.read()?.audit_after(after, limit)? {
+            out.push_str(&serde_json::to_string(&e).map_err(|e| Error::Internal(e.to_string()))?);
+            out.push('\n');
+        }
+        Ok(out)
+    }
+
     pub fn stats(&self) -> Stats {
         Stats { file_bytes: std::fs::metadata(&self.path).map(|m| m.len()).unwrap_or(0) }
     }
