@@ -233,8 +233,16 @@ fn main() -> ExitCode {
             let password = password.trim_end_matches(['\n', '\r']).to_string();
             manage(&cfg, if create { Command::OperatorAdd { name, password } } else { Command::OperatorPasswd { name, password } })
         }
-        Cmd::Import { file } => match std::fs::read_to_string(&file) {
-            Ok(csv) => manage(&cfg, Command::Import { csv }),
+        Cmd::Import { file } => match std::fs::read(&file) {
+            // Decoded here, as the HTTP import decodes a body (UTF-8, or Shift_JIS): the server is sent text.
+            Ok(bytes) => match App::import_file_text(&bytes) {
+                Ok(csv) => manage(&cfg, Command::Import { csv }),
+                Err(lines) => {
+                    lines.iter().for_each(|(line, m)| eprintln!("line {line}: {m}"));
+                    eprintln!("onepush: {}: {} bad lines; nothing was imported", file.display(), lines.len());
+                    ExitCode::from(1)
+                }
+            },
             Err(e) => {
                 eprintln!("onepush: {}: {e}", file.display());
                 ExitCode::from(1)

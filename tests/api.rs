@@ -1,6 +1,8 @@
 //! The wire contract (../shared/API.md), through the real binary over HTTP.
 
 mod common;
+#[path = "suites/import.rs"]
+mod import;
 #[path = "suites/lifecycle.rs"]
 mod lifecycle;
 #[path = "suites/operators.rs"]
@@ -273,7 +275,8 @@ fn the_demo_bank_uses_number_challenge_and_reports_the_browser_as_its_client() {
     let c = phone.fetch(r.json["challenge_id"].as_str().unwrap());
     let choices: Vec<&str> = c["number_choices"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
     assert!(choices.contains(&number.as_str()), "{choices:?} {number}");
-    let client = c["display"].as_array().unwrap().iter().find(|l| l[0] == "接続元").expect("a client line")[1].as_str().unwrap().to_string();
+    let client =
+        c["display"].as_array().unwrap().iter().find(|l| l[0] == "接続元").expect("a client line")[1].as_str().unwrap().to_string();
     assert!(client.starts_with("127.0.0.1") && client.contains("Chrome") && client.contains("Windows"), "{client}");
     assert!(!client.contains("203.0.113.9"), "{client}");
 }
@@ -1782,7 +1785,11 @@ fn push_endpoints_are_https_to_allowed_hosts_only() {
     let r = w.s.post("/api/v1/device/provision", &[], &key.provision_body(None, Some("https://fcm.googleapis.com/fcm/send/abc")));
     assert_eq!(r.status, 201, "{}", r.text);
     // Subdomains of a wildcard at any depth; the port is ignored.
-    let r = phone.signed("PUT", "/api/v1/device/push", Some(&json!({"kind": "unifiedpush", "endpoint": "https://a.b.fcm.googleapis.com:8443/x"})));
+    let r = phone.signed(
+        "PUT",
+        "/api/v1/device/push",
+        Some(&json!({"kind": "unifiedpush", "endpoint": "https://a.b.fcm.googleapis.com:8443/x"})),
+    );
     assert_eq!(r.status, 200, "{}", r.text);
 }
 

@@ -24,12 +24,12 @@ use crate::domain::account::Token;
 use crate::domain::ids::{ChallengeId, ContractNo, Password, UserId};
 use crate::domain::{now_ms, parse_rfc3339, rfc3339};
 use crate::error::Error;
-use crate::service::{ApprovalInput, ClientInfo, LoginInput};
 use crate::http::views::{
     audit_page_view, contract_detail_view, contract_view, contracts_page_view, import_view, notice_view, notices_view, rp_view, stats_view,
     system_view, user_view,
 };
 use crate::service::AuditQuery;
+use crate::service::{ApprovalInput, ClientInfo, LoginInput};
 
 /// What a route's body must be.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -594,13 +594,16 @@ fn admin_stats(http: &Arc<Http>, ex: Exchange, _: String, _: &Params) {
 
 /// API.md: CSV import bodies up to 5 MiB.
 fn admin_import(http: &Arc<Http>, mut ex: Exchange, op: String, _: &Params) {
-    let ct = header(ex.request(), "Content-Type").unwrap_or("").split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    let content_type = header(ex.request(), "Content-Type").unwrap_or("").to_string();
+    let mut params = content_type.split(';');
+    let ct = params.next().unwrap_or("").trim().to_ascii_lowercase();
     if ct != "text/csv" {
         return ex.error(&Error::UnsupportedMediaType);
     }
+    // `text/csv; charset=shift_jis`: the file's encoding; without one, UTF-8 or else Shift_JIS.
+    let charset = params.filter_map(|p| p.split_once('=')).find(|(k, _)| k.trim().eq_ignore_ascii_case("charset")).map(|(_, v)| v);
     let r = read_body(ex.request_mut(), request::CSV_LIMIT)
-        .and_then(|b| String::from_utf8(b).map_err(|_| Error::bad_field("body", "must be UTF-8 text")))
-        .and_then(|text| http.app.import_csv(&format!("operator:{op}"), &text, now_ms()));
+        .and_then(|b| http.app.import_csv_bytes(&format!("operator:{op}"), &b, charset, now_ms()));
     match r {
         Ok(result) => ex.json(if result.is_ok() { 200 } else { 400 }, &import_view(&result)),
         Err(e) => ex.error(&e),

@@ -40,6 +40,9 @@ impl NewUser {
     }
 }
 
+/// The columns of the CSV import, in order; the last may be left out.
+const CSV_COLUMNS: [&str; 6] = ["contract_no", "user_id", "name", "role", "password", "transaction_password"];
+
 /// Why a user cannot be added under a contract.
 enum NewUserRefused {
     NoContract,
@@ -459,35 +462,42 @@ impl App {
 
     /// Users from CSV (`contract_no,user_id,name,role,password,transaction_password`),
     /// all or nothing: any bad line and nothing is written. Returns the number
-    /// created, or the bad lines with what is wrong with each.
+    /// created, or the bad lines with what is wrong with each. The CSV syntax
+    /// (quotes, a BOM, line numbers) is `import::records`'; a file's bytes are
+    /// decoded first by `App::import_csv_bytes`.
     pub fn import_csv(&self, actor: &str, text: &str, now: Ms) -> Result<std::result::Result<usize, Vec<(usize, String)>>> {
         let mut errors = Vec::new();
         let mut rows: Vec<(usize, String, NewUser)> = Vec::new();
         let mut seen = HashSet::new();
         let r = self.store.read()?;
         let mut service_admins: HashSet<String> = HashSet::new();
-        for (i, raw) in text.lines().enumerate() {
-            let line = i + 1;
-            let l = raw.trim_end_matches('\r');
-            if l.trim().is_empty() || (line == 1 && l.starts_with("contract_no,")) {
-                continue;
+        for (i, record) in import::records(text, &CSV_COLUMNS).into_iter().enumerate() {
+            let (line, mut f) = match record {
+                Ok(record) => (record.line, record.fields),
+                Err(bad) => {
+                    errors.push(bad);
+                    continue;
+                }
+            };
+            if i == 0 && f[0] == CSV_COLUMNS[0] {
+                continue; // the header line
             }
-            let f: Vec<&str> = l.split(',').map(str::trim).collect();
             if f.len() != 5 && f.len() != 6 {
                 errors.push((line, format!("expected 5 or 6 fields, found {}", f.len())));
                 continue;
             }
             let mut check = || -> Result<NewUser> {
-                check_contract_no("contract_no", f[0])?;
+                check_contract_no("contract_no", &f[0])?;
                 let u = NewUser {
-                    user_id: f[1].to_string(),
-                    name: f[2].to_string(),
-                    role: f[3].to_string(),
-                    password: Password::new(f[4].to_string()),
-                    transaction_password: f.get(5).filter(|s| !s.is_empty()).map(|s| Password::new(s.to_string())),
+                    user_id: f[1].clone(),
+                    name: f[2].clone(),
+                    role: f[3].clone(),
+                    // Taken, not copied: a Password wipes its memory when dropped.
+                    password: Password::new(std::mem::take(&mut f[4])),
+                    transaction_password: f.get_mut(5).filter(|s| !s.is_empty()).map(|s| Password::new(std::mem::take(s))),
                 };
                 let role = u.validate()?;
-                let contract = check_new_user(&r, f[0], f[1], role).map_err(NewUserRefused::line_error)?;
+                let contract = check_new_user(&r, &f[0], &f[1], role).map_err(NewUserRefused::line_error)?;
                 // Two service admins for one contract within the file.
                 if role == Role::ServiceAdmin && !service_admins.insert(contract.contract_no) {
                     return Err(NewUserRefused::ServiceAdminTaken(String::new()).line_error());
@@ -496,10 +506,10 @@ impl App {
             };
             match check() {
                 Ok(u) => {
-                    if !seen.insert((f[0].to_string(), f[1].to_string())) {
+                    if !seen.insert((f[0].clone(), f[1].clone())) {
                         errors.push((line, "user_id: appears twice in the file".into()));
                     } else {
-                        rows.push((line, f[0].to_string(), u));
+                        rows.push((line, f[0].clone(), u));
                     }
                 }
                 Err(e) => errors.push((line, e.to_string())),

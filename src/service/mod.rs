@@ -22,6 +22,7 @@ mod challenges;
 mod demo;
 mod devices;
 mod gate;
+mod import;
 mod notices;
 mod operators;
 mod queries;
