@@ -44,9 +44,22 @@ impl App {
             let before = tx.system()?;
             let after = SystemState { push_suspended: input.push_suspended, notice_id: input.notice_id.clone() };
             tx.put_system(&after)?;
+            // Push back on: the notice that explained the suspension ends now
+            // (unless it had ended already), in this same write and audit entry.
+            let mut notice_ended = None;
+            if before.push_suspended && !after.push_suspended {
+                if let Some(mut n) = before.notice_id.as_deref().map(|id| tx.notice(id)).transpose()?.flatten() {
+                    if n.ends_at.is_none_or(|e| e > now) {
+                        n.ends_at = Some(now.max(n.starts_at));
+                        tx.put_notice(&n)?;
+                        notice_ended = Some(json!({"id": n.id, "ends_at": n.ends_at.map(rfc3339)}));
+                    }
+                }
+            }
             tx.audit(NewEvent::new("system_changed", actor.clone()).detail(json!({
                 "before": {"push_suspended": before.push_suspended, "notice_id": before.notice_id},
                 "after": {"push_suspended": after.push_suspended, "notice_id": after.notice_id},
+                "notice_ended": notice_ended,
                 "at": rfc3339(now),
             })))?;
             Ok(after)

@@ -135,7 +135,6 @@ test("5. an operator signs in with the bootstrap code, suspends the user, and /d
     await register(browser, base, app, C1, "taro", "demo-pass-1");
     const admin = await (await browser.newContext()).newPage();
     await goto(admin, base + "/admin");
-    await admin.click("#signin summary");
     await admin.fill("#bt-code", code);
     await admin.fill("#bt-user", "alice");
     await admin.fill("#bt-pass", "operator-pass-1");
@@ -173,7 +172,6 @@ test("6. the outage switch shows its notice on / and /notices", async () => {
   await withWorld("", async ({ base, code }, browser) => {
     const admin = await (await browser.newContext()).newPage();
     await goto(admin, base + "/admin");
-    await admin.click("#signin summary");
     await admin.fill("#bt-code", code); await admin.fill("#bt-user", "alice"); await admin.fill("#bt-pass", "operator-pass-1");
     await admin.click("#boot-form button[type=submit]");
     await admin.waitForSelector("#tabs:not(.hidden)");
@@ -220,7 +218,6 @@ test("7. the language switch turns every visible string to English, and is remem
     }
     // The operator console, signed in, tab by tab.
     await goto(page, base + "/admin");
-    await page.click("#signin summary");
     await page.fill("#bt-code", code); await page.fill("#bt-user", "alice"); await page.fill("#bt-pass", "operator-pass-1");
     await page.click("#boot-form button[type=submit]");
     await page.waitForSelector("#tabs:not(.hidden)");
@@ -446,7 +443,6 @@ test("9. axe-core finds no serious or critical violation on any page, in either 
     for (const v of await axeViolations(app.page)) found.push(`/app request: ${v}`);
     await goto(page, base + "/admin");
     await page.evaluate(() => I18N.set("ja"));
-    await page.click("#signin summary");
     await page.fill("#bt-code", code); await page.fill("#bt-user", "alice"); await page.fill("#bt-pass", "operator-pass-1");
     await page.click("#boot-form button[type=submit]");
     await page.waitForSelector("#tabs:not(.hidden)");
@@ -460,5 +456,134 @@ test("9. axe-core finds no serious or critical violation on any page, in either 
       for (const v of await axeViolations(page)) found.push(`/admin ${tab}: ${v}`);
     }
     assert.deepEqual(found, []);
+  });
+});
+
+test("10. the operator console: the first operator's form in view, a translated cancel, readable history, only allowed actions, resume ends the outage notice", async () => {
+  await withWorld("", async ({ base, code }, browser) => {
+    // taro registers, logs in on /demo and approves on /app: his history has a login and its result.
+    const app = await provisionedApp(browser, base);
+    await register(browser, base, app, C1, "taro", "demo-pass-1");
+    const bank = await (await browser.newContext()).newPage();
+    await demoLogin(bank, base, "taro", "demo-pass-1");
+    await app.page.waitForSelector("#challenge:not(.hidden)", { timeout: 30000 });
+    await app.page.click(`#choices button:text-is("${(await bank.textContent("#number")).trim()}")`);
+    await app.page.click("#approve");
+    await bank.waitForSelector("#dashboard:not(.hidden)", { timeout: 15000 });
+
+    const phone = { width: 390, height: 844 };
+    const admin = await (await browser.newContext({ viewport: phone })).newPage();
+    const shots = async (name) => {
+      await shot(admin, name + "-phone");
+      await admin.setViewportSize({ width: 1280, height: 900 });
+      await shot(admin, name + "-desktop");
+      await admin.setViewportSize(phone);
+    };
+    // No operator exists: the one-time code form is in view beside sign-in, nothing to expand.
+    await goto(admin, base + "/admin");
+    await admin.waitForSelector("#signin:not(.hidden)");
+    assert.ok(await admin.isVisible("#signin-form") && await admin.isVisible("#boot-form") && await admin.isVisible("#bt-code"));
+    assert.equal(await admin.locator("h1").count(), 1);
+    await shots("10-admin-signin");
+    await admin.fill("#bt-code", code); await admin.fill("#bt-user", "alice"); await admin.fill("#bt-pass", "operator-pass-1");
+    await admin.click("#boot-form button[type=submit]");
+    await admin.waitForSelector("#tabs:not(.hidden)");
+    await admin.click("#tabs button[data-tab=contracts]");
+    await admin.click(`button[data-open="${C1}"]`);
+    await admin.click('tr[data-user="taro"] button');
+    await admin.waitForSelector("#history tr[data-type=challenge_closed]");
+
+    // An active user is offered what the state machine allows, and no more.
+    const offered = async () => admin.$$eval("#user-detail button[data-action]", (bs) => bs.map((b) => b.dataset.action).sort());
+    assert.deepEqual(await offered(), ["delete", "deregister", "stop", "suspend"]);
+    // History in words: the login, its result and outcome; the raw names only inside the closed raw record.
+    const row = async (type) => admin.innerText(`#history tr[data-type=${type}]`);
+    assert.ok((await row("login")).includes("ログイン") && (await row("login")).includes("プッシュ送信"), await row("login"));
+    const closed = await row("challenge_closed");
+    for (const part of ["プッシュ認証の結果", "承認", "ログイン", "端末 " + app.tokenId]) assert.ok(closed.includes(part), part + " in " + closed);
+    assert.ok((await row("registered")).includes("利用開始登録"));
+    const visible = await admin.innerText("#user-detail");
+    assert.doesNotMatch(visible, /challenge_closed|"status"/, visible);
+    await admin.click("#history tr[data-type=challenge_closed] summary");
+    assert.ok((await row("challenge_closed")).includes('"status": "approved"'), "the raw record is one click away");
+    await shots("10-admin-history");
+
+    // The confirmation's cancel button, in Japanese and in English; cancelling changes nothing.
+    for (const [lang, cancel] of [["ja", "キャンセル"], ["en", "Cancel"]]) {
+      await admin.click('button[data-action="suspend"]');
+      await admin.waitForSelector("#confirm[open]");
+      assert.equal((await admin.textContent("#cf-cancel")).trim(), cancel);
+      await shots(`10-admin-confirm-${lang}`);
+      await admin.click("#cf-cancel");
+      await admin.waitForSelector("#confirm", { state: "hidden" });
+      if (lang === "ja") await admin.click("#lang-switch");
+    }
+    assert.ok((await row("challenge_closed")).includes("Push request result") && (await row("challenge_closed")).includes("Approved"));
+    assert.equal(await admin.textContent('[data-field="adm.registration"]'), "Active");
+    await admin.click("#lang-switch");
+
+    // Suspended, the same user is offered resume instead of suspend.
+    await admin.click('button[data-action="suspend"]');
+    await admin.fill("#cf-reason", "customer asked by phone");
+    await admin.click("#cf-ok");
+    await admin.waitForFunction(() => document.querySelector('[data-field="adm.registration"]').textContent.includes("一時停止"));
+    assert.deepEqual(await offered(), ["delete", "deregister", "resume", "stop"]);
+    const suspended = await row("user_suspended");
+    for (const part of ["一時停止", "オペレーター alice", "customer asked by phone", "利用中 → 一時停止中"]) assert.ok(suspended.includes(part), part + " in " + suspended);
+
+    // The audit tab: the same words, filtered by a translated type.
+    await admin.click("#tabs button[data-tab=audit]");
+    await admin.selectOption("#af-type", "user_suspended");
+    await admin.click("#audit-form button[type=submit]");
+    await admin.waitForFunction(() => document.querySelectorAll("#audit-table tbody tr").length === 1);
+    assert.ok((await admin.innerText("#audit-table tbody")).includes("利用中 → 一時停止中"));
+    await admin.selectOption("#af-type", "");
+    await admin.click("#audit-form button[type=submit]");
+    await admin.waitForFunction(() => document.querySelectorAll("#audit-table tbody tr").length > 5);
+    assert.doesNotMatch(await admin.innerText("#audit-table"), /challenge_closed|contract_created/);
+    await shots("10-admin-audit");
+
+    // Outage on, then off: the notice that explained it leaves /notices.
+    await admin.click("#tabs button[data-tab=system]");
+    await admin.fill("#nt-title", "ワンプッシュ認証 障害のお知らせ");
+    await admin.fill("#nt-body", "現在、ワンプッシュ認証をご利用いただけません。");
+    await admin.click("#notice-form button[type=submit]");
+    await admin.waitForFunction(() => document.querySelectorAll("#sys-notice option").length === 1);
+    await admin.click("#sys-on");
+    await admin.waitForSelector("#sys-off:visible");
+    assert.ok(!(await admin.isVisible("#sys-on")), "only the switch that applies");
+    const visitor = await (await browser.newContext()).newPage();
+    await goto(visitor, base + "/notices");
+    await visitor.waitForFunction(() => document.getElementById("notices").textContent.includes("障害のお知らせ"));
+    await shots("10-admin-outage-on");
+    await admin.click("#sys-off");
+    await admin.waitForFunction(() => document.getElementById("sys-state").textContent.includes("通常運用"));
+    await admin.waitForFunction(() => document.querySelectorAll("#sys-notice option").length === 0);
+    await shots("10-admin-outage-off");
+    await goto(visitor, base + "/notices");
+    await visitor.waitForFunction(() => document.getElementById("notices").textContent.includes("お知らせはありません"));
+    assert.ok(await visitor.isHidden("#suspended"));
+    await shot(visitor, "10-notices-after-outage");
+  });
+});
+
+test("11. the demo names a too-short password, and says how long to wait past the anti-fatigue limit", async () => {
+  await withWorld("", async ({ base }, browser) => {
+    const app = await provisionedApp(browser, base);
+    await register(browser, base, app, C1, "taro", "demo-pass-1");
+    const bank = await (await browser.newContext({ viewport: { width: 390, height: 844 } })).newPage();
+    await demoLogin(bank, base, "taro", "short");
+    await bank.waitForFunction(() => document.getElementById("message").textContent.includes("8文字以上"));
+    // Five requests in the window, each superseding the last; the sixth is refused with the wait.
+    for (let i = 0; i < 5; i++) {
+      await demoLogin(bank, base, "taro", "demo-pass-1");
+      await bank.waitForSelector("#waiting:not(.hidden)");
+    }
+    await demoLogin(bank, base, "taro", "demo-pass-1");
+    await bank.waitForFunction(() => /[0-9]+分[0-9]+秒後/.test(document.getElementById("message").textContent));
+    assert.match(await bank.textContent("#message"), /(9分5[0-9]|10分0)秒後/);
+    await shot(bank, "11-demo-retry-after");
+    await bank.click("#lang-switch");
+    assert.match(await bank.textContent("#message"), /Try again in (9 min 5[0-9]|10 min 0) s/);
   });
 });

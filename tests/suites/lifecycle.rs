@@ -293,6 +293,41 @@ fn system_suspension_needs_a_notice_and_allows_without_push() {
 }
 
 #[test]
+fn turning_push_back_on_ends_the_notice_that_explained_the_suspension() {
+    let w = World::new("");
+    let put = |body: Value| request("PUT", &w.s.url("/api/v1/admin/system"), &w.admin(), json_body(&body));
+    let mk = |title: &str| {
+        let n = w.s.post("/api/v1/admin/notices", &w.admin(), &json!({"kind": "outage", "title": title, "body": "b", "lang": "ja"}));
+        assert_eq!(n.status, 201, "{}", n.text);
+        n.json["id"].as_str().unwrap().to_string()
+    };
+    let public = || -> Vec<String> {
+        let list = w.s.get("/api/v1/notices", &[]).json;
+        list["notices"].as_array().unwrap().iter().map(|n| n["title"].as_str().unwrap().to_string()).collect()
+    };
+    let outage = mk("outage");
+    mk("unrelated");
+    assert_eq!(put(json!({"push_suspended": true, "notice_id": outage})).status, 200);
+    assert_eq!(public().len(), 2);
+    let r = put(json!({"push_suspended": false}));
+    assert_eq!((r.status, &r.json["push_suspended"]), (200, &json!(false)), "{}", r.text);
+    // The linked notice has ended; any other stays public.
+    assert_eq!(public(), ["unrelated"]);
+    let all = w.s.get("/api/v1/admin/notices", &w.admin()).json;
+    let ended = all["notices"].as_array().unwrap().iter().find(|n| n["id"] == outage.as_str()).unwrap().clone();
+    assert!(ended["ends_at"].is_string(), "{ended}");
+    // The same write's audit entry says so.
+    let changes = w.s.get("/api/v1/admin/audit?type=system_changed", &w.admin()).json;
+    let last = changes["events"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!(last["detail"]["after"]["push_suspended"], false);
+    assert_eq!(last["detail"]["notice_ended"], json!({"id": outage, "ends_at": ended["ends_at"]}));
+    // Turning it off again ends nothing more.
+    put(json!({"push_suspended": false}));
+    let changes = w.s.get("/api/v1/admin/audit?type=system_changed", &w.admin()).json;
+    assert_eq!(changes["events"].as_array().unwrap().last().unwrap()["detail"]["notice_ended"], Value::Null);
+}
+
+#[test]
 fn notices_by_time_window_and_language() {
     let w = World::new("");
     let mk = |title: &str, lang: &str, starts: &str, ends: Option<&str>| {
@@ -323,12 +358,20 @@ fn notices_by_time_window_and_language() {
     // Times with an offset are the instant they name: 09:00 in Japan is 00:00Z,
     // with or without a fraction, in bodies and in query strings.
     for starts in ["2031-12-01T09:00:00.000+09:00", "2031-12-01T09:00:00+09:00"] {
-        let r = w.s.post("/api/v1/admin/notices", &w.admin(), &json!({"kind": "maintenance", "title": "jst", "body": "b", "starts_at": starts}));
+        let r = w.s.post(
+            "/api/v1/admin/notices",
+            &w.admin(),
+            &json!({"kind": "maintenance", "title": "jst", "body": "b", "starts_at": starts}),
+        );
         assert_eq!(r.status, 201, "{}", r.text);
         assert_eq!(r.json["starts_at"], "2031-12-01T00:00:00Z", "{starts}: {}", r.text);
     }
     assert_eq!(titles("?from=2031-12-01T09:30:00%2B09:00"), ["jst", "jst", "current"], "newest first");
-    let r = w.s.post("/api/v1/admin/notices", &w.admin(), &json!({"kind": "maintenance", "title": "t", "body": "b", "starts_at": "2031-12-01T09:00:00"}));
+    let r = w.s.post(
+        "/api/v1/admin/notices",
+        &w.admin(),
+        &json!({"kind": "maintenance", "title": "t", "body": "b", "starts_at": "2031-12-01T09:00:00"}),
+    );
     assert!(r.status == 400 && r.json["error"]["message"].as_str().unwrap().starts_with("starts_at"), "{}", r.text);
 }
 
