@@ -341,6 +341,8 @@ async function renderHistory() {
     h.via === "notification" ? el("span", { class: "hint", text: " " + I18N.t("app.via_notification") }) : null)));
 }
 
+let langSync = Promise.resolve();  // the last language change on its way to the server
+
 async function syncLang() {
   const lang = I18N.lang();
   if ((await dbGet("lang")) === lang) return;
@@ -370,7 +372,7 @@ document.addEventListener("i18n", () => {
   if ($("device-name").dataset.empty === "1") $("device-name").textContent = I18N.t("app.no_name");
   renderChallenge();
   tick();
-  if (device) { renderHistory(); syncLang(); }
+  if (device) { renderHistory(); langSync = syncLang(); }
 });
 
 document.addEventListener("DOMContentLoaded", async () => {

@@ -351,8 +351,9 @@ test("8. /app installs, subscribes after the permission step, and its service wo
 
       // English: the app's language follows to the server's lines and to the notifications.
       await page.click("#lang-switch");
-      await page.waitForFunction(async () => (await dbGet("lang")) === "en");
-      await page.waitForTimeout(300);
+      // The app tells onepush (PUT /api/v1/device/settings) before the next login.
+      await page.evaluate(() => langSync);
+      assert.equal(await page.evaluate(() => dbGet("lang")), "en");
       const second = await login();
       await push(second.challenge_id, "login", second.expires_at);
       const en = await waitShown("challenge-" + second.challenge_id);
