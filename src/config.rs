@@ -244,17 +244,42 @@ pub fn check_text(text: &str) -> Vec<String> {
         }
     };
     let mut found = Vec::new();
-    for (key, value) in &table {
-        let mut alone = toml::Table::new();
-        alone.insert(key.clone(), value.clone());
+    let mut check = |path: Vec<&str>, alone: toml::Table| {
+        let key = path.join(".");
         let checked = RawConfig::deserialize(alone).map_err(|e| {
             // serde lists every known key after an unknown one: too long for a line.
             let m = e.message().trim();
             ConfigError(format!("{key}: {}", m.split(", expected one of").next().unwrap_or(m)))
         });
         if let Err(e) = checked.and_then(|raw| Config::build(raw, &Overrides::default())) {
-            found.push((key_line(text, key), e.0));
+            found.push((locate(text, &path), e.0));
         }
+    };
+    for (key, value) in &table {
+        // An edition's keys are checked one by one too, each at its own line.
+        if let (Some(editions), "editions") = (value.as_table(), key.as_str()) {
+            for (name, edition) in editions {
+                let entries: Vec<(String, toml::Value)> = match edition.as_table() {
+                    Some(t) if !t.is_empty() => t.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+                    _ => vec![],
+                };
+                if entries.is_empty() {
+                    let mut alone = toml::Table::new();
+                    alone.insert(key.clone(), toml::Value::Table([(name.clone(), edition.clone())].into_iter().collect()));
+                    check(vec![key, name], alone);
+                }
+                for (k, v) in entries {
+                    let one: toml::Table = [(k.clone(), v)].into_iter().collect();
+                    let mut alone = toml::Table::new();
+                    alone.insert(key.clone(), toml::Value::Table([(name.clone(), toml::Value::Table(one))].into_iter().collect()));
+                    check(vec![key, name, &k], alone);
+                }
+            }
+            continue;
+        }
+        let mut alone = toml::Table::new();
+        alone.insert(key.clone(), value.clone());
+        check(vec![key], alone);
     }
     found.sort_by_key(|(line, _)| *line);
     let mut errors: Vec<String> = found.into_iter().map(|(line, e)| line.map(|n| format!("line {n}: {e}")).unwrap_or(e)).collect();
@@ -270,24 +295,30 @@ fn line_of(text: &str, byte: usize) -> usize {
     text[..byte.min(text.len())].matches('\n').count() + 1
 }
 
-/// The line where a top-level key is set (`key = …` or a `[key]` table).
-fn key_line(text: &str, key: &str) -> Option<usize> {
-    let mut in_table = false;
+/// The line where the key `path` is set: `a.b = …` at the top, `b = …`
+/// under `[a]`, a `[a.b]` table; else the first line under it.
+fn locate(text: &str, path: &[&str]) -> Option<usize> {
+    let dotted = |s: &str| -> Vec<String> { s.split('.').map(|p| p.trim().trim_matches('"').trim_matches('\'').to_string()).collect() };
+    let mut table: Vec<String> = Vec::new();
+    let mut under = None;
     for (i, raw) in text.lines().enumerate() {
         let l = raw.trim();
-        if l.starts_with('[') {
-            let name = l.trim_start_matches('[').trim_end_matches(']').trim();
-            if name == key || name.starts_with(&format!("{key}.")) {
-                return Some(i + 1);
-            }
-            in_table = true;
+        let full = if let Some(header) = l.strip_prefix('[') {
+            table = dotted(header.trim_start_matches('[').split(']').next().unwrap_or(""));
+            table.clone()
+        } else if let Some((k, _)) = l.split_once('=').filter(|_| !l.starts_with('#')) {
+            table.iter().cloned().chain(dotted(k)).collect()
+        } else {
             continue;
-        }
-        if !in_table && l.split_once('=').is_some_and(|(k, _)| k.trim().trim_matches('"') == key) {
+        };
+        if full.len() == path.len() && full.iter().zip(path).all(|(a, b)| a == b) {
             return Some(i + 1);
         }
+        if under.is_none() && full.len() > path.len() && full.iter().zip(path).all(|(a, b)| a == b) {
+            under = Some(i + 1);
+        }
     }
-    None
+    under
 }
 
 impl Config {
@@ -456,8 +487,15 @@ mod tests {
         assert!(errors[0].starts_with("line 3: challenge_ttl:"), "{errors:#?}");
         assert_eq!(errors[1], "line 4: colour: unknown field `colour`");
         assert!(errors[2].starts_with("line 6: trusted_proxies:"), "{errors:#?}");
-        assert_eq!(errors[3], "line 8: editions: unknown field `push_for`");
+        assert_eq!(errors[3], "line 9: editions.jweb.push_for: unknown field `push_for`");
         assert!(check_text("listen = \"127.0.0.1:9\"\n").is_empty());
+        // Dotted and quoted keys, a second edition, a comment after a header.
+        let text = "'listen' = \"x\"\neditions.fx.push_on_login = \"yes\"\n[editions.jweb] # ours\npush_on_login = true\n[editions.fx2]\ncolour = 1\n";
+        let errors = check_text(text);
+        assert_eq!(errors.len(), 3, "{errors:#?}");
+        assert!(errors[0].starts_with("line 1: listen:"), "{errors:#?}");
+        assert!(errors[1].starts_with("line 2: editions.fx.push_on_login:"), "{errors:#?}");
+        assert!(errors[2].starts_with("line 6: editions.fx2.colour:"), "{errors:#?}");
         let syntax = check_text("a = 1\nlisten = \n");
         assert!(syntax.len() == 1 && syntax[0].starts_with("line 2: "), "{syntax:?}");
     }

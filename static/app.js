@@ -365,6 +365,17 @@ function start() {
   pollLoop();
 }
 
+/** Set up again: the old token is gone, so is its push subscription. */
+async function reset() {
+  if (device) await signed("DELETE", "/api/v1/device/push");  // answered 403 once revoked: nothing to end then
+  const sub = registration ? await registration.pushManager.getSubscription() : null;
+  if (sub) await sub.unsubscribe();
+  await dbPut("state", null);
+  await dbPut("history", null);
+  device = null;
+  show(["setup"]);
+}
+
 document.addEventListener("i18n", () => {
   const k = $("state").dataset.key;
   if (k) $("state").textContent = I18N.t(k);
@@ -381,7 +392,7 @@ document.addEventListener("DOMContentLoaded", async () => {
   $("reject").addEventListener("click", () => answer("reject", false));
   $("fraud").addEventListener("click", () => answer("reject", true));
   $("enable-push").addEventListener("click", enablePush);
-  $("reset").addEventListener("click", async () => { await dbPut("state", null); await dbPut("history", null); device = null; show(["setup"]); });
+  $("reset").addEventListener("click", reset);
   setInterval(tick, 1000);
   device = await dbGet("state");
   if (device) start(); else show(["setup"]);

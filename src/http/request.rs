@@ -111,8 +111,8 @@ pub fn wait_param(req: &Request, max_wait_ms: u64) -> Result<u64> {
     }
 }
 
-/// The peer, or the first address of `X-Forwarded-For` when the peer is a
-/// trusted proxy.
+/// The peer, or, when the peer is a trusted proxy, the last address of
+/// `X-Forwarded-For` (the one the proxy appended).
 pub fn client_ip(req: &Request, trusted: &[IpAddr]) -> IpAddr {
     let peer = req.remote_addr().map(|a| a.ip()).unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
     if trusted.contains(&peer) {
