@@ -137,7 +137,8 @@ fn main() {
     )
     .unwrap();
     assert!(cli(&bin, &config, &["operator", "add", "ops", "--password-stdin"], "crash-operator-1").0);
-    let rp_key = cli(&bin, &config, &["rp-key", "add", "crash"], "").1.trim().to_string();
+    // The key is stdout's one line; stderr (after it) says which config was used.
+    let rp_key = cli(&bin, &config, &["rp-key", "add", "crash"], "").1.lines().next().unwrap_or("").trim().to_string();
 
     let (mut child, base) = start(&bin, &config);
     let admin = session(&base);
