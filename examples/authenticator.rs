@@ -4,6 +4,20 @@
 //!   authenticator --state phone.json otp          # token ID and the two codes to register with
 //!   authenticator --state phone.json watch        # show challenges, answer from the keyboard
 //!   authenticator --state phone.json watch --auto approve
+//!   authenticator --state phone.json push --unifiedpush https://ntfy.bank.example/up/abc
+//!   authenticator --state phone.json push         # the current push subscription
+//!   authenticator --state phone.json push --delete
+//!
+//! Push (API.md, "Push to the phone"): `--unifiedpush URL` registers a
+//! UnifiedPush endpoint with the signed `PUT /api/v1/device/push`
+//! `{"kind": "unifiedpush", "endpoint": URL}` and prints the server's answer
+//! (200 `{"kind", "endpoint"}`, or the error: the URL must be `https://`,
+//! without a user or password, on a host `push_allowed_hosts` allows). Given
+//! to `provision`, it is sent right after provisioning, once the state file
+//! is saved; `provision --push-endpoint URL` instead puts the endpoint in the
+//! provisioning request itself (`push_endpoint`). This program does not
+//! receive pushes: `watch` still long-polls, and onepush POSTs
+//! `{"challenge_id"}` to the endpoint when a challenge is created.
 //!
 //! The state file holds the Ed25519 key and the OTP secret; it is created
 //! with mode 0600. Long-polls send `Connection: close`, so a waiting phone
@@ -32,9 +46,14 @@ struct State {
 
 fn usage() -> ExitCode {
     eprintln!(
-        "usage: authenticator [--server URL] --state FILE provision [--label L] [--push-endpoint URL]\n       \
+        "usage: authenticator [--server URL] --state FILE provision [--label L] [--push-endpoint URL] [--unifiedpush URL]\n       \
          authenticator --state FILE otp\n       \
-         authenticator --state FILE watch [--auto approve|reject] [--once]"
+         authenticator --state FILE watch [--auto approve|reject] [--once]\n       \
+         authenticator --state FILE push [--unifiedpush URL | --delete]\n\
+         --push-endpoint URL  UnifiedPush endpoint sent in the provisioning request (push_endpoint)\n\
+         --unifiedpush URL    UnifiedPush endpoint registered with PUT /api/v1/device/push (after provisioning,\n                     \
+         or for a provisioned phone with `push`); the server's answer is printed\n\
+         push                 without a flag shows the current subscription; --delete removes it"
     );
     ExitCode::from(2)
 }
@@ -86,10 +105,21 @@ fn main() -> ExitCode {
     let Some(state_path) = take("--state").map(PathBuf::from) else { return usage() };
     let label = take("--label");
     let push_endpoint = take("--push-endpoint");
+    let unifiedpush = take("--unifiedpush");
     let auto = take("--auto");
     let once = args.iter().any(|a| a == "--once");
+    let delete = args.iter().any(|a| a == "--delete");
     let result = match args.first().map(String::as_str) {
-        Some("provision") => provision(&server, &state_path, label.as_deref(), push_endpoint.as_deref()),
+        Some("provision") => {
+            provision(&server, &state_path, label.as_deref(), push_endpoint.as_deref()).and_then(|()| match &unifiedpush {
+                Some(url) => load(&state_path)
+                    .and_then(|s| push(&s, Some(url), false))
+                    .map_err(|e| format!("{e}\nthe phone is provisioned; register an endpoint later with: push --unifiedpush URL")),
+                None => Ok(()),
+            })
+        }
+        Some("push") if delete && unifiedpush.is_some() => return usage(),
+        Some("push") => load(&state_path).and_then(|s| push(&s, unifiedpush.as_deref(), delete)),
         Some("otp") => load(&state_path).and_then(|s| {
             let (a, b, left) = codes(&s)?;
             println!("token ID: {}", s.token_id);
@@ -130,6 +160,30 @@ fn provision(server: &str, path: &PathBuf, label: Option<&str>, push: Option<&st
     println!("OTP 1: {a}   OTP 2 (the next code): {b}   ({left} s left)");
     println!("register at {server}/register with the token ID and the two codes");
     Ok(())
+}
+
+/// The phone's push subscription: registers a UnifiedPush endpoint
+/// (`Some(url)`), removes the subscription (`delete`) or shows it; prints
+/// the server's answer either way.
+fn push(s: &State, unifiedpush: Option<&str>, delete: bool) -> Result<(), String> {
+    let (method, body) = match (unifiedpush, delete) {
+        (Some(url), _) => ("PUT", Some(json!({"kind": "unifiedpush", "endpoint": url}))),
+        (None, true) => ("DELETE", None),
+        (None, false) => ("GET", None),
+    };
+    let r = device_call(&agent(), &s.server, &s.key, &s.token_id, method, "/api/v1/device/push", body.as_ref())?;
+    println!("{method} /api/v1/device/push: {} {}", r.status, r.json);
+    match r.status {
+        200 => {
+            match r.json["kind"].as_str() {
+                Some(kind) => println!("push subscription: {kind} {}", r.json["endpoint"].as_str().unwrap_or("?")),
+                None => println!("push subscription: none"),
+            }
+            Ok(())
+        }
+        403 => Err("this token has been revoked; provision the phone again".into()),
+        status => Err(format!("{method} /api/v1/device/push refused ({status}): {}", r.json["error"]["message"])),
+    }
 }
 
 fn watch(s: &State, auto: Option<&str>, once: bool) -> Result<(), String> {

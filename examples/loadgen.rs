@@ -1,17 +1,31 @@
 //! Benchmark: complete push round trips against a real `onepush serve`.
 //!
 //! It starts the release binary on a temp data directory, creates users and
-//! registers one simulated phone per user, parks the idle phones on the
-//! device long-poll (`Connection: close`), and drives round trips
+//! registers one simulated phone per user, and drives round trips
 //!   RP login → phone gets the challenge → signed approve → RP sees approved
-//! at each concurrency level. It prints round trips/s, p50/p99 round-trip
-//! latency, p99 wake latency (decision committed → parked RP waiter
-//! answered, from the server's histogram), server RSS and threads. Then it
-//! compares logins/s at the default Argon2 cost with Argon2 alone.
+//! at each concurrency level. How a phone gets the challenge (`--push`):
+//! - `parked` (the default): the idle phones are parked on the device
+//!   long-poll (`Connection: close`), which the server answers at once.
+//! - `webpush`: every phone has a Web Push subscription
+//!   (`PUT /api/v1/device/push`) to an HTTPS push receiver that loadgen runs
+//!   on 127.0.0.1 with its own test CA (given to the server as `push_ca_file`,
+//!   with `push_allowed_hosts = ["127.0.0.1"]`). The receiver answers 201,
+//!   decrypts the message (RFC 8291 aes128gcm) and hands the `challenge_id`
+//!   to the phone, which fetches its challenges with a signed GET (no wait)
+//!   and answers. It also prints the push latency: from the RP's login
+//!   request being sent until the receiver has read the push.
 //!
-//!   cargo build --release && cargo run --release --example loadgen -- --phones 10000
+//! It prints round trips/s, p50/p99 round-trip latency, p99 wake latency
+//! (decision committed → parked RP waiter answered, from the server's
+//! histogram), server RSS and threads. Then it compares logins/s at the
+//! default Argon2 cost with Argon2 alone.
 //!
-//! Every loop is bounded in count and time; traffic goes to 127.0.0.1 only.
+//!   cargo build --release --examples
+//!   target/release/examples/loadgen --phones 10000 --levels 1,8,32 --secs 8 --no-argon2
+//!   target/release/examples/loadgen --phones 10000 --levels 1,8,32 --secs 8 --no-argon2 --push webpush
+//!
+//! `--help` lists every flag. Every loop is bounded in count and time;
+//! traffic goes to 127.0.0.1 only.
 
 #[path = "common/mod.rs"]
 mod common;
@@ -21,14 +35,52 @@ use std::net::TcpStream;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{mpsc, Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use common::{agent, call, cli, device_call, raise_fd_limit, start};
 use onepush::client::{now_secs, registration_otps, DeviceKey};
+use onepush::domain::sig::b64;
 use serde_json::{json, Value};
 
 const PASSWORD: &str = "bench-pass-1";
+
+const USAGE: &str = "\
+usage: loadgen [--phones N] [--levels 1,8,32] [--secs N] [--bin PATH] [--no-argon2] [--push parked|webpush]
+  --phones N       simulated phones, one user each (default 1000; at least the largest level, at most 12000)
+  --levels LIST    RP concurrency levels, comma-separated (default 1,8,32)
+  --secs N         seconds per level (default 10; 1 to 120)
+  --bin PATH       the onepush binary to start (default target/release/onepush)
+  --no-argon2      skip the comparison of logins/s at the default Argon2 cost with Argon2 alone
+  --workers N      threads that act for the phones once a challenge reaches them (decrypt, fetch, sign,
+                   answer); default 8 with --push parked, the largest level (at least 8) with webpush
+  --push MODE      how a phone learns of its challenge:
+                     parked   (default) every phone waits on GET /api/v1/device/challenges?wait=N
+                     webpush  every phone subscribes (PUT /api/v1/device/push, kind webpush) to an HTTPS
+                              push receiver loadgen runs on 127.0.0.1 (its own test CA, passed to the
+                              server as push_ca_file; push_allowed_hosts = [\"127.0.0.1\"]); on a push the
+                              phone fetches its challenges (signed GET, no wait) and answers. Adds the push
+                              latency p50/p99: RP login request sent -> receiver has read the push.
+  -h, --help       this text
+environment: LOADGEN_SERVER_LOG=LEVEL (the server's log, in the temp dir), LOADGEN_KEEP=1 (keep the temp dir)";
+
+/// How the simulated phones learn of a challenge (`--push`).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Mode {
+    /// Parked on the device long-poll.
+    Parked,
+    /// Woken by a Web Push message to loadgen's own receiver.
+    Webpush,
+}
+
+impl Mode {
+    fn name(self) -> &'static str {
+        match self {
+            Mode::Parked => "parked",
+            Mode::Webpush => "webpush",
+        }
+    }
+}
 
 struct Args {
     phones: usize,
@@ -36,24 +88,65 @@ struct Args {
     secs: u64,
     bin: PathBuf,
     argon2: bool,
+    mode: Mode,
+    /// Phone worker threads; 0 for the mode's default.
+    workers: usize,
+}
+
+fn usage_error(why: &str) -> ! {
+    eprintln!("loadgen: {why}\n{USAGE}");
+    std::process::exit(2)
 }
 
 fn parse_args() -> Args {
-    let mut a = Args { phones: 1000, levels: vec![1, 8, 32], secs: 10, bin: PathBuf::from("target/release/onepush"), argon2: true };
+    let mut a = Args {
+        phones: 1000,
+        levels: vec![1, 8, 32],
+        secs: 10,
+        bin: PathBuf::from("target/release/onepush"),
+        argon2: true,
+        mode: Mode::Parked,
+        workers: 0,
+    };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
-        let mut val = || it.next().unwrap_or_else(|| panic!("{flag} needs a value"));
+        let mut val = || it.next().unwrap_or_else(|| usage_error(&format!("{flag} needs a value")));
         match flag.as_str() {
-            "--phones" => a.phones = val().parse().expect("--phones N"),
-            "--levels" => a.levels = val().split(',').map(|s| s.parse().expect("--levels 1,8,32")).collect(),
-            "--secs" => a.secs = val().parse().expect("--secs N"),
+            "--phones" => a.phones = val().parse().unwrap_or_else(|_| usage_error("--phones N")),
+            "--levels" => {
+                a.levels =
+                    val().split(',').map(|s| s.parse().ok().filter(|&c| c > 0).unwrap_or_else(|| usage_error("--levels 1,8,32"))).collect()
+            }
+            "--secs" => a.secs = val().parse().unwrap_or_else(|_| usage_error("--secs N")),
             "--bin" => a.bin = PathBuf::from(val()),
             "--no-argon2" => a.argon2 = false,
-            other => panic!("unknown flag {other}; flags: --phones N --levels 1,8,32 --secs N --bin PATH --no-argon2"),
+            "--workers" => {
+                a.workers = val().parse().ok().filter(|&w| (1..=256).contains(&w)).unwrap_or_else(|| usage_error("--workers 1..256"))
+            }
+            "--push" => {
+                a.mode = match val().as_str() {
+                    "parked" => Mode::Parked,
+                    "webpush" => Mode::Webpush,
+                    other => usage_error(&format!("--push takes parked or webpush, not {other:?}")),
+                }
+            }
+            "-h" | "--help" => {
+                println!("{USAGE}");
+                std::process::exit(0)
+            }
+            other => usage_error(&format!("unknown flag {other}")),
         }
     }
     a.secs = a.secs.clamp(1, 120);
     a.phones = a.phones.clamp(*a.levels.iter().max().unwrap_or(&1), 12_000);
+    if a.workers == 0 {
+        // Parked: as it always was. Web Push: real phones act in parallel, so
+        // no RP thread should wait for another's phone to get a turn.
+        a.workers = match a.mode {
+            Mode::Parked => 8,
+            Mode::Webpush => a.levels.iter().copied().max().unwrap_or(8).max(8),
+        };
+    }
     a
 }
 
@@ -133,8 +226,10 @@ struct PhoneId {
     user_id: String,
 }
 
-/// Creates `n` users and registers a phone for each, on `threads` threads.
-fn setup(base: &str, cookie: &str, n: usize) -> Vec<PhoneId> {
+/// Creates `n` users and registers a phone for each, on 4 threads; with
+/// `push`, each phone also subscribes to loadgen's push receiver. The phones
+/// come back in user order: `phones[i]` is user `u{i}`.
+fn setup(base: &str, cookie: &str, n: usize, push: Option<&Pushes>) -> Vec<PhoneId> {
     let a = agent();
     let admin = vec![("Cookie", cookie.to_string())];
     let r = call(
@@ -185,12 +280,19 @@ fn setup(base: &str, cookie: &str, n: usize) -> Vec<PhoneId> {
                     )
                     .unwrap();
                     assert_eq!(r.status, 201, "{}", r.json);
-                    out.lock().unwrap().push(PhoneId { key, token_id, user_id: uid });
+                    if let Some(push) = push {
+                        let body = push.subscription(i);
+                        let r = device_call(&a, base, &key, &token_id, "PUT", "/api/v1/device/push", Some(&body)).unwrap();
+                        assert_eq!((r.status, r.json["kind"].as_str()), (200, Some("webpush")), "{}", r.json);
+                    }
+                    out.lock().unwrap().push((i, PhoneId { key, token_id, user_id: uid }));
                 }
             });
         }
     });
-    out.into_inner().unwrap()
+    let mut out = out.into_inner().unwrap();
+    out.sort_unstable_by_key(|(i, _)| *i);
+    out.into_iter().map(|(_, p)| p).collect()
 }
 
 /// The simulated phones: every phone stays parked on the device long-poll
@@ -217,6 +319,21 @@ fn park(addr: &str, p: &PhoneId, i: usize) -> Option<TcpStream> {
     s.write_all(req.as_bytes()).ok()?;
     s.set_nonblocking(true).ok()?;
     Some(s)
+}
+
+/// Approves each of `challenges` as phone `p`, signed over its lines.
+fn answer_all(a: &ureq::Agent, base: &str, p: &PhoneId, challenges: Vec<Value>, answered: &AtomicU64) {
+    for ch in challenges {
+        let id = ch["challenge_id"].as_str().unwrap_or("");
+        let display: Vec<(String, String)> = serde_json::from_value(ch["display"].clone()).unwrap_or_default();
+        let body = p.key.answer_body(id, &p.token_id, "approve", None, &display, false);
+        let path = format!("/api/v1/device/challenges/{id}/response");
+        if let Ok(r) = device_call(a, base, &p.key, &p.token_id, "POST", &path, Some(&body)) {
+            if r.status == 200 {
+                answered.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
 }
 
 fn start_fleet(base: &str, phones: Arc<Vec<PhoneId>>, workers: usize) -> Fleet {
@@ -248,17 +365,7 @@ fn start_fleet(base: &str, phones: Arc<Vec<PhoneId>>, workers: usize) -> Fleet {
                 let job = work_rx.lock().unwrap().recv_timeout(Duration::from_millis(100));
                 let Ok((i, challenges)) = job else { continue };
                 let p = &phones[i];
-                for ch in challenges {
-                    let id = ch["challenge_id"].as_str().unwrap_or("");
-                    let display: Vec<(String, String)> = serde_json::from_value(ch["display"].clone()).unwrap_or_default();
-                    let body = p.key.answer_body(id, &p.token_id, "approve", None, &display, false);
-                    let path = format!("/api/v1/device/challenges/{id}/response");
-                    if let Ok(r) = device_call(&a, &base, &p.key, &p.token_id, "POST", &path, Some(&body)) {
-                        if r.status == 200 {
-                            answered.fetch_add(1, Ordering::Relaxed);
-                        }
-                    }
-                }
+                answer_all(&a, &base, p, challenges, &answered);
                 let _ = rearm_tx.send((i, park(&addr, p, i)));
                 let _ = (&*wake_w).write_all(b"x");
             }
@@ -340,6 +447,257 @@ fn start_fleet(base: &str, phones: Arc<Vec<PhoneId>>, workers: usize) -> Fleet {
     Fleet { answered, repolls, stop, threads }
 }
 
+/// A phone's Web Push subscription keys: the receiving side of RFC 8291.
+struct PushKeys {
+    components: ece::EcKeyComponents,
+    auth: [u8; 16],
+}
+
+/// Loadgen's Web Push receiver (`--push webpush`) and what it shares with
+/// the setup and the RP threads.
+struct Pushes {
+    /// `https://127.0.0.1:PORT`; phone `i` subscribes with `{base}/push/{i}`.
+    base: String,
+    addr: std::net::SocketAddr,
+    epoch: Instant,
+    /// Per phone (user number): when the RP sent its latest login request,
+    /// in ns since `epoch`, plus 1; 0 before any.
+    sent_at: Vec<AtomicU64>,
+    /// Per phone: its subscription's private key and auth secret, set by `subscription`.
+    keys: Vec<OnceLock<PushKeys>>,
+    /// Push latencies (ms) measured since they were last taken.
+    latencies: Mutex<Vec<f64>>,
+    /// Push messages read, whatever they held.
+    received: AtomicU64,
+    /// Messages for no known phone, or that did not decrypt to a `challenge_id`.
+    undecryptable: AtomicU64,
+    /// TLS connections the server opened to the receiver.
+    connections: AtomicU64,
+    stop: AtomicBool,
+}
+
+impl Pushes {
+    /// Phone `i`'s `PUT /api/v1/device/push` body, with a key pair of its
+    /// own. Each phone gets its own P-256 key pair and auth secret, as real
+    /// ones do: with ece's OpenSSL backend a pair takes tens of microseconds,
+    /// well under a second for 12,000 phones on the setup threads, so there
+    /// is no need to share one (the server would not mind if they did).
+    fn subscription(&self, i: usize) -> Value {
+        let (pair, auth) = ece::generate_keypair_and_auth_secret().expect("a P-256 key pair");
+        let p256dh = b64(&pair.pub_as_raw().expect("the public key"));
+        let _ = self.keys[i].set(PushKeys { components: pair.raw_components().expect("the key pair"), auth });
+        json!({"kind": "webpush", "endpoint": format!("{}/push/{i}", self.base), "p256dh": p256dh, "auth": b64(&auth)})
+    }
+
+    /// Called by the RP thread just before it sends phone `i`'s login.
+    fn mark_sent(&self, i: usize) {
+        self.sent_at[i].store(self.epoch.elapsed().as_nanos() as u64 + 1, Ordering::Relaxed);
+    }
+
+    fn take_latencies(&self) -> Vec<f64> {
+        let mut l = std::mem::take(&mut *self.latencies.lock().unwrap());
+        l.sort_by(|a, b| a.total_cmp(b));
+        l
+    }
+
+    /// Stops accepting (the connection threads end when the server goes).
+    fn shutdown(&self) {
+        self.stop.store(true, Ordering::Relaxed);
+        let _ = TcpStream::connect_timeout(&self.addr, Duration::from_secs(1));
+    }
+}
+
+/// A push as read by the receiver: the phone it is for and its encrypted body.
+type Handoff = (usize, Vec<u8>);
+
+/// Starts the HTTPS push receiver on 127.0.0.1 with its own test CA (written
+/// to `dir/push-ca.pem`). Each message read is timed, answered 201 and
+/// handed (phone, encrypted body) to the phones, which decrypt it. One
+/// thread per connection, keep-alive: the server's sender threads keep their
+/// connections open, and the receiver does no crypto but TLS.
+/// Returns the receiver and the config lines that let the server push to it.
+fn start_receiver(dir: &Path, n: usize, handoff: mpsc::Sender<Handoff>) -> (Arc<Pushes>, String) {
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca = rcgen::CertifiedIssuer::self_signed(ca_params, ca_key).unwrap();
+    let leaf_key = rcgen::KeyPair::generate().unwrap();
+    let leaf = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()]).unwrap().signed_by(&leaf_key, &ca).unwrap();
+    std::fs::create_dir_all(dir).unwrap();
+    let ca_file = dir.join("push-ca.pem");
+    std::fs::write(&ca_file, ca.pem()).unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let tls = Arc::new(
+        rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(vec![leaf.der().clone()], rustls::pki_types::PrivateKeyDer::Pkcs8(leaf_key.serialize_der().into()))
+            .unwrap(),
+    );
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("push receiver socket");
+    let addr = l.local_addr().unwrap();
+    let pushes = Arc::new(Pushes {
+        base: format!("https://{addr}"),
+        addr,
+        epoch: Instant::now(),
+        sent_at: (0..n).map(|_| AtomicU64::new(0)).collect(),
+        keys: (0..n).map(|_| OnceLock::new()).collect(),
+        latencies: Mutex::new(Vec::new()),
+        received: AtomicU64::new(0),
+        undecryptable: AtomicU64::new(0),
+        connections: AtomicU64::new(0),
+        stop: AtomicBool::new(false),
+    });
+    let p = pushes.clone();
+    std::thread::spawn(move || {
+        for conn in l.incoming() {
+            if p.stop.load(Ordering::Relaxed) {
+                break;
+            }
+            let Ok(c) = conn else { continue };
+            p.connections.fetch_add(1, Ordering::Relaxed);
+            let (tls, p, handoff) = (tls.clone(), p.clone(), handoff.clone());
+            std::thread::spawn(move || serve_pushes(tls, c, &p, &handoff));
+        }
+    });
+    let config = format!(
+        "push_allowed_hosts = [\"127.0.0.1\"]\npush_ca_file = \"{}\"\npush_contact = \"mailto:loadgen@localhost\"\n",
+        ca_file.display()
+    );
+    (pushes, config)
+}
+
+/// One TLS connection from the server's push sender: requests one after
+/// the other (keep-alive), each with a `Content-Length` body.
+fn serve_pushes(tls: Arc<rustls::ServerConfig>, tcp: TcpStream, pushes: &Pushes, handoff: &mpsc::Sender<Handoff>) {
+    let _ = tcp.set_nodelay(true);
+    // Bounded: the server's idle pooled connections close long before this.
+    let _ = tcp.set_read_timeout(Some(Duration::from_secs(120)));
+    let Ok(conn) = rustls::ServerConnection::new(tls) else { return };
+    let mut s = rustls::StreamOwned::new(conn, tcp);
+    let mut buf: Vec<u8> = Vec::with_capacity(16384);
+    let mut chunk = [0u8; 16384];
+    let mut served = 0u64;
+    loop {
+        // (where the body starts, where the request ends), once the head is in.
+        let mut framing: Option<(usize, usize)> = None;
+        loop {
+            if framing.is_none() {
+                if let Some(at) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                    let len = String::from_utf8_lossy(&buf[..at])
+                        .lines()
+                        .find_map(|l| {
+                            l.split_once(':')
+                                .filter(|(k, _)| k.eq_ignore_ascii_case("content-length"))
+                                .map(|(_, v)| v.trim().parse::<usize>())
+                        })
+                        .and_then(Result::ok)
+                        .unwrap_or(0);
+                    framing = Some((at + 4, at + 4 + len));
+                }
+            }
+            if framing.is_some_and(|(_, end)| buf.len() >= end) {
+                break;
+            }
+            if buf.len() > 1 << 20 {
+                return;
+            }
+            match s.read(&mut chunk) {
+                Ok(0) | Err(_) => return,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        }
+        let read_at = pushes.epoch.elapsed().as_nanos() as u64;
+        let Some((body_at, end)) = framing else { return };
+        let head = String::from_utf8_lossy(&buf[..body_at]).into_owned();
+        let body = buf[body_at..end].to_vec();
+        buf.drain(..end);
+        served += 1;
+        let close = head.lines().any(|l| {
+            l.split_once(':').is_some_and(|(k, v)| k.eq_ignore_ascii_case("connection") && v.trim().eq_ignore_ascii_case("close"))
+        });
+        // Answer first, as a push service does: the server's sender is not kept waiting for the phone.
+        let reply = format!(
+            "HTTP/1.1 201 Created\r\nLocation: /message/{served}\r\nContent-Length: 0\r\n{}\r\n",
+            if close { "Connection: close\r\n" } else { "" }
+        );
+        if s.write_all(reply.as_bytes()).and_then(|_| s.flush()).is_err() {
+            return;
+        }
+        pushes.received.fetch_add(1, Ordering::Relaxed);
+        let phone = head.split_whitespace().nth(1).and_then(|p| p.strip_prefix("/push/")).and_then(|i| i.parse::<usize>().ok());
+        match phone.filter(|&i| i < pushes.sent_at.len()) {
+            Some(i) => {
+                let sent = pushes.sent_at[i].load(Ordering::Relaxed);
+                if sent > 0 {
+                    let ms = read_at.saturating_sub(sent - 1) as f64 / 1e6;
+                    pushes.latencies.lock().unwrap().push(ms);
+                }
+                let _ = handoff.send((i, body));
+            }
+            None => {
+                pushes.undecryptable.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        if close {
+            return;
+        }
+    }
+}
+
+/// The `challenge_id` in phone `i`'s Web Push message (RFC 8291 aes128gcm).
+fn decrypt_push(pushes: &Pushes, i: usize, body: &[u8]) -> Option<String> {
+    let keys = pushes.keys.get(i)?.get()?;
+    let plain = ece::decrypt(&keys.components, &keys.auth, body).ok()?;
+    let v: Value = serde_json::from_slice(&plain).ok()?;
+    Some(v["challenge_id"].as_str()?.to_string())
+}
+
+/// The Web Push phones: no connection while idle; `workers` threads take
+/// what the receiver read, decrypt it, fetch the phone's challenges (signed
+/// GET, no wait, keep-alive) and answer them. `repolls` counts the pushes
+/// whose fetch did not find their challenge.
+fn start_push_phones(
+    base: &str,
+    phones: Arc<Vec<PhoneId>>,
+    pushes: Arc<Pushes>,
+    handoff: mpsc::Receiver<Handoff>,
+    workers: usize,
+) -> Fleet {
+    let stop = Arc::new(AtomicBool::new(false));
+    let answered = Arc::new(AtomicU64::new(0));
+    let repolls = Arc::new(AtomicU64::new(0));
+    let handoff = Arc::new(Mutex::new(handoff));
+    let threads = (0..workers)
+        .map(|_| {
+            let (handoff, phones, pushes, stop, answered, repolls, base) =
+                (handoff.clone(), phones.clone(), pushes.clone(), stop.clone(), answered.clone(), repolls.clone(), base.to_string());
+            std::thread::spawn(move || {
+                let a = agent();
+                while !stop.load(Ordering::Relaxed) {
+                    let job = handoff.lock().unwrap().recv_timeout(Duration::from_millis(100));
+                    let Ok((i, body)) = job else { continue };
+                    let Some(challenge_id) = decrypt_push(&pushes, i, &body) else {
+                        pushes.undecryptable.fetch_add(1, Ordering::Relaxed);
+                        continue;
+                    };
+                    let p = &phones[i];
+                    let challenges = match device_call(&a, &base, &p.key, &p.token_id, "GET", "/api/v1/device/challenges", None) {
+                        Ok(r) if r.status == 200 => r.json["challenges"].as_array().cloned().unwrap_or_default(),
+                        _ => Vec::new(),
+                    };
+                    if !challenges.iter().any(|c| c["challenge_id"] == challenge_id.as_str()) {
+                        repolls.fetch_add(1, Ordering::Relaxed);
+                    }
+                    answer_all(&a, &base, p, challenges, &answered);
+                }
+            })
+        })
+        .collect();
+    Fleet { answered, repolls, stop, threads }
+}
+
 struct Level {
     rt: Vec<f64>,
     elapsed: f64,
@@ -347,8 +705,9 @@ struct Level {
 }
 
 /// `c` RP threads for `secs`, each logging in the users of its share of the
-/// fleet in turn and waiting for the outcome.
-fn drive(base: &str, rp_key: &str, phones: &[PhoneId], c: usize, secs: u64) -> Level {
+/// fleet in turn and waiting for the outcome. With `push`, each notes when
+/// it sent a phone's login (for the push latency).
+fn drive(base: &str, rp_key: &str, phones: &[PhoneId], c: usize, secs: u64, push: Option<&Pushes>) -> Level {
     let errors = AtomicU64::new(0);
     let rts = Mutex::new(Vec::new());
     let started = Instant::now();
@@ -360,14 +719,18 @@ fn drive(base: &str, rp_key: &str, phones: &[PhoneId], c: usize, secs: u64) -> L
                 let auth = vec![("Authorization", format!("Bearer {rp_key}"))];
                 let mut wait_h = auth.clone();
                 wait_h.push(("Connection", "close".to_string()));
-                let mine_users: Vec<&PhoneId> = phones.iter().skip(t).step_by(c).collect();
+                let mine_users: Vec<usize> = (0..phones.len()).skip(t).step_by(c).collect();
                 let mut mine = Vec::new();
                 let mut k = 0;
                 while started.elapsed() < Duration::from_secs(secs) {
-                    let p = mine_users[k % mine_users.len()];
+                    let i = mine_users[k % mine_users.len()];
+                    let p = &phones[i];
                     k += 1;
                     let t0 = Instant::now();
                     let body = json!({"contract_no": "1", "user_id": p.user_id, "password": PASSWORD, "client": {"ip": "203.0.113.7"}});
+                    if let Some(push) = push {
+                        push.mark_sent(i);
+                    }
                     let r = match call(&a, "POST", &format!("{base}/api/v1/login"), &auth, Some(&body)) {
                         Ok(r) if r.json["result"] == "challenge" => r,
                         _ => {
@@ -407,13 +770,29 @@ fn main() {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     raise_fd_limit();
     let dir = std::env::temp_dir().join(format!("onepush-loadgen-{}", std::process::id()));
-    println!("onepush loadgen: {} phones, concurrency {:?}, {} s per level, {cores} cores", args.phones, args.levels, args.secs);
+    println!(
+        "onepush loadgen: {} phones (--push {}, {} phone worker threads), concurrency {:?}, {} s per level, {cores} cores",
+        args.phones,
+        args.mode.name(),
+        args.workers,
+        args.levels,
+        args.secs
+    );
     println!("Argon2 for the round trips: argon2_memory_kib = 1024, argon2_iterations = 1 (benchmark setting, not the default)");
 
     let rt_dir = dir.join("roundtrip");
-    let extra = "argon2_memory_kib = 1024\nargon2_iterations = 1";
     std::fs::create_dir_all(&rt_dir).unwrap();
-    let cfg_probe = start(&args.bin, &rt_dir, extra, "LOADGEN_SERVER_LOG");
+    let (handoff_tx, handoff_rx) = mpsc::channel();
+    let (pushes, push_config) = match args.mode {
+        Mode::Parked => (None, String::new()),
+        Mode::Webpush => {
+            let (p, config) = start_receiver(&rt_dir, args.phones, handoff_tx);
+            println!("push: Web Push (aes128gcm + VAPID) to loadgen's HTTPS receiver at {}/push/<phone>", p.base);
+            (Some(p), config)
+        }
+    };
+    let extra = format!("argon2_memory_kib = 1024\nargon2_iterations = 1\n{push_config}");
+    let cfg_probe = start(&args.bin, &rt_dir, &extra, "LOADGEN_SERVER_LOG");
     let config = cfg_probe.config.clone();
     let rp_key = cli(&args.bin, &config, &["rp-key", "add", "bench"], "");
     cli(&args.bin, &config, &["operator", "add", "bench", "--password-stdin"], "bench-operator-1");
@@ -421,26 +800,41 @@ fn main() {
     let base = server.base.clone();
     let cookie = session(&base);
     let t = Instant::now();
-    let phones = setup(&base, &cookie, args.phones);
-    println!("setup: {} users and phones registered in {:.1} s", phones.len(), t.elapsed().as_secs_f64());
+    let phones = setup(&base, &cookie, args.phones, pushes.as_deref());
+    let subscribed = if pushes.is_some() { " and subscribed to Web Push" } else { "" };
+    println!("setup: {} users and phones registered{subscribed} in {:.1} s", phones.len(), t.elapsed().as_secs_f64());
 
     let phones = Arc::new(phones);
-    let fleet = start_fleet(&base, phones.clone(), 8);
     let pid = server.child.id();
-    let t = Instant::now();
-    loop {
-        let parked = metric(&base, "onepush_parked_requests{side=\"device\"}") as usize;
-        if parked >= phones.len() || t.elapsed() > Duration::from_secs(60) {
-            let (rss, threads) = proc_status(pid);
-            println!("parked: {parked} phones on the device long-poll; server RSS {rss} MB, {threads} threads");
-            break;
+    let fleet = match args.mode {
+        Mode::Parked => {
+            let fleet = start_fleet(&base, phones.clone(), args.workers);
+            let t = Instant::now();
+            loop {
+                let parked = metric(&base, "onepush_parked_requests{side=\"device\"}") as usize;
+                if parked >= phones.len() || t.elapsed() > Duration::from_secs(60) {
+                    let (rss, threads) = proc_status(pid);
+                    println!("parked: {parked} phones on the device long-poll; server RSS {rss} MB, {threads} threads");
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            fleet
         }
-        std::thread::sleep(Duration::from_millis(200));
-    }
+        Mode::Webpush => {
+            let fleet = start_push_phones(&base, phones.clone(), pushes.clone().expect("the receiver"), handoff_rx, args.workers);
+            let (rss, threads) = proc_status(pid);
+            println!("idle: {} phones with a Web Push subscription, none connected; server RSS {rss} MB, {threads} threads", phones.len());
+            println!("push p50/p99 ms: from the RP sending the login request until loadgen's receiver has read the whole Web Push POST.");
+            println!("  An upper bound on commit -> push service: it also holds the login's own handling and commit before the send.");
+            fleet
+        }
+    };
 
+    let push_cols = pushes.as_ref().map_or(String::new(), |_| format!(" {:>12} {:>12} {:>8}", "push p50 ms", "push p99 ms", "pushes"));
     println!();
     println!(
-        "{:>11} {:>9} {:>12} {:>9} {:>9} {:>14} {:>8} {:>8} {:>7} {:>13} {:>12} {:>17}",
+        "{:>11} {:>9} {:>12} {:>9} {:>9} {:>14} {:>8} {:>8} {:>7} {:>13} {:>12} {:>17}{push_cols}",
         "concurrency",
         "trips",
         "trips/s",
@@ -459,7 +853,14 @@ fn main() {
         let cpu0 = (cpu_secs(&pid.to_string()), cpu_secs("self"));
         let stats0 =
             ["onepush_store_commits_total", "onepush_store_jobs_total", "onepush_store_commit_seconds_sum"].map(|m| metric(&base, m));
-        let level = drive(&base, &rp_key, &phones, c, args.secs);
+        if let Some(p) = &pushes {
+            p.take_latencies();
+        }
+        let level = drive(&base, &rp_key, &phones, c, args.secs, pushes.as_deref());
+        let push_cols = pushes.as_ref().map_or(String::new(), |p| {
+            let l = p.take_latencies();
+            format!(" {:>12.2} {:>12.2} {:>8}", percentile(&l, 0.5), percentile(&l, 0.99), l.len())
+        });
         let after = histogram(&base, "onepush_wake_latency_seconds");
         let stats1 =
             ["onepush_store_commits_total", "onepush_store_jobs_total", "onepush_store_commit_seconds_sum"].map(|m| metric(&base, m));
@@ -472,7 +873,7 @@ fn main() {
         let (rss, threads) = proc_status(pid);
         let wake = hist_quantile(&before, &after, 0.99).map_or("-".into(), |v| format!("{:.2}", v * 1000.0));
         println!(
-            "{c:>11} {:>9} {:>12.0} {:>9.2} {:>9.2} {:>14} {:>8} {:>8} {:>7} {per_commit:>13.1} {commit_ms:>12.2} {:>17}",
+            "{c:>11} {:>9} {:>12.0} {:>9.2} {:>9.2} {:>14} {:>8} {:>8} {:>7} {per_commit:>13.1} {commit_ms:>12.2} {:>17}{push_cols}",
             level.rt.len(),
             level.rt.len() as f64 / level.elapsed,
             percentile(&level.rt, 0.5),
@@ -488,11 +889,29 @@ fn main() {
     for t in fleet.threads {
         let _ = t.join();
     }
-    println!(
-        "phones answered {} challenges; {} long-polls ended at their wait and were renewed",
-        fleet.answered.load(Ordering::Relaxed),
-        fleet.repolls.load(Ordering::Relaxed)
-    );
+    match &pushes {
+        None => println!(
+            "phones answered {} challenges; {} long-polls ended at their wait and were renewed",
+            fleet.answered.load(Ordering::Relaxed),
+            fleet.repolls.load(Ordering::Relaxed)
+        ),
+        Some(p) => {
+            println!(
+                "phones answered {} challenges; receiver read {} pushes over {} TLS connections ({} undecryptable); \
+                 {} fetches after a push did not find its challenge",
+                fleet.answered.load(Ordering::Relaxed),
+                p.received.load(Ordering::Relaxed),
+                p.connections.load(Ordering::Relaxed),
+                p.undecryptable.load(Ordering::Relaxed),
+                fleet.repolls.load(Ordering::Relaxed)
+            );
+            let body =
+                ureq::get(format!("{base}/metrics")).call().ok().and_then(|r| r.into_body().read_to_string().ok()).unwrap_or_default();
+            let outcomes: Vec<&str> = body.lines().filter(|l| l.starts_with("onepush_push_total{")).collect();
+            println!("server: {}", if outcomes.is_empty() { "no push counted".to_string() } else { outcomes.join(", ") });
+            p.shutdown();
+        }
+    }
     drop(server);
 
     if args.argon2 {
