@@ -473,6 +473,12 @@ fn limit_malloc_arenas() {
     // SAFETY: mallopt before any thread exists only tunes the allocator.
     unsafe {
         libc::mallopt(libc::M_ARENA_MAX, 2);
+        // A fixed threshold: glibc otherwise raises it to the largest block
+        // freed so far, and the Argon2 blocks (MiBs each, on every login)
+        // then come from the heap, which fragments and does not shrink.
+        // Measured with 10,000 phones on Web Push (loadgen): server RSS
+        // 860 MB after setup without this line.
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 128 * 1024);
     }
 }
 
