@@ -7,10 +7,11 @@
 //! over TLS, trusting the system's CA store plus `push_ca_file`, through
 //! `push_proxy` when set, and never follow a redirect.
 
+use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::path::Path;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use ureq::http::Uri;
 
@@ -180,6 +181,9 @@ pub fn agent(ca_file: Option<&Path>, proxy: Option<&str>) -> std::result::Result
         .tls_config(tls)
         .proxy(proxy)
         .max_redirects(0)
+        // One kept-alive connection per sender thread to the same push service.
+        .max_idle_connections_per_host(crate::wakeup::THREADS)
+        .max_idle_connections(4 * crate::wakeup::THREADS)
         .timeout_connect(Some(Duration::from_secs(2)))
         .timeout_global(Some(Duration::from_secs(5)))
         .http_status_as_error(false)
@@ -192,7 +196,15 @@ pub fn agent(ca_file: Option<&Path>, proxy: Option<&str>) -> std::result::Result
 pub struct VapidKey {
     private_b64: String,
     public: Vec<u8>,
+    /// Signed headers per audience (a push service's origin), reused for
+    /// `SIGNATURE_REUSE`: a JWT per message cost a third of the senders' CPU.
+    signed: Mutex<HashMap<String, (Instant, web_push::VapidSignature)>>,
 }
+
+/// How long one signed VAPID JWT (valid 12 h) is reused for its audience.
+pub const SIGNATURE_REUSE: Duration = Duration::from_secs(3600);
+/// Audiences kept; more are signed afresh until the map is cleared.
+const SIGNED_AUDIENCES: usize = 256;
 
 impl std::fmt::Debug for VapidKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -217,7 +229,7 @@ impl VapidKey {
         let public = web_push::VapidSignatureBuilder::from_base64_no_sub(&private_b64)
             .map_err(|e| format!("{}: {e}", path.display()))?
             .get_public_key();
-        Ok(VapidKey { private_b64, public })
+        Ok(VapidKey { private_b64, public, signed: Mutex::new(HashMap::new()) })
     }
 
     /// The 65-byte uncompressed public key, base64url (`push-config`).
@@ -226,10 +238,18 @@ impl VapidKey {
     }
 
     /// `Authorization: vapid t=<JWT>, k=<key>` for `sub` (ES256, `aud` the
-    /// endpoint's origin, `exp` 12 h ahead).
+    /// endpoint's origin, `exp` 12 h ahead), signed at most once an hour per
+    /// origin (`SIGNATURE_REUSE`), so a JWT sent has at least 11 h left.
     pub fn signature(&self, sub: &web_push::SubscriptionInfo, contact: &str) -> std::result::Result<web_push::VapidSignature, String> {
-        let mut b = web_push::VapidSignatureBuilder::from_base64_no_sub(&self.private_b64).map_err(|e| e.to_string())?.add_sub_info(sub);
-        b.add_claim("sub", contact);
+        self.signature_at(sub, contact, Instant::now())
+    }
+
+    fn signature_at(
+        &self,
+        sub: &web_push::SubscriptionInfo,
+        contact: &str,
+        now: Instant,
+    ) -> std::result::Result<web_push::VapidSignature, String> {
         // The origin, port included when it is not 443 (web-push would drop it).
         let uri: Uri = sub.endpoint.parse().map_err(|_| "not a URL".to_string())?;
         let host = uri.host().ok_or("no host")?;
@@ -237,8 +257,21 @@ impl VapidKey {
             Some(p) if p != 443 => format!("https://{host}:{p}"),
             _ => format!("https://{host}"),
         };
-        b.add_claim("aud", aud);
-        b.build().map_err(|e| e.to_string())
+        if let Some((at, sig)) = crate::sync::lock(&self.signed).get(&aud) {
+            if now.saturating_duration_since(*at) < SIGNATURE_REUSE {
+                return Ok(sig.clone());
+            }
+        }
+        let mut b = web_push::VapidSignatureBuilder::from_base64_no_sub(&self.private_b64).map_err(|e| e.to_string())?.add_sub_info(sub);
+        b.add_claim("sub", contact);
+        b.add_claim("aud", aud.clone());
+        let sig = b.build().map_err(|e| e.to_string())?;
+        let mut signed = crate::sync::lock(&self.signed);
+        if signed.len() >= SIGNED_AUDIENCES {
+            signed.clear();
+        }
+        signed.insert(aud, (now, sig.clone()));
+        Ok(sig)
     }
 }
 
@@ -304,5 +337,23 @@ mod tests {
         for ip in ["8.8.8.8", "2001:4860:4860::8888"] {
             assert!(!is_internal(ip.parse().unwrap()), "{ip}");
         }
+    }
+
+    #[test]
+    fn vapid_signatures_are_reused_per_origin_for_an_hour() {
+        let dir = std::env::temp_dir().join(format!("onepush-vapid-{}", std::process::id()));
+        let _ = std::fs::create_dir_all(&dir);
+        let key = VapidKey::load_or_create(&dir.join("vapid.key"), || false).unwrap();
+        let sub = |endpoint: &str| web_push::SubscriptionInfo::new(endpoint, "p", "a");
+        let t0 = Instant::now();
+        let a = key.signature_at(&sub("https://push.example.net/s/1"), "mailto:it@bank.example", t0).unwrap();
+        let again = key.signature_at(&sub("https://push.example.net/s/2"), "mailto:it@bank.example", t0 + Duration::from_secs(60)).unwrap();
+        assert_eq!(a, again, "same origin within the hour: the same JWT");
+        key.signature_at(&sub("https://push.example.net:8443/s/3"), "mailto:it@bank.example", t0).unwrap();
+        assert_eq!(crate::sync::lock(&key.signed).len(), 2, "another port is another audience");
+        let later = t0 + SIGNATURE_REUSE;
+        key.signature_at(&sub("https://push.example.net/s/4"), "mailto:it@bank.example", later).unwrap();
+        assert_eq!(crate::sync::lock(&key.signed)["https://push.example.net"].0, later, "signed afresh after an hour");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -17,7 +17,9 @@ use crate::metrics::Metrics;
 use crate::push::{AllowedHosts, VapidKey};
 
 pub const QUEUE: usize = 10_000;
-pub const THREADS: usize = 4;
+/// Sender threads: a send waits mostly on the push service, so more threads
+/// than cores keep one slow answer from holding the messages behind it.
+pub const THREADS: usize = 8;
 pub const ATTEMPTS: u32 = 3;
 
 /// A push message to send: a challenge was created for a token with a subscription.
