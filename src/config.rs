@@ -52,6 +52,7 @@ pub struct RawConfig {
     pub push_ca_file: Option<PathBuf>,
     pub push_contact: Option<String>,
     pub vapid_key_file: Option<PathBuf>,
+    pub store: Option<String>,
     #[serde(default)]
     pub editions: BTreeMap<String, RawEdition>,
 }
@@ -104,6 +105,9 @@ pub struct Config {
     pub push_hosts: crate::push::AllowedHosts,
     /// An HTTP proxy (CONNECT) for push deliveries.
     pub push_proxy: Option<String>,
+    /// `store = "postgres://…"`: the state in PostgreSQL (SPEC R8); None:
+    /// the embedded file in `data_dir`.
+    pub store: Option<String>,
     /// CA certificates (PEM) trusted for push deliveries besides the system's.
     pub push_ca_file: Option<PathBuf>,
     /// The VAPID `sub`: `mailto:` or `https:`.
@@ -439,6 +443,10 @@ impl Config {
                 }
                 None => None,
             },
+            store: match raw.store.as_deref().map(str::trim) {
+                None | Some("") => None,
+                Some(url) => Some(check_store_url(url)?),
+            },
             push_ca_file: raw.push_ca_file.clone(),
             push_contact: match raw.push_contact.as_deref().unwrap_or(DEFAULT_PUSH_CONTACT) {
                 c if (c.starts_with("mailto:") && c.len() > 7 || c.starts_with("https://") && c.len() > 8)
@@ -473,6 +481,25 @@ impl Config {
     pub fn control_socket(&self) -> PathBuf {
         self.data_dir.join("control.sock")
     }
+}
+
+/// `store`: a libpq URL (`postgres://user@host:port/db?…`), parsed as the
+/// driver will parse it. TLS to the database is not built into this
+/// version: a URL that requires it is refused here rather than at the first
+/// connection.
+fn check_store_url(url: &str) -> Result<String, ConfigError> {
+    if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+        return Err(ConfigError(
+            "store: must be empty (the embedded store) or a postgres:// URL, for example postgres://onepush@db.bank.example/onepush".into(),
+        ));
+    }
+    let parsed: postgres::Config = url.parse().map_err(|e| ConfigError(format!("store: not a PostgreSQL URL: {e}")))?;
+    if parsed.get_ssl_mode() == postgres::config::SslMode::Require {
+        return Err(ConfigError(
+            "store: sslmode=require: this version connects without TLS; reach the database over a trusted network or a local socket (sslmode=disable)".into(),
+        ));
+    }
+    Ok(url.to_string())
 }
 
 #[cfg(test)]

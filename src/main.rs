@@ -359,7 +359,7 @@ fn manage(cfg: &Config, cmd: Command) -> ExitCode {
     let out = match control::send(&cfg.control_socket(), &cmd) {
         Some(out) => out,
         None => {
-            if !cfg.store_path().exists() && !matches!(cmd, Command::RpKeyAdd { .. } | Command::OperatorAdd { .. }) {
+            if cfg.store.is_none() && !cfg.store_path().exists() && !matches!(cmd, Command::RpKeyAdd { .. } | Command::OperatorAdd { .. }) {
                 eprintln!("onepush: no store at {}", cfg.store_path().display());
                 return ExitCode::from(1);
             }
@@ -385,6 +385,12 @@ fn manage(cfg: &Config, cmd: Command) -> ExitCode {
 /// directory; the backup must open and its audit chain verify first. The
 /// store it replaces is kept beside it.
 fn restore(cfg: &Config, src: &std::path::Path) -> ExitCode {
+    if cfg.store.is_some() {
+        eprintln!(
+            "onepush: the store is in PostgreSQL (store = …): restore it with PostgreSQL's tools (pg_restore from a pg_dump, or a base backup with WAL); onepush restore replaces an embedded store only"
+        );
+        return ExitCode::from(1);
+    }
     if control::send(&cfg.control_socket(), &Command::AuditVerify).is_some() {
         eprintln!("onepush: a server is running on {}; stop it before restoring", cfg.data_dir.display());
         return ExitCode::from(1);
@@ -448,11 +454,14 @@ fn open_app(cfg: &Config, metrics: Arc<onepush::metrics::Metrics>, notify: onepu
 fn open_store(cfg: &Config) -> Result<(Store, Arc<onepush::push::VapidKey>), String> {
     std::fs::create_dir_all(&cfg.data_dir).map_err(|e| format!("{}: {e}", cfg.data_dir.display()))?;
     restrict(&cfg.data_dir, 0o700);
-    let store = Store::open(&cfg.store_path()).map_err(|e| match e {
+    let store = Store::open_configured(cfg).map_err(|e| match e {
         onepush::error::Error::Conflict(m) => m,
+        onepush::error::Error::Internal(m) if cfg.store.is_some() => format!("opening the PostgreSQL store: {m}"),
         other => format!("opening the store: {other:?}"),
     })?;
-    restrict(&cfg.store_path(), 0o600);
+    if cfg.store.is_none() {
+        restrict(&cfg.store_path(), 0o600);
+    }
     let vapid = onepush::push::VapidKey::load_or_create(&cfg.vapid_key_file, || {
         store.read().and_then(|r| onepush::store::Reader::any_webpush_subscription(&r)).unwrap_or(true)
     })?;

@@ -40,6 +40,7 @@
 //!   RETURNING count`, shared by every node.
 
 pub mod codec;
+pub mod pg;
 pub mod tables;
 mod write;
 pub mod writer;
@@ -47,7 +48,7 @@ pub mod writer;
 use std::path::Path;
 use std::sync::Arc;
 
-use redb::{Database, ReadTransaction, ReadableDatabase, ReadableTable, ReadableTableMetadata, WriteTransaction};
+use redb::{Database, ReadTransaction, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableHandle, WriteTransaction};
 use serde::{Deserialize, Serialize};
 
 use crate::audit::{AuditEvent, AuditKey, HeadBreak, NewEvent, SignedHead, GENESIS};
@@ -155,10 +156,16 @@ pub struct Stats {
 
 #[derive(Clone)]
 pub struct Store {
-    db: Arc<Database>,
-    path: std::path::PathBuf,
+    backend: Backend,
     /// Signs the audit head in every commit that appends, once set.
     audit_key: Arc<std::sync::OnceLock<AuditKey>>,
+}
+
+/// Where the state lives: the embedded file, or PostgreSQL (SPEC R8).
+#[derive(Clone)]
+pub(crate) enum Backend {
+    Redb { db: Arc<Database>, path: std::path::PathBuf },
+    Pg(Arc<pg::Pool>),
 }
 
 impl Store {
@@ -205,16 +212,38 @@ impl Store {
             txn.open_table(FRAUD_REPORTS)?;
         }
         txn.commit()?;
-        Ok(Store { db: Arc::new(db), path: path.to_path_buf(), audit_key: Arc::default() })
+        Ok(Store { backend: Backend::Redb { db: Arc::new(db), path: path.to_path_buf() }, audit_key: Arc::default() })
+    }
+
+    /// Connects to PostgreSQL (`store = "postgres://…"`) and migrates its
+    /// schema to this version; several nodes may open the same database.
+    pub fn open_postgres(url: &str) -> Result<Store> {
+        Ok(Store { backend: Backend::Pg(pg::Pool::open(url)?), audit_key: Arc::default() })
+    }
+
+    /// The store `cfg` names: PostgreSQL when `store` is set, else the file in `data_dir`.
+    pub fn open_configured(cfg: &crate::config::Config) -> Result<Store> {
+        match &cfg.store {
+            Some(url) => Store::open_postgres(url),
+            None => Store::open(&cfg.store_path()),
+        }
+    }
+
+    /// True when the state is in PostgreSQL (several nodes may share it).
+    pub fn is_shared(&self) -> bool {
+        matches!(self.backend, Backend::Pg(_))
     }
 
     pub fn read(&self) -> Result<ReadTx> {
-        Ok(ReadTx { txn: self.db.begin_read()? })
+        Ok(match &self.backend {
+            Backend::Redb { db, .. } => ReadTx { backend: ReadBackend::Redb(db.begin_read()?) },
+            Backend::Pg(pool) => ReadTx { backend: ReadBackend::Pg(pg::PgTx::begin_read(pool)?) },
+        })
     }
 
     /// Starts the single writer thread.
     pub fn writer(&self) -> Writer {
-        Writer::start(self.db.clone(), self.audit_key.clone())
+        Writer::start(self.backend.clone(), self.audit_key.clone())
     }
 
     /// From now on, every commit that appends to the audit log also stores
@@ -236,6 +265,11 @@ impl Store {
     /// existing file), under a temporary name in the same directory, and
     /// linked to `dest` only when complete.
     pub fn backup_to(&self, dest: &Path) -> Result<u64> {
+        let Backend::Redb { db, .. } = &self.backend else {
+            return Err(Error::BadRequest(
+                "the store is in PostgreSQL: back it up with PostgreSQL's tools (pg_dump, or base backups with WAL archiving), not onepush backup".into(),
+            ));
+        };
         if dest.symlink_metadata().is_ok() {
             return Err(Error::Conflict(format!("{} exists; choose a new file", dest.display())));
         }
@@ -247,7 +281,7 @@ impl Store {
             crate::domain::ids::random_b64(6)
         ));
         let file = crate::secrets::create_private(&partial).map_err(|e| Error::Internal(format!("backup: {}: {e}", partial.display())))?;
-        let n = self.copy_into(file, &partial);
+        let n = Self::copy_into(db, file, &partial);
         let linked = n.as_ref().map_err(Clone::clone).and_then(|_| {
             // link(2) never replaces: a file or symlink put at `dest` meanwhile is refused.
             std::fs::hard_link(&partial, dest).map_err(|e| match e.kind() {
@@ -265,11 +299,11 @@ impl Store {
         n
     }
 
-    fn copy_into(&self, file: std::fs::File, partial: &Path) -> Result<u64> {
+    fn copy_into(db: &Database, file: std::fs::File, partial: &Path) -> Result<u64> {
         let backend = redb::backends::FileBackend::new(file).map_err(|e| Error::Internal(format!("backup: {}: {e}", partial.display())))?;
         let out =
             Database::builder().create_with_backend(backend).map_err(|e| Error::Internal(format!("backup: {}: {e}", partial.display())))?;
-        let r = self.db.begin_read()?;
+        let r = db.begin_read()?;
         let mut w = out.begin_write()?;
         w.set_durability(redb::Durability::Immediate)?;
         let mut n = 0u64;
@@ -379,17 +413,41 @@ impl Store {
         Ok(out)
     }
 
+    /// The file's size, or the PostgreSQL database's.
     pub fn stats(&self) -> Stats {
-        Stats { file_bytes: std::fs::metadata(&self.path).map(|m| m.len()).unwrap_or(0) }
+        let file_bytes = match &self.backend {
+            Backend::Redb { path, .. } => std::fs::metadata(path).map(|m| m.len()).unwrap_or(0),
+            Backend::Pg(pool) => pool
+                .get()
+                .and_then(|mut c| c.query("SELECT pg_database_size(current_database())", &[]))
+                .ok()
+                .and_then(|rows| rows.first().map(|r| pg::unbig(r.get(0))))
+                .unwrap_or(0),
+        };
+        Stats { file_bytes }
+    }
+
+    /// The embedded database, for tests that tamper with it.
+    #[cfg(test)]
+    pub(crate) fn redb_for_test(&self) -> &Database {
+        match &self.backend {
+            Backend::Redb { db, .. } => db,
+            Backend::Pg(_) => panic!("not an embedded store"),
+        }
     }
 }
 
 pub struct ReadTx {
-    txn: ReadTransaction,
+    backend: ReadBackend,
+}
+
+enum ReadBackend {
+    Redb(ReadTransaction),
+    Pg(pg::PgTx),
 }
 
 pub struct WriteTx {
-    txn: WriteTransaction,
+    pub(crate) backend: WriteBackend,
     /// Set by every put/remove: a job that fails after writing poisons its batch.
     pub(crate) dirty: bool,
     now: Ms,
@@ -399,9 +457,17 @@ pub struct WriteTx {
     audit_appended: bool,
 }
 
-/// The redb primitives behind `Reader`'s provided methods, implemented once
-/// per transaction kind by `impl_reader!`. Not part of the interface: only
-/// this module calls them.
+#[allow(clippy::large_enum_variant, reason = "one per batch, on the writer thread's stack")]
+pub(crate) enum WriteBackend {
+    Redb(WriteTransaction),
+    Pg(pg::PgTx),
+}
+
+/// The primitives behind `Reader`'s methods, implemented once per backend
+/// (for both redb transaction kinds by `impl_redb_reader!`, and for
+/// PostgreSQL below). Tables are named by their redb definitions; the
+/// PostgreSQL backend maps each name to its table. Not part of the
+/// interface: only this module calls them.
 #[doc(hidden)]
 pub trait RawReader {
     fn get_bytes(&self, table: redb::TableDefinition<&str, &[u8]>, key: &str) -> Result<Option<Vec<u8>>>;
@@ -415,13 +481,19 @@ pub trait RawReader {
     fn audit_bytes_at(&self, seq: u64) -> Result<Option<Vec<u8>>>;
     fn audit_last_bytes(&self) -> Result<Option<Vec<u8>>>;
     fn fraud_since(&self, since: Ms) -> Result<Vec<Vec<u8>>>;
+    fn raw_token_by_public_key(&self, public_key: &str) -> Result<Option<String>>;
+    fn raw_rp_name_by_hash(&self, key_hash: &str) -> Result<Option<String>>;
+    fn raw_earliest_expiry(&self) -> Result<Option<Ms>>;
+    fn raw_audit_seqs_about(&self, contract_no: &str, user_id: Option<&str>) -> Result<Vec<u64>>;
+    fn raw_challenge_ids_since(&self, since: Ms) -> Result<Vec<String>>;
+    fn raw_pending_count(&self) -> Result<u64>;
 }
 
-macro_rules! impl_reader {
+macro_rules! impl_redb_reader {
     ($ty:ty) => {
         impl RawReader for $ty {
             fn get_bytes(&self, table: redb::TableDefinition<&str, &[u8]>, key: &str) -> Result<Option<Vec<u8>>> {
-                let t = self.txn.open_table(table)?;
+                let t = self.open_table(table)?;
                 let v = t.get(key)?.map(|v| v.value().to_vec());
                 Ok(v)
             }
@@ -432,7 +504,7 @@ macro_rules! impl_reader {
                 to: &str,
                 limit: usize,
             ) -> Result<Vec<(String, Vec<u8>)>> {
-                let t = self.txn.open_table(table)?;
+                let t = self.open_table(table)?;
                 let mut out = Vec::new();
                 for item in t.range(from..to)?.take(limit) {
                     let (k, v) = item?;
@@ -441,7 +513,7 @@ macro_rules! impl_reader {
                 Ok(out)
             }
             fn pending_ids(&self, token_id: &str) -> Result<Vec<String>> {
-                let t = self.txn.open_table(TOKEN_PENDING)?;
+                let t = self.open_table(TOKEN_PENDING)?;
                 let mut out = Vec::new();
                 for item in t.range((token_id, 0u64, "")..=(token_id, u64::MAX, "\u{10FFFF}"))? {
                     let (k, _) = item?;
@@ -450,7 +522,7 @@ macro_rules! impl_reader {
                 Ok(out)
             }
             fn audit_bytes(&self, after: u64, limit: usize) -> Result<Vec<Vec<u8>>> {
-                let t = self.txn.open_table(AUDIT)?;
+                let t = self.open_table(AUDIT)?;
                 let mut out = Vec::new();
                 for item in t.range(after.saturating_add(1)..)?.take(limit) {
                     let (_, v) = item?;
@@ -459,44 +531,42 @@ macro_rules! impl_reader {
                 Ok(out)
             }
             fn audit_last_bytes(&self) -> Result<Option<Vec<u8>>> {
-                let v = self.txn.open_table(AUDIT)?.last()?.map(|(_, v)| v.value().to_vec());
+                let v = self.open_table(AUDIT)?.last()?.map(|(_, v)| v.value().to_vec());
                 Ok(v)
             }
             fn count(&self, table: redb::TableDefinition<&str, &[u8]>) -> Result<u64> {
-                Ok(self.txn.open_table(table)?.len()?)
+                Ok(self.open_table(table)?.len()?)
             }
             fn audit_bytes_at(&self, seq: u64) -> Result<Option<Vec<u8>>> {
-                let t = self.txn.open_table(AUDIT)?;
+                let t = self.open_table(AUDIT)?;
                 let v = t.get(seq)?.map(|v| v.value().to_vec());
                 Ok(v)
             }
             fn fraud_since(&self, since: Ms) -> Result<Vec<Vec<u8>>> {
-                let t = self.txn.open_table(FRAUD_REPORTS)?;
+                let t = self.open_table(FRAUD_REPORTS)?;
                 let mut out = Vec::new();
                 for item in t.range((since, "")..)? {
                     out.push(item?.1.value().to_vec());
                 }
                 Ok(out)
             }
-        }
-        impl Reader for $ty {
-            fn token_by_public_key(&self, public_key: &str) -> Result<Option<String>> {
-                let t = self.txn.open_table(TOKEN_KEYS)?;
+            fn raw_token_by_public_key(&self, public_key: &str) -> Result<Option<String>> {
+                let t = self.open_table(TOKEN_KEYS)?;
                 let v = t.get(public_key)?.map(|v| v.value().to_string());
                 Ok(v)
             }
-            fn rp_name_by_hash(&self, key_hash: &str) -> Result<Option<String>> {
-                let t = self.txn.open_table(RP_KEY_HASHES)?;
+            fn raw_rp_name_by_hash(&self, key_hash: &str) -> Result<Option<String>> {
+                let t = self.open_table(RP_KEY_HASHES)?;
                 let v = t.get(key_hash)?.map(|v| v.value().to_string());
                 Ok(v)
             }
-            fn earliest_expiry(&self) -> Result<Option<Ms>> {
-                let t = self.txn.open_table(CHALLENGE_EXPIRY)?;
+            fn raw_earliest_expiry(&self) -> Result<Option<Ms>> {
+                let t = self.open_table(CHALLENGE_EXPIRY)?;
                 let v = t.first()?.map(|(k, _)| k.value().0);
                 Ok(v)
             }
-            fn audit_seqs_about(&self, contract_no: &str, user_id: Option<&str>) -> Result<Vec<u64>> {
-                let t = self.txn.open_table(AUDIT_BY_SUBJECT)?;
+            fn raw_audit_seqs_about(&self, contract_no: &str, user_id: Option<&str>) -> Result<Vec<u64>> {
+                let t = self.open_table(AUDIT_BY_SUBJECT)?;
                 let mut out = Vec::new();
                 let range = match user_id {
                     Some(u) => t.range((contract_no, u, 0u64)..=(contract_no, u, u64::MAX))?,
@@ -508,22 +578,168 @@ macro_rules! impl_reader {
                 out.sort_unstable();
                 Ok(out)
             }
-            fn challenge_ids_since(&self, since: Ms) -> Result<Vec<String>> {
-                let t = self.txn.open_table(CHALLENGES_BY_TIME)?;
+            fn raw_challenge_ids_since(&self, since: Ms) -> Result<Vec<String>> {
+                let t = self.open_table(CHALLENGES_BY_TIME)?;
                 let mut out = Vec::new();
                 for item in t.range((since, "")..)? {
                     out.push(item?.0.value().1.to_string());
                 }
                 Ok(out)
             }
-            fn pending_count(&self) -> Result<u64> {
-                Ok(self.txn.open_table(CHALLENGE_EXPIRY)?.len()?)
+            fn raw_pending_count(&self) -> Result<u64> {
+                Ok(self.open_table(CHALLENGE_EXPIRY)?.len()?)
             }
         }
     };
 }
-impl_reader!(ReadTx);
-impl_reader!(WriteTx);
+impl_redb_reader!(ReadTransaction);
+impl_redb_reader!(WriteTransaction);
+
+fn strings(rows: Vec<postgres::Row>) -> Vec<String> {
+    rows.iter().map(|r| r.get::<_, String>(0)).collect()
+}
+
+fn first_bytes(rows: Vec<postgres::Row>) -> Option<Vec<u8>> {
+    rows.first().map(|r| r.get::<_, Vec<u8>>(0))
+}
+
+impl RawReader for pg::PgTx {
+    fn get_bytes(&self, table: redb::TableDefinition<&str, &[u8]>, key: &str) -> Result<Option<Vec<u8>>> {
+        Ok(first_bytes(self.query(pg::record_sql(table.name())?.get, &[&key])?))
+    }
+    fn range_bytes(&self, table: redb::TableDefinition<&str, &[u8]>, from: &str, to: &str, limit: usize) -> Result<Vec<(String, Vec<u8>)>> {
+        let sql = pg::record_sql(table.name())?;
+        // "key\0": the first key after `key` (the embedded store's way to page).
+        let rows = match from.strip_suffix('\0') {
+            Some(after) => self.query(sql.range_after, &[&after, &to, &pg::limit(limit)])?,
+            None => self.query(sql.range, &[&from, &to, &pg::limit(limit)])?,
+        };
+        Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+    }
+    fn pending_ids(&self, token_id: &str) -> Result<Vec<String>> {
+        Ok(strings(self.query("SELECT k FROM challenges WHERE pending AND token_id = $1 ORDER BY created_at, k", &[&token_id])?))
+    }
+    fn audit_bytes(&self, after: u64, limit: usize) -> Result<Vec<Vec<u8>>> {
+        let rows = self.query("SELECT rec FROM audit WHERE seq > $1 ORDER BY seq LIMIT $2", &[&pg::big(after), &pg::limit(limit)])?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
+    }
+    fn count(&self, table: redb::TableDefinition<&str, &[u8]>) -> Result<u64> {
+        let rows = self.query(pg::record_sql(table.name())?.count, &[])?;
+        Ok(rows.first().map_or(0, |r| pg::unbig(r.get(0))))
+    }
+    fn audit_bytes_at(&self, seq: u64) -> Result<Option<Vec<u8>>> {
+        Ok(first_bytes(self.query("SELECT rec FROM audit WHERE seq = $1", &[&pg::big(seq)])?))
+    }
+    fn audit_last_bytes(&self) -> Result<Option<Vec<u8>>> {
+        Ok(first_bytes(self.query("SELECT rec FROM audit ORDER BY seq DESC LIMIT 1", &[])?))
+    }
+    fn fraud_since(&self, since: Ms) -> Result<Vec<Vec<u8>>> {
+        let rows =
+            self.query("SELECT rec FROM fraud_reports WHERE reported_at >= $1 ORDER BY reported_at, challenge_id", &[&pg::big(since)])?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
+    }
+    fn raw_token_by_public_key(&self, public_key: &str) -> Result<Option<String>> {
+        Ok(strings(self.query("SELECT k FROM tokens WHERE public_key = $1", &[&public_key])?).pop())
+    }
+    fn raw_rp_name_by_hash(&self, key_hash: &str) -> Result<Option<String>> {
+        Ok(strings(self.query("SELECT k FROM rp_keys WHERE live_hash = $1", &[&key_hash])?).pop())
+    }
+    fn raw_earliest_expiry(&self) -> Result<Option<Ms>> {
+        let rows = self.query("SELECT expires_at FROM challenges WHERE pending ORDER BY expires_at LIMIT 1", &[])?;
+        Ok(rows.first().map(|r| pg::unbig(r.get(0))))
+    }
+    fn raw_audit_seqs_about(&self, contract_no: &str, user_id: Option<&str>) -> Result<Vec<u64>> {
+        let rows = match user_id {
+            Some(u) => self.query("SELECT seq FROM audit WHERE contract_no = $1 AND user_id = $2 ORDER BY seq", &[&contract_no, &u])?,
+            None => self.query("SELECT seq FROM audit WHERE contract_no = $1 ORDER BY seq", &[&contract_no])?,
+        };
+        Ok(rows.iter().map(|r| pg::unbig(r.get(0))).collect())
+    }
+    fn raw_challenge_ids_since(&self, since: Ms) -> Result<Vec<String>> {
+        Ok(strings(self.query("SELECT k FROM challenges WHERE created_at >= $1 ORDER BY created_at, k", &[&pg::big(since)])?))
+    }
+    fn raw_pending_count(&self) -> Result<u64> {
+        let rows = self.query("SELECT count(*) FROM challenges WHERE pending", &[])?;
+        Ok(rows.first().map_or(0, |r| pg::unbig(r.get(0))))
+    }
+}
+
+/// Forwards every primitive to the transaction's backend.
+macro_rules! delegate_reader {
+    ($ty:ty, $raw:ident) => {
+        impl RawReader for $ty {
+            fn get_bytes(&self, table: redb::TableDefinition<&str, &[u8]>, key: &str) -> Result<Option<Vec<u8>>> {
+                self.$raw().get_bytes(table, key)
+            }
+            fn range_bytes(
+                &self,
+                table: redb::TableDefinition<&str, &[u8]>,
+                from: &str,
+                to: &str,
+                limit: usize,
+            ) -> Result<Vec<(String, Vec<u8>)>> {
+                self.$raw().range_bytes(table, from, to, limit)
+            }
+            fn pending_ids(&self, token_id: &str) -> Result<Vec<String>> {
+                self.$raw().pending_ids(token_id)
+            }
+            fn audit_bytes(&self, after: u64, limit: usize) -> Result<Vec<Vec<u8>>> {
+                self.$raw().audit_bytes(after, limit)
+            }
+            fn count(&self, table: redb::TableDefinition<&str, &[u8]>) -> Result<u64> {
+                self.$raw().count(table)
+            }
+            fn audit_bytes_at(&self, seq: u64) -> Result<Option<Vec<u8>>> {
+                self.$raw().audit_bytes_at(seq)
+            }
+            fn audit_last_bytes(&self) -> Result<Option<Vec<u8>>> {
+                self.$raw().audit_last_bytes()
+            }
+            fn fraud_since(&self, since: Ms) -> Result<Vec<Vec<u8>>> {
+                self.$raw().fraud_since(since)
+            }
+            fn raw_token_by_public_key(&self, public_key: &str) -> Result<Option<String>> {
+                self.$raw().raw_token_by_public_key(public_key)
+            }
+            fn raw_rp_name_by_hash(&self, key_hash: &str) -> Result<Option<String>> {
+                self.$raw().raw_rp_name_by_hash(key_hash)
+            }
+            fn raw_earliest_expiry(&self) -> Result<Option<Ms>> {
+                self.$raw().raw_earliest_expiry()
+            }
+            fn raw_audit_seqs_about(&self, contract_no: &str, user_id: Option<&str>) -> Result<Vec<u64>> {
+                self.$raw().raw_audit_seqs_about(contract_no, user_id)
+            }
+            fn raw_challenge_ids_since(&self, since: Ms) -> Result<Vec<String>> {
+                self.$raw().raw_challenge_ids_since(since)
+            }
+            fn raw_pending_count(&self) -> Result<u64> {
+                self.$raw().raw_pending_count()
+            }
+        }
+        impl Reader for $ty {}
+    };
+}
+
+impl ReadTx {
+    fn raw(&self) -> &dyn RawReader {
+        match &self.backend {
+            ReadBackend::Redb(t) => t,
+            ReadBackend::Pg(t) => t,
+        }
+    }
+}
+
+impl WriteTx {
+    fn raw(&self) -> &dyn RawReader {
+        match &self.backend {
+            WriteBackend::Redb(t) => t,
+            WriteBackend::Pg(t) => t,
+        }
+    }
+}
+delegate_reader!(ReadTx, raw);
+delegate_reader!(WriteTx, raw);
 
 fn get<T: serde::de::DeserializeOwned>(
     r: &(impl RawReader + ?Sized),
@@ -536,13 +752,25 @@ fn get<T: serde::de::DeserializeOwned>(
 /// Typed reads, available on both transaction kinds.
 pub trait Reader: RawReader {
     /// The token a public key was provisioned for.
-    fn token_by_public_key(&self, public_key: &str) -> Result<Option<String>>;
-    fn rp_name_by_hash(&self, key_hash: &str) -> Result<Option<String>>;
-    fn earliest_expiry(&self) -> Result<Option<Ms>>;
+    fn token_by_public_key(&self, public_key: &str) -> Result<Option<String>> {
+        self.raw_token_by_public_key(public_key)
+    }
+    fn rp_name_by_hash(&self, key_hash: &str) -> Result<Option<String>> {
+        self.raw_rp_name_by_hash(key_hash)
+    }
+    fn earliest_expiry(&self) -> Result<Option<Ms>> {
+        self.raw_earliest_expiry()
+    }
     /// Audit seqs about a contract (and a user of it), ascending.
-    fn audit_seqs_about(&self, contract_no: &str, user_id: Option<&str>) -> Result<Vec<u64>>;
-    fn challenge_ids_since(&self, since: Ms) -> Result<Vec<String>>;
-    fn pending_count(&self) -> Result<u64>;
+    fn audit_seqs_about(&self, contract_no: &str, user_id: Option<&str>) -> Result<Vec<u64>> {
+        self.raw_audit_seqs_about(contract_no, user_id)
+    }
+    fn challenge_ids_since(&self, since: Ms) -> Result<Vec<String>> {
+        self.raw_challenge_ids_since(since)
+    }
+    fn pending_count(&self) -> Result<u64> {
+        self.raw_pending_count()
+    }
     fn contract(&self, contract_no: &str) -> Result<Option<Contract>> {
         get(self, CONTRACTS, contract_no)
     }

@@ -5,14 +5,30 @@ use super::*;
 
 impl WriteTx {
     /// `audit_head` is the writer's memory of the chain's end (None: read it).
-    pub(super) fn new(txn: WriteTransaction, now: Ms, audit_head: Option<(u64, String)>) -> WriteTx {
-        WriteTx { txn, dirty: false, now, audit_head, audit_appended: false }
+    pub(super) fn new(backend: WriteBackend, now: Ms, audit_head: Option<(u64, String)>) -> WriteTx {
+        WriteTx { backend, dirty: false, now, audit_head, audit_appended: false }
     }
 
     pub(super) fn put_bytes(&mut self, table: redb::TableDefinition<&str, &[u8]>, key: &str, value: &[u8]) -> Result<()> {
         self.dirty = true;
-        self.txn.open_table(table)?.insert(key, value)?;
+        match &mut self.backend {
+            WriteBackend::Redb(txn) => {
+                txn.open_table(table)?.insert(key, value)?;
+            }
+            WriteBackend::Pg(pg) => {
+                pg.execute(pg::record_sql(table.name())?.put, &[&key, &value])?;
+            }
+        }
         Ok(())
+    }
+
+    /// Deletes a record by key; true if it was there.
+    fn delete_record(&mut self, table: redb::TableDefinition<&str, &[u8]>, key: &str) -> Result<bool> {
+        self.dirty = true;
+        Ok(match &mut self.backend {
+            WriteBackend::Redb(txn) => txn.open_table(table)?.remove(key)?.is_some(),
+            WriteBackend::Pg(pg) => pg.execute(pg::record_sql(table.name())?.delete, &[&key])? > 0,
+        })
     }
 
     pub fn put_contract(&mut self, c: &Contract) -> Result<()> {
@@ -27,7 +43,13 @@ impl WriteTx {
     /// if it is within `limit` (and counted), `Err(retry_after_ms)` if not
     /// (nothing written).
     pub fn count_attempt(&mut self, key: &str, limit: u32, window: Ms, now: Ms) -> Result<std::result::Result<(), Ms>> {
-        let current = self.txn.open_table(RATE_LIMITS)?.get(key)?.map(|v| v.value());
+        let current = match &self.backend {
+            WriteBackend::Redb(txn) => txn.open_table(RATE_LIMITS)?.get(key)?.map(|v| v.value()),
+            WriteBackend::Pg(pg) => pg
+                .query("SELECT window_start, attempts FROM rate_limits WHERE k = $1", &[&key])?
+                .first()
+                .map(|r| (pg::unbig(r.get(0)), u32::try_from(r.get::<_, i32>(1)).unwrap_or(0))),
+        };
         let (start, count) = match current {
             Some((start, count)) if now < start.saturating_add(window) => (start, count),
             _ => (now, 0),
@@ -36,18 +58,44 @@ impl WriteTx {
             return Ok(Err(start.saturating_add(window) - now));
         }
         self.dirty = true;
+        let txn = match &mut self.backend {
+            WriteBackend::Pg(pg) => {
+                let attempts = i32::try_from(count + 1).unwrap_or(i32::MAX);
+                pg.execute(
+                    "INSERT INTO rate_limits (k, window_start, attempts) VALUES ($1, $2, $3) \
+                     ON CONFLICT (k) DO UPDATE SET window_start = excluded.window_start, attempts = excluded.attempts",
+                    &[&key, &pg::big(start), &attempts],
+                )?;
+                return Ok(Ok(()));
+            }
+            WriteBackend::Redb(txn) => txn,
+        };
         if let Some((old, _)) = current.filter(|(old, _)| *old != start) {
-            self.txn.open_table(RATE_LIMITS_BY_START)?.remove((old, key))?;
+            txn.open_table(RATE_LIMITS_BY_START)?.remove((old, key))?;
         }
-        self.txn.open_table(RATE_LIMITS)?.insert(key, (start, count + 1))?;
-        self.txn.open_table(RATE_LIMITS_BY_START)?.insert((start, key), ())?;
+        txn.open_table(RATE_LIMITS)?.insert(key, (start, count + 1))?;
+        txn.open_table(RATE_LIMITS_BY_START)?.insert((start, key), ())?;
         Ok(Ok(()))
     }
 
     /// Forgets attempts whose window started before `before`, at most `limit`.
     pub fn purge_attempts(&mut self, before: Ms, limit: usize) -> Result<usize> {
+        let txn = match &mut self.backend {
+            WriteBackend::Pg(pg) => {
+                let n = pg.execute(
+                    "DELETE FROM rate_limits WHERE k IN \
+                     (SELECT k FROM rate_limits WHERE window_start < $1 ORDER BY window_start, k LIMIT $2)",
+                    &[&pg::big(before), &pg::limit(limit)],
+                )?;
+                if n > 0 {
+                    self.dirty = true;
+                }
+                return Ok(usize::try_from(n).unwrap_or(usize::MAX));
+            }
+            WriteBackend::Redb(txn) => txn,
+        };
         let old: Vec<(u64, String)> = {
-            let t = self.txn.open_table(RATE_LIMITS_BY_START)?;
+            let t = txn.open_table(RATE_LIMITS_BY_START)?;
             let mut out = Vec::new();
             for item in t.range((0u64, "")..(before, ""))?.take(limit) {
                 let (k, _) = item?;
@@ -56,16 +104,16 @@ impl WriteTx {
             }
             out
         };
-        if !old.is_empty() {
-            self.dirty = true;
-        }
         for (start, key) in &old {
-            self.txn.open_table(RATE_LIMITS_BY_START)?.remove((*start, key.as_str()))?;
-            let mut t = self.txn.open_table(RATE_LIMITS)?;
+            txn.open_table(RATE_LIMITS_BY_START)?.remove((*start, key.as_str()))?;
+            let mut t = txn.open_table(RATE_LIMITS)?;
             let same = t.get(key.as_str())?.is_some_and(|v| v.value().0 == *start);
             if same {
                 t.remove(key.as_str())?;
             }
+        }
+        if !old.is_empty() {
+            self.dirty = true;
         }
         Ok(old.len())
     }
@@ -75,8 +123,7 @@ impl WriteTx {
     }
 
     pub fn delete_operator(&mut self, name: &str) -> Result<bool> {
-        self.dirty = true;
-        Ok(self.txn.open_table(OPERATORS)?.remove(name)?.is_some())
+        self.delete_record(OPERATORS, name)
     }
 
     pub fn put_notice(&mut self, n: &Notice) -> Result<()> {
@@ -84,19 +131,29 @@ impl WriteTx {
     }
 
     pub fn delete_notice(&mut self, id: &str) -> Result<bool> {
-        self.dirty = true;
-        Ok(self.txn.open_table(NOTICES)?.remove(id)?.is_some())
+        self.delete_record(NOTICES, id)
     }
 
     pub fn delete_user(&mut self, contract_no: &str, user_id: &str) -> Result<()> {
-        self.dirty = true;
-        self.txn.open_table(USERS)?.remove(user_key(contract_no, user_id).as_str())?;
+        self.delete_record(USERS, &user_key(contract_no, user_id))?;
         Ok(())
     }
 
     pub fn put_fraud_report(&mut self, f: &FraudReport) -> Result<()> {
         self.dirty = true;
-        self.txn.open_table(FRAUD_REPORTS)?.insert((f.reported_at, f.challenge_id.as_str()), codec::encode(f)?.as_slice())?;
+        let rec = codec::encode(f)?;
+        match &mut self.backend {
+            WriteBackend::Redb(txn) => {
+                txn.open_table(FRAUD_REPORTS)?.insert((f.reported_at, f.challenge_id.as_str()), rec.as_slice())?;
+            }
+            WriteBackend::Pg(pg) => {
+                pg.execute(
+                    "INSERT INTO fraud_reports (reported_at, challenge_id, rec) VALUES ($1, $2, $3) \
+                     ON CONFLICT (reported_at, challenge_id) DO UPDATE SET rec = excluded.rec",
+                    &[&pg::big(f.reported_at), &f.challenge_id, &rec],
+                )?;
+            }
+        }
         Ok(())
     }
 
@@ -110,11 +167,25 @@ impl WriteTx {
     /// Stores a token and keeps the provisioning-expiry index in step.
     pub fn put_token(&mut self, t: &Token) -> Result<()> {
         let bytes = codec::encode(t)?;
-        self.put_bytes(TOKENS, &t.token_id, &bytes)?;
-        self.txn.open_table(TOKEN_KEYS)?.insert(t.public_key.as_str(), t.token_id.as_str())?;
-        let mut idx = self.txn.open_table(PROVISION_EXPIRY)?;
+        let waiting = t.bound_to.is_none() && !t.is_revoked();
+        self.dirty = true;
+        let txn = match &mut self.backend {
+            WriteBackend::Pg(pg) => {
+                pg.execute(
+                    "INSERT INTO tokens (k, rec, public_key, provision_expires_at) VALUES ($1, $2, $3, $4) \
+                     ON CONFLICT (k) DO UPDATE SET rec = excluded.rec, public_key = excluded.public_key, \
+                     provision_expires_at = excluded.provision_expires_at",
+                    &[&t.token_id, &bytes, &t.public_key, &waiting.then(|| pg::big(t.provision_expires_at))],
+                )?;
+                return Ok(());
+            }
+            WriteBackend::Redb(txn) => txn,
+        };
+        txn.open_table(TOKENS)?.insert(t.token_id.as_str(), bytes.as_slice())?;
+        txn.open_table(TOKEN_KEYS)?.insert(t.public_key.as_str(), t.token_id.as_str())?;
+        let mut idx = txn.open_table(PROVISION_EXPIRY)?;
         let key = (t.provision_expires_at, t.token_id.as_str());
-        if t.bound_to.is_none() && !t.is_revoked() {
+        if waiting {
             idx.insert(key, ())?;
         } else {
             idx.remove(key)?;
@@ -125,8 +196,21 @@ impl WriteTx {
     /// Stores a challenge and keeps its two indexes in step with its status.
     pub fn put_challenge(&mut self, c: &Challenge) -> Result<()> {
         let bytes = codec::encode(c)?;
-        self.put_bytes(CHALLENGES, &c.id, &bytes)?;
-        let mut exp = self.txn.open_table(CHALLENGE_EXPIRY)?;
+        self.dirty = true;
+        let txn = match &mut self.backend {
+            WriteBackend::Pg(pg) => {
+                pg.execute(
+                    "INSERT INTO challenges (k, rec, token_id, created_at, expires_at, pending) VALUES ($1, $2, $3, $4, $5, $6) \
+                     ON CONFLICT (k) DO UPDATE SET rec = excluded.rec, token_id = excluded.token_id, \
+                     created_at = excluded.created_at, expires_at = excluded.expires_at, pending = excluded.pending",
+                    &[&c.id, &bytes, &c.token_id, &pg::big(c.created_at), &pg::big(c.expires_at), &c.is_pending()],
+                )?;
+                return Ok(());
+            }
+            WriteBackend::Redb(txn) => txn,
+        };
+        txn.open_table(CHALLENGES)?.insert(c.id.as_str(), bytes.as_slice())?;
+        let mut exp = txn.open_table(CHALLENGE_EXPIRY)?;
         let exp_key = (c.expires_at, c.id.as_str());
         if c.is_pending() {
             exp.insert(exp_key, ())?;
@@ -134,7 +218,7 @@ impl WriteTx {
             exp.remove(exp_key)?;
         }
         drop(exp);
-        let mut pend = self.txn.open_table(TOKEN_PENDING)?;
+        let mut pend = txn.open_table(TOKEN_PENDING)?;
         let pend_key = (c.token_id.as_str(), c.created_at, c.id.as_str());
         if c.is_pending() {
             pend.insert(pend_key, ())?;
@@ -143,14 +227,27 @@ impl WriteTx {
         }
         drop(pend);
         if c.is_pending() {
-            self.txn.open_table(CHALLENGES_BY_TIME)?.insert((c.created_at, c.id.as_str()), ())?;
+            txn.open_table(CHALLENGES_BY_TIME)?.insert((c.created_at, c.id.as_str()), ())?;
         }
         Ok(())
     }
 
     pub fn put_rp_key(&mut self, k: &RpKey) -> Result<()> {
-        self.put_bytes(RP_KEYS, &k.name, &codec::encode(k)?)?;
-        let mut idx = self.txn.open_table(RP_KEY_HASHES)?;
+        let bytes = codec::encode(k)?;
+        self.dirty = true;
+        let txn = match &mut self.backend {
+            WriteBackend::Pg(pg) => {
+                pg.execute(
+                    "INSERT INTO rp_keys (k, rec, live_hash) VALUES ($1, $2, $3) \
+                     ON CONFLICT (k) DO UPDATE SET rec = excluded.rec, live_hash = excluded.live_hash",
+                    &[&k.name, &bytes, &k.revoked_at.is_none().then_some(k.key_hash.as_str())],
+                )?;
+                return Ok(());
+            }
+            WriteBackend::Redb(txn) => txn,
+        };
+        txn.open_table(RP_KEYS)?.insert(k.name.as_str(), bytes.as_slice())?;
+        let mut idx = txn.open_table(RP_KEY_HASHES)?;
         if k.revoked_at.is_none() {
             idx.insert(k.key_hash.as_str(), k.name.as_str())?;
         } else {
@@ -176,15 +273,23 @@ impl WriteTx {
 
     /// Deletes a closed challenge and its time-index entry.
     pub fn delete_challenge(&mut self, c: &Challenge) -> Result<()> {
-        self.dirty = true;
-        self.txn.open_table(CHALLENGES)?.remove(c.id.as_str())?;
-        self.txn.open_table(CHALLENGES_BY_TIME)?.remove((c.created_at, c.id.as_str()))?;
+        self.delete_record(CHALLENGES, &c.id)?;
+        if let WriteBackend::Redb(txn) = &mut self.backend {
+            txn.open_table(CHALLENGES_BY_TIME)?.remove((c.created_at, c.id.as_str()))?;
+        }
         Ok(())
     }
 
     /// The ids in a (time, id) index up to `now`.
     pub(super) fn due(&self, index: redb::TableDefinition<(u64, &str), ()>, now: Ms, limit: usize) -> Result<Vec<String>> {
-        let t = self.txn.open_table(index)?;
+        let txn = match &self.backend {
+            WriteBackend::Pg(pg) => {
+                let rows = pg.query(pg::due_sql(index.name())?, &[&pg::big(now), &pg::limit(limit)])?;
+                return Ok(rows.iter().map(|r| r.get(0)).collect());
+            }
+            WriteBackend::Redb(txn) => txn,
+        };
+        let t = txn.open_table(index)?;
         let mut out = Vec::new();
         for item in t.range((0u64, "")..=(now, "\u{10FFFF}"))?.take(limit) {
             out.push(item?.0.value().1.to_string());
@@ -198,16 +303,27 @@ impl WriteTx {
         let (seq, prev) = match self.audit_head.take() {
             Some(head) => head,
             None => {
-                let t = self.txn.open_table(AUDIT)?;
-                let last = t.last()?.map(|(_, v)| codec::decode::<AuditEvent>(v.value())).transpose()?;
+                // On PostgreSQL under the batch's lock: no other node appends meanwhile.
+                let last = self.audit_last()?;
                 last.map_or((0, GENESIS.to_string()), |e| (e.seq, e.hash))
             }
         };
         let event = ev.seal(seq + 1, rfc3339(self.now), &prev);
-        self.txn.open_table(AUDIT)?.insert(event.seq, codec::encode(&event)?.as_slice())?;
-        if let Some(c) = &event.contract_no {
-            let u = event.user_id.as_deref().unwrap_or("");
-            self.txn.open_table(AUDIT_BY_SUBJECT)?.insert((c.as_str(), u, event.seq), ())?;
+        let rec = codec::encode(&event)?;
+        match &mut self.backend {
+            WriteBackend::Redb(txn) => {
+                txn.open_table(AUDIT)?.insert(event.seq, rec.as_slice())?;
+                if let Some(c) = &event.contract_no {
+                    let u = event.user_id.as_deref().unwrap_or("");
+                    txn.open_table(AUDIT_BY_SUBJECT)?.insert((c.as_str(), u, event.seq), ())?;
+                }
+            }
+            WriteBackend::Pg(pg) => {
+                pg.execute(
+                    "INSERT INTO audit (seq, rec, contract_no, user_id, event_type) VALUES ($1, $2, $3, $4, $5)",
+                    &[&pg::big(event.seq), &rec, &event.contract_no, &event.user_id.as_deref().unwrap_or(""), &event.kind],
+                )?;
+            }
         }
         self.audit_head = Some((event.seq, event.hash.clone()));
         self.audit_appended = true;
@@ -246,22 +362,36 @@ impl WriteTx {
     /// Test hook for tamper and upgrade tests: removes a META record
     /// (`audit_signed_head`, `audit_signing_started`).
     pub fn remove_meta_for_test(&mut self, key: &str) -> Result<()> {
-        self.dirty = true;
-        self.txn.open_table(META)?.remove(key)?;
+        self.delete_record(META, key)?;
         Ok(())
     }
 
     /// Test hook for tamper tests: removes a stored audit event.
     pub fn remove_audit_for_test(&mut self, seq: u64) -> Result<()> {
         self.dirty = true;
-        self.txn.open_table(AUDIT)?.remove(seq)?;
+        match &mut self.backend {
+            WriteBackend::Redb(txn) => {
+                txn.open_table(AUDIT)?.remove(seq)?;
+            }
+            WriteBackend::Pg(pg) => {
+                pg.execute("DELETE FROM audit WHERE seq = $1", &[&pg::big(seq)])?;
+            }
+        }
         Ok(())
     }
 
     /// Test hook for tamper tests: overwrites a stored audit event as is.
     pub fn overwrite_audit_for_test(&mut self, event: &AuditEvent) -> Result<()> {
         self.dirty = true;
-        self.txn.open_table(AUDIT)?.insert(event.seq, codec::encode(event)?.as_slice())?;
+        let rec = codec::encode(event)?;
+        match &mut self.backend {
+            WriteBackend::Redb(txn) => {
+                txn.open_table(AUDIT)?.insert(event.seq, rec.as_slice())?;
+            }
+            WriteBackend::Pg(pg) => {
+                pg.execute("UPDATE audit SET rec = $2 WHERE seq = $1", &[&pg::big(event.seq), &rec])?;
+            }
+        }
         Ok(())
     }
 }

@@ -16,9 +16,7 @@ use std::sync::{Arc, OnceLock};
 use std::thread;
 use std::time::Instant;
 
-use redb::Database;
-
-use super::WriteTx;
+use super::{Backend, WriteBackend, WriteTx};
 use crate::audit::AuditKey;
 use crate::domain::now_ms;
 use crate::error::{Error, Result};
@@ -112,11 +110,11 @@ pub struct Writer {
 
 impl Writer {
     #[allow(clippy::expect_used, reason = "started once per store: without this thread nothing is written")]
-    pub(super) fn start(db: Arc<Database>, audit_key: Arc<OnceLock<AuditKey>>) -> Writer {
+    pub(super) fn start(backend: Backend, audit_key: Arc<OnceLock<AuditKey>>) -> Writer {
         let (tx, rx) = mpsc::channel::<Box<dyn Job>>();
         let stats = Arc::new(WriterStats::default());
         let s = stats.clone();
-        thread::Builder::new().name("writer".into()).spawn(move || run(&db, &audit_key, &rx, &s)).expect("spawning the writer thread");
+        thread::Builder::new().name("writer".into()).spawn(move || run(&backend, &audit_key, &rx, &s)).expect("spawning the writer thread");
         Writer { tx, stats }
     }
 
@@ -148,9 +146,10 @@ impl Writer {
     }
 }
 
-fn run(db: &Database, audit_key: &OnceLock<AuditKey>, rx: &Receiver<Box<dyn Job>>, stats: &WriterStats) {
+fn run(backend: &Backend, audit_key: &OnceLock<AuditKey>, rx: &Receiver<Box<dyn Job>>, stats: &WriterStats) {
     // The end of the audit chain, carried from commit to commit: only this
-    // thread writes, so it never has to be read back.
+    // thread writes to an embedded store, so it never has to be read back.
+    // (On PostgreSQL other nodes append too: read under the batch's lock.)
     let mut audit_head = None;
     while let Ok(first) = rx.recv() {
         let mut batch = vec![first];
@@ -161,7 +160,7 @@ fn run(db: &Database, audit_key: &OnceLock<AuditKey>, rx: &Receiver<Box<dyn Job>
             }
         }
         let started = Instant::now();
-        let committed = commit_batch(db, audit_key.get(), &mut batch, &mut audit_head);
+        let committed = commit_batch(backend, audit_key.get(), &mut batch, &mut audit_head);
         stats.commit_time.observe(started.elapsed());
         stats.commits.fetch_add(1, Relaxed);
         stats.jobs.fetch_add(batch.len() as u64, Relaxed);
@@ -176,17 +175,42 @@ fn run(db: &Database, audit_key: &OnceLock<AuditKey>, rx: &Receiver<Box<dyn Job>
     log::debug!("writer stopped");
 }
 
+/// A new write transaction: on PostgreSQL it waits for every other node's
+/// batch to end (`pg::PgTx::begin_write`).
+fn begin(backend: &Backend, durable: bool, audit_head: &Option<(u64, String)>) -> Result<WriteTx> {
+    Ok(match backend {
+        Backend::Redb { db, .. } => {
+            let mut txn = db.begin_write()?;
+            txn.set_durability(if durable { redb::Durability::Immediate } else { redb::Durability::None })?;
+            WriteTx::new(WriteBackend::Redb(txn), now_ms(), audit_head.clone())
+        }
+        Backend::Pg(pool) => WriteTx::new(WriteBackend::Pg(super::pg::PgTx::begin_write(pool, durable)?), now_ms(), None),
+    })
+}
+
+fn abort(tx: WriteTx) -> Result<()> {
+    match tx.backend {
+        WriteBackend::Redb(txn) => Ok(txn.abort()?),
+        WriteBackend::Pg(pg) => pg.rollback(),
+    }
+}
+
+fn commit(tx: WriteTx) -> Result<()> {
+    match tx.backend {
+        WriteBackend::Redb(txn) => Ok(txn.commit()?),
+        WriteBackend::Pg(pg) => pg.commit(),
+    }
+}
+
 fn commit_batch(
-    db: &Database,
+    backend: &Backend,
     audit_key: Option<&AuditKey>,
     batch: &mut [Box<dyn Job>],
     audit_head: &mut Option<(u64, String)>,
 ) -> Result<()> {
     let durable = batch.iter().any(|j| j.durability() == Durability::Durable);
     loop {
-        let mut txn = db.begin_write()?;
-        txn.set_durability(if durable { redb::Durability::Immediate } else { redb::Durability::None })?;
-        let mut tx = WriteTx::new(txn, now_ms(), audit_head.clone());
+        let mut tx = begin(backend, durable, audit_head)?;
         let mut poisoned = None;
         for (i, job) in batch.iter_mut().enumerate() {
             if job.is_dropped() {
@@ -201,22 +225,22 @@ fn commit_batch(
         match poisoned {
             Some(i) => {
                 log::warn!("a write job failed after writing; re-running its batch without it");
-                tx.txn.abort()?;
+                abort(tx)?;
                 batch[i].drop_from_batch();
             }
             None => {
                 if let Some(key) = audit_key {
                     if let Err(e) = tx.sign_audit_head(key) {
-                        tx.txn.abort()?;
+                        abort(tx)?;
                         return Err(e);
                     }
                 }
                 let head = tx.audit_head.take();
-                if let Err(e) = tx.txn.commit() {
+                if let Err(e) = commit(tx) {
                     *audit_head = None;
-                    return Err(e.into());
+                    return Err(e);
                 }
-                if head.is_some() {
+                if head.is_some() && matches!(backend, Backend::Redb { .. }) {
                     *audit_head = head;
                 }
                 return Ok(());
@@ -278,7 +302,7 @@ mod tests {
         store.writer().call(Durability::Durable, move |t| t.put_token(&token)).unwrap();
         // As a store from before the index: the token without its entry.
         {
-            let txn = store.db.begin_write().unwrap();
+            let txn = store.redb_for_test().begin_write().unwrap();
             txn.open_table(crate::store::tables::TOKEN_KEYS).unwrap().remove("k".repeat(43).as_str()).unwrap();
             txn.commit().unwrap();
         }
