@@ -1040,7 +1040,7 @@ fn the_device_api_answers_an_unknown_token_and_a_bad_signature_alike() {
 
 #[test]
 fn an_edited_audit_entry_is_found_and_named() {
-    let mut w = World::new("");
+    let mut w = World::new(EMBEDDED);
     let phone = w.registered(C, "jweb", "taro");
     let id = w.login_challenge(C, "taro");
     let ch = phone.fetch(&id);
@@ -1103,7 +1103,7 @@ fn tamper(store: &std::path::Path, f: impl FnMut(&mut onepush::store::WriteTx) -
 
 #[test]
 fn a_cut_off_audit_log_is_found_even_after_new_entries() {
-    let mut w = World::new("");
+    let mut w = World::new(EMBEDDED);
     let (copy, n) = copy_of_a_real_store(&mut w);
     let data = copy.to_str().unwrap();
     tamper(&copy.join("onepush.redb"), move |tx| (n - 3..=n).try_for_each(|seq| tx.remove_audit_for_test(seq)));
@@ -1121,7 +1121,7 @@ fn a_cut_off_audit_log_is_found_even_after_new_entries() {
 
 #[test]
 fn an_audit_chain_recomputed_without_the_key_is_found() {
-    let mut w = World::new("");
+    let mut w = World::new(EMBEDDED);
     let (copy, n) = copy_of_a_real_store(&mut w);
     tamper(&copy.join("onepush.redb"), |tx| {
         use onepush::store::Reader;
@@ -1143,7 +1143,7 @@ fn an_audit_chain_recomputed_without_the_key_is_found() {
 
 #[test]
 fn audit_verify_without_a_server_writes_nothing_and_needs_the_key() {
-    let mut w = World::new("");
+    let mut w = World::new(EMBEDDED);
     let (copy, n) = copy_of_a_real_store(&mut w);
     let data = copy.to_str().unwrap();
     let key = copy.join("audit.key");
@@ -1161,7 +1161,7 @@ fn audit_verify_without_a_server_writes_nothing_and_needs_the_key() {
 
 #[test]
 fn a_store_from_before_signed_heads_verifies_and_is_signed_at_its_first_start() {
-    let mut w = World::new("");
+    let mut w = World::new(EMBEDDED);
     let (copy, n) = copy_of_a_real_store(&mut w);
     let data = copy.to_str().unwrap();
     tamper(&copy.join("onepush.redb"), |tx| {
@@ -1354,7 +1354,7 @@ fn the_one_time_code_expires_after_bootstrap_ttl() {
 
 #[test]
 fn a_copy_of_the_store_alone_reveals_no_otp_secret() {
-    let mut s = Server::start("");
+    let mut s = Server::start(EMBEDDED);
     let key = onepush::client::DeviceKey::generate();
     let r = s.post("/api/v1/device/provision", &[], &key.provision_body(None, None));
     let b32 = r.json["otp_secret"].as_str().unwrap().to_string();

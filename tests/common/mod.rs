@@ -70,6 +70,32 @@ pub fn json_body(v: &Value) -> Option<(&'static str, Vec<u8>)> {
     Some(("application/json", v.to_string().into_bytes()))
 }
 
+/// With `ONEPUSH_TEST_POSTGRES=postgres://…@host:port` (a cluster the test
+/// script started, `.ci/pg-cluster`), every server gets a new database in it
+/// (`store = …`): the whole suite runs on the PostgreSQL backend. Empty
+/// otherwise: the embedded store.
+pub fn test_store(n: u32) -> String {
+    match postgres_base() {
+        Some(base) => format!("store = \"{}\"\n", new_database(&base, &format!("t{}_{n}_{}", std::process::id(), now_secs()))),
+        None => String::new(),
+    }
+}
+
+/// For tests of the embedded store's file itself (backups, tampering with
+/// the file): the embedded store whatever `ONEPUSH_TEST_POSTGRES` says.
+pub const EMBEDDED: &str = "store = \"\"\n";
+
+pub fn postgres_base() -> Option<String> {
+    std::env::var("ONEPUSH_TEST_POSTGRES").ok().filter(|v| !v.is_empty())
+}
+
+/// Creates database `name` in the cluster at `base`; its URL.
+pub fn new_database(base: &str, name: &str) -> String {
+    let mut c = postgres::Client::connect(&format!("{base}/postgres"), postgres::NoTls).expect("the test cluster answers");
+    c.batch_execute(&format!("CREATE DATABASE {name}")).expect("CREATE DATABASE");
+    format!("{base}/{name}")
+}
+
 impl Server {
     /// Starts onepush with fast test settings plus `extra` TOML lines.
     pub fn start(extra: &str) -> Server {
@@ -77,10 +103,11 @@ impl Server {
         let dir = std::env::temp_dir().join(format!("onepush-test-{}-{n}-{}", std::process::id(), now_secs()));
         std::fs::create_dir_all(&dir).unwrap();
         let config = dir.join("onepush.toml");
+        let store = if extra.contains("store =") { String::new() } else { test_store(n) };
         std::fs::write(
             &config,
             format!(
-                "listen = \"127.0.0.1:0\"\ndata_dir = \"{}\"\n{}{extra}\n",
+                "listen = \"127.0.0.1:0\"\ndata_dir = \"{}\"\n{store}{}{extra}\n",
                 dir.join("data").display(),
                 // Fast Argon2 for tests, unless the test sets its own.
                 if extra.contains("argon2_") { "" } else { "argon2_memory_kib = 256\nargon2_iterations = 1\n" }

@@ -486,7 +486,7 @@ fn csv_import_is_all_or_nothing() {
 
 #[test]
 fn a_backup_taken_under_load_restores_with_users_tokens_and_keys() {
-    let w = World::new("max_challenges_per_window = 1000");
+    let w = World::new(&format!("{EMBEDDED}max_challenges_per_window = 1000"));
     let phone = w.registered(C, "jweb", "taro");
     w.user(C, "hanako", "user");
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -545,7 +545,7 @@ fn a_backup_taken_under_load_restores_with_users_tokens_and_keys() {
 #[test]
 fn backups_are_0600_new_files_never_written_through_a_symlink() {
     use std::os::unix::fs::PermissionsExt;
-    let w = World::new("");
+    let w = World::new(EMBEDDED);
     w.registered(C, "jweb", "taro");
     let backup = w.s.dir.join("b1.redb");
     let (code, out, err) = w.s.cli(&["backup", backup.to_str().unwrap()], None);
