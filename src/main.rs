@@ -702,6 +702,19 @@ fn serve(cfg: Config, demo: bool, config_path: Option<PathBuf>, overrides: Overr
         let _ = app.metrics.open_connections.set(Box::new(move || server.upgrade().map_or(0, |s| s.num_connections())));
     }
     let _waiters = http::waiters::spawn(app.clone(), wrx);
+    if app.store_is_shared() {
+        // Other nodes' decisions and new challenges wake the waiters parked here.
+        let (to_waiters, app2) = (std::sync::Mutex::new(wtx.clone()), app.clone());
+        app.listen_to_other_nodes(move |r| {
+            let msg = match r {
+                onepush::store::pg::Remote::Recheck => Some(http::waiters::Msg::Recheck),
+                other => app2.on_remote(other).map(http::waiters::Msg::Event),
+            };
+            if let Some(m) = msg {
+                let _ = onepush::sync::lock(&to_waiters).send(m);
+            }
+        });
+    }
     let (_stop_sweeper, stop_rx) = std::sync::mpsc::channel::<()>();
     let _sweeper = sweeper::spawn(app.clone(), stop_rx);
     if let Err(e) = control::listen(app.clone(), &cfg.control_socket()) {

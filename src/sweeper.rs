@@ -19,29 +19,40 @@ pub fn spawn(app: Arc<App>, stop: Receiver<()>) -> std::thread::JoinHandle<()> {
     let mut log_head_at = 0;
     std::thread::Builder::new()
         .name("sweeper".into())
-        .spawn(move || loop {
-            let now = now_ms();
-            if now >= log_head_at {
-                app.log_audit_head();
-                log_head_at = now + AUDIT_HEAD_LOG_EVERY;
-            }
-            let next = match app.sweep(now) {
-                Ok((closed, next)) => {
-                    if !closed.is_empty() {
-                        log::debug!("sweeper closed {} challenges", closed.len());
+        .spawn(move || {
+            // On a shared store one node sweeps at a time (SPEC R8).
+            let mut lock = app.sweeper_lock();
+            loop {
+                let now = now_ms();
+                if lock.as_mut().is_some_and(|l| !l.held()) {
+                    // Another node sweeps: ask again at the next interval.
+                    match stop.recv_timeout(Duration::from_millis(app.cfg().sweep_interval)) {
+                        Err(RecvTimeoutError::Timeout) => continue,
+                        _ => return,
                     }
-                    next
                 }
-                Err(e) => {
-                    log::error!("sweep failed: {e}");
-                    None
+                if now >= log_head_at {
+                    app.log_audit_head();
+                    log_head_at = now + AUDIT_HEAD_LOG_EVERY;
                 }
-            };
-            let interval = app.cfg().sweep_interval;
-            let sleep = next.map_or(interval, |at| at.saturating_sub(now_ms()).clamp(1, interval));
-            match stop.recv_timeout(Duration::from_millis(sleep)) {
-                Err(RecvTimeoutError::Timeout) => {}
-                _ => return,
+                let next = match app.sweep(now) {
+                    Ok((closed, next)) => {
+                        if !closed.is_empty() {
+                            log::debug!("sweeper closed {} challenges", closed.len());
+                        }
+                        next
+                    }
+                    Err(e) => {
+                        log::error!("sweep failed: {e}");
+                        None
+                    }
+                };
+                let interval = app.cfg().sweep_interval;
+                let sleep = next.map_or(interval, |at| at.saturating_sub(now_ms()).clamp(1, interval));
+                match stop.recv_timeout(Duration::from_millis(sleep)) {
+                    Err(RecvTimeoutError::Timeout) => {}
+                    _ => return,
+                }
             }
         })
         .expect("spawning the sweeper")

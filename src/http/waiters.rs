@@ -43,6 +43,9 @@ pub enum Msg {
         deadline: Instant,
     },
     Event(Event),
+    /// Another node's notifications may have been missed: look again at
+    /// everything parked (shared store only).
+    Recheck,
     /// Answer everything parked, then acknowledge.
     Shutdown(Sender<()>),
 }
@@ -156,7 +159,33 @@ impl Waiters {
             // Wake-ups go to their own threads; creations are only counted.
             Msg::Event(Event::Wake(_) | Event::Created(_)) => {}
             Msg::PushGone { token_id, endpoint } => self.app.push_gone(token_id, endpoint),
+            Msg::Recheck => self.recheck(),
             Msg::Shutdown(_) => unreachable!("handled in run"),
+        }
+    }
+
+    /// Answers the parked requests whose answer changed without an event
+    /// reaching this node (another node's notification lost).
+    fn recheck(&mut self) {
+        let rp_keys: Vec<(String, String)> =
+            self.rp.iter().filter_map(|(k, v)| Some((k.clone(), v.first()?.rp.clone().unwrap_or_default()))).collect();
+        for (key, rp) in rp_keys {
+            let closed = crate::domain::ids::ChallengeId::lookup(&key).and_then(|id| self.app.challenge_for_rp(&rp, &id));
+            if let Some(c) = closed.ok().filter(|c| !c.is_pending()) {
+                for p in self.take(Side::Rp, &key) {
+                    p.ex.json(200, &rp_view(&c));
+                }
+            }
+        }
+        let tokens: Vec<String> = self.device.keys().cloned().collect();
+        for token_id in tokens {
+            if self.app.has_pending(&token_id, now_ms()) {
+                for p in self.take(Side::Device, &token_id) {
+                    if let Some(ex) = deliver(&self.app, &token_id, p.ex) {
+                        ex.json(200, &device_list(vec![]));
+                    }
+                }
+            }
         }
     }
 

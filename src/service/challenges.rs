@@ -84,14 +84,47 @@ impl App {
     /// it is kept in memory and written with the challenge when it closes: no
     /// store write on the way to the phone. (After a crash, a challenge that
     /// was fetched but never answered closes as `undelivered`.)
+    ///
+    /// On a shared store (SPEC R8) the challenge may close on another node,
+    /// so the first fetch also writes the mark (a lazy write: bookkeeping).
     pub fn deliver(&self, token_id: &str, now: Ms) -> Result<Vec<Challenge>> {
         let mut list: Vec<Challenge> = self.store.read()?.pending_for_token(token_id)?.into_iter().filter(|c| now < c.expires_at).collect();
-        let mut marks = crate::sync::lock(&self.delivered);
-        for c in &mut list {
-            let at = *marks.entry(c.id.clone()).or_insert(now);
-            c.mark_delivered(at);
+        let mut fresh = Vec::new();
+        {
+            let mut marks = crate::sync::lock(&self.delivered);
+            for c in &mut list {
+                let at = *marks.entry(c.id.clone()).or_insert(now);
+                if c.delivered_at.is_none() && at == now {
+                    fresh.push(c.id.clone());
+                }
+                c.mark_delivered(at);
+            }
+        }
+        if self.store.is_shared() && !fresh.is_empty() {
+            self.writer.submit(
+                Durability::Lazy,
+                move |tx| {
+                    for id in &fresh {
+                        if let Some(mut c) = tx.challenge(id)?.filter(|c| c.is_pending() && c.delivered_at.is_none()) {
+                            c.mark_delivered(now);
+                            tx.put_challenge(&c)?;
+                        }
+                    }
+                    Ok(())
+                },
+                |r| {
+                    if let Err(e) = r {
+                        log::warn!("writing a delivered mark failed: {e}");
+                    }
+                },
+            );
         }
         Ok(list)
+    }
+
+    /// Whether a token has a pending challenge not yet expired.
+    pub fn has_pending(&self, token_id: &str, now: Ms) -> bool {
+        self.store.read().and_then(|r| r.pending_for_token(token_id)).is_ok_and(|l| l.iter().any(|c| now < c.expires_at))
     }
 
     /// Applies the in-memory delivered mark to a challenge about to close.

@@ -145,6 +145,17 @@ impl AfterCommit {
     }
 }
 
+/// What the other nodes' waiters must hear of an event (SPEC R8).
+fn remote_of(e: &Event) -> Option<crate::store::pg::Remote> {
+    use crate::store::pg::Remote;
+    match e {
+        Event::Closed(c, _) => Some(Remote::Closed(c.id.clone())),
+        Event::Pending(token_id) => Some(Remote::Pending(token_id.clone())),
+        Event::TokenRevoked(token_id) => Some(Remote::Revoked(token_id.clone())),
+        Event::Created(_) | Event::Wake(_) => None,
+    }
+}
+
 struct Session {
     operator: String,
     created: Ms,
@@ -217,6 +228,12 @@ impl App {
             move |tx| {
                 let mut events = Vec::new();
                 let v = f(tx, &mut events)?;
+                // The other nodes on a shared store hear of it at the commit.
+                for e in &events {
+                    if let Some(r) = remote_of(e) {
+                        tx.publish(&r)?;
+                    }
+                }
                 Ok((v, events))
             },
             move |r| match r {
@@ -299,9 +316,49 @@ impl App {
         }
     }
 
+    /// What another node's commit means here: the event for the parked
+    /// waiters, if any (a closed challenge is read back from the store).
+    pub fn on_remote(&self, r: crate::store::pg::Remote) -> Option<Event> {
+        use crate::store::pg::Remote;
+        match r {
+            Remote::Closed(id) => {
+                crate::sync::lock(&self.delivered).remove(&id);
+                match self.store.read().and_then(|r| r.challenge(&id)) {
+                    Ok(Some(c)) => Some(Event::Closed(Box::new(c), Instant::now())),
+                    Ok(None) => None,
+                    Err(e) => {
+                        log::warn!("another node closed challenge {id}, and reading it failed: {e}");
+                        None
+                    }
+                }
+            }
+            Remote::Pending(token_id) => Some(Event::Pending(token_id)),
+            Remote::Revoked(token_id) => Some(Event::TokenRevoked(token_id)),
+            Remote::RpKeys | Remote::Recheck => None,
+        }
+    }
+
+    /// On a shared store: hands every other node's change to `handle`.
+    pub fn listen_to_other_nodes(&self, handle: impl Fn(crate::store::pg::Remote) + Send + 'static) {
+        self.store.listen(handle);
+    }
+
+    /// On a shared store, the lock that lets one node's sweeper run.
+    pub fn sweeper_lock(&self) -> Option<crate::store::pg::SweeperLock> {
+        self.store.sweeper_lock()
+    }
+
+    pub fn store_is_shared(&self) -> bool {
+        self.store.is_shared()
+    }
+
     /// The RP name for an API key, or 401.
     pub fn rp_for_key(&self, key: &str) -> Result<String> {
         let hash = sig::sha256_hex(key.as_bytes());
+        if self.store.is_shared() {
+            // Another node may revoke a key: no cache but the store's index.
+            return self.store.read()?.rp_name_by_hash(&hash)?.ok_or_else(|| Error::Unauthorized("unknown or revoked API key".into()));
+        }
         let generation = {
             let cache = crate::sync::lock(&self.rp_cache);
             if let Some(name) = cache.1.get(&hash) {

@@ -21,6 +21,14 @@ impl App {
             b
         });
         let code = format!("{}-{}-{}-{}", &raw[..4], &raw[4..8], &raw[8..12], &raw[12..16]);
+        if let Some(shared) = self.store.shared() {
+            // Several nodes: one code for all, kept hashed in the database.
+            if !shared.bootstrap_offer(&sig::sha256_hex(code.as_bytes()), now, self.cfg().bootstrap_ttl)? {
+                log::info!("no operator yet: the one-time code another node made is still valid (see that node's start)");
+                return Ok(None);
+            }
+            return Ok(Some(code));
+        }
         *crate::sync::lock(&self.bootstrap) = Some((code.clone(), now));
         Ok(Some(code))
     }
@@ -29,7 +37,9 @@ impl App {
     /// Returns a session for the new operator.
     pub fn bootstrap(&self, code: &str, username: &str, password: &Password, ip: IpAddr, now: Ms) -> Result<String> {
         self.rate_limit("signin", ip, SIGNIN_RATE_LIMIT, SIGNIN_RATE_WINDOW, now)?;
-        {
+        if let Some(shared) = self.store.shared() {
+            self.take_shared_code(&shared, code, username, password, now)?;
+        } else {
             let mut slot = crate::sync::lock(&self.bootstrap);
             // Any operator, however made (the CLI too), ends the code.
             if slot.is_some() && self.store.read()?.operator_count()? > 0 {
@@ -94,6 +104,17 @@ impl App {
             return Err(wrong());
         }
         let token = ids::random_b64(32);
+        if let Some(shared) = self.store.shared() {
+            // Opened first, checked after: a disable on another node either
+            // shows in the check or deletes this session after it.
+            let key = sig::sha256_hex(token.as_bytes());
+            shared.session_open(&key, username, now, SESSION_MAX, SESSION_IDLE)?;
+            if !self.store.read()?.operator(username)?.is_some_and(|o| o.enabled() && o.password_hash == hash) {
+                shared.session_end(&key)?;
+                return Err(wrong());
+            }
+            return Ok(token);
+        }
         let mut s = crate::sync::lock(&self.sessions);
         // A disable, removal or new password committed since the check above
         // either shows here, or ends this operator's sessions after this lock
@@ -109,6 +130,13 @@ impl App {
     /// The operator behind a session cookie, or 401.
     pub fn admin_session(&self, token: &str, now: Ms) -> Result<String> {
         let key = sig::sha256_hex(token.as_bytes());
+        if let Some(shared) = self.store.shared() {
+            return match shared.session_check(&key, now, SESSION_MAX, SESSION_IDLE)? {
+                crate::store::pg::SessionFound::Valid(operator) => Ok(operator),
+                crate::store::pg::SessionFound::Expired => Err(Error::Unauthorized("session expired; sign in again".into())),
+                crate::store::pg::SessionFound::Unknown => Err(Error::Unauthorized("sign in first".into())),
+            };
+        }
         let mut s = crate::sync::lock(&self.sessions);
         match s.get_mut(&key) {
             Some(v) if now < v.created + SESSION_MAX && now < v.last_seen + SESSION_IDLE => {
@@ -124,12 +152,46 @@ impl App {
     }
 
     pub fn admin_logout(&self, token: &str) {
-        crate::sync::lock(&self.sessions).remove(&sig::sha256_hex(token.as_bytes()));
+        let key = sig::sha256_hex(token.as_bytes());
+        if let Some(shared) = self.store.shared() {
+            if let Err(e) = shared.session_end(&key) {
+                log::error!("signing out: {e}");
+            }
+            return;
+        }
+        crate::sync::lock(&self.sessions).remove(&key);
     }
 
     /// Ends every session of operator `name` (their next request gets 401).
     fn end_sessions_of(&self, name: &str) {
+        if let Some(shared) = self.store.shared() {
+            if let Err(e) = shared.sessions_end_of(name) {
+                log::error!("ending the sessions of operator {name}: {e}");
+            }
+            return;
+        }
         crate::sync::lock(&self.sessions).retain(|_, v| v.operator != name);
+    }
+
+    /// The bootstrap code on a shared store: checked and spent by one
+    /// statement, so that two nodes cannot both accept it.
+    fn take_shared_code(&self, shared: &crate::store::pg::Shared, code: &str, username: &str, password: &Password, now: Ms) -> Result<()> {
+        use crate::store::pg::CodeTaken;
+        if self.store.read()?.operator_count()? > 0 {
+            shared.bootstrap_clear()?;
+            return Err(Error::Conflict("an operator exists, or the one-time code was used; sign in instead".into()));
+        }
+        // Validate before spending the code.
+        check_user_id("username", username)?;
+        password.check("password")?;
+        match shared.bootstrap_take(&sig::sha256_hex(code.trim().to_uppercase().as_bytes()), now, self.cfg().bootstrap_ttl)? {
+            CodeTaken::Taken => Ok(()),
+            CodeTaken::Wrong => Err(Error::Unauthorized("the one-time code is wrong".into())),
+            CodeTaken::Expired => Err(Error::Conflict(
+                "the one-time code has expired; create an operator with: onepush operator add NAME --password-stdin".into(),
+            )),
+            CodeTaken::Absent => Err(Error::Conflict("an operator exists, or the one-time code was used; sign in instead".into())),
+        }
     }
 
     /// `onepush operator add` / `passwd`. A new password ends every session
@@ -157,6 +219,9 @@ impl App {
         if create {
             // The first operator exists: the one-time code has done its job.
             *crate::sync::lock(&self.bootstrap) = None;
+            if let Some(shared) = self.store.shared() {
+                shared.bootstrap_clear()?;
+            }
             let _ = std::fs::remove_file(self.cfg().data_dir.join(BOOTSTRAP_CODE_FILE));
         } else {
             self.end_sessions_of(&named);

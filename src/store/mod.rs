@@ -234,6 +234,30 @@ impl Store {
         matches!(self.backend, Backend::Pg(_))
     }
 
+    /// On PostgreSQL: hands every other node's published change to `handle`
+    /// (and a `Recheck` now and then). Nothing on the embedded store.
+    pub fn listen(&self, handle: impl Fn(pg::Remote) + Send + 'static) {
+        if let Backend::Pg(pool) = &self.backend {
+            pg::listen(pool.clone(), handle);
+        }
+    }
+
+    /// On PostgreSQL, the sessions and bootstrap code every node shares.
+    pub fn shared(&self) -> Option<pg::Shared> {
+        match &self.backend {
+            Backend::Pg(pool) => Some(pg::Shared(pool.clone())),
+            Backend::Redb { .. } => None,
+        }
+    }
+
+    /// On PostgreSQL, the lock that lets one node sweep at a time.
+    pub fn sweeper_lock(&self) -> Option<pg::SweeperLock> {
+        match &self.backend {
+            Backend::Pg(pool) => Some(pg::SweeperLock::new(pool.clone())),
+            Backend::Redb { .. } => None,
+        }
+    }
+
     pub fn read(&self) -> Result<ReadTx> {
         Ok(match &self.backend {
             Backend::Redb { db, .. } => ReadTx { backend: ReadBackend::Redb(db.begin_read()?) },

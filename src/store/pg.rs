@@ -18,15 +18,22 @@
 
 use std::cell::RefCell;
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use postgres::fallible_iterator::FallibleIterator;
 
 use postgres::types::ToSql;
 use postgres::{Client, NoTls, Row, Statement};
 
+use crate::domain::Ms;
 use crate::error::{Error, Result};
 
 /// The schema this binary knows, and how to reach it from an older one.
-pub const MIGRATIONS: &[(i32, &str)] = &[(1, include_str!("../../migrations/postgres/0001_initial.sql"))];
+pub const MIGRATIONS: &[(i32, &str)] = &[
+    (1, include_str!("../../migrations/postgres/0001_initial.sql")),
+    (2, include_str!("../../migrations/postgres/0002_shared_sessions.sql")),
+];
 
 /// Advisory lock keys (`pg_advisory_*`): onepush's own, "onep" + a number.
 pub const WRITE_LOCK: i64 = 0x6f6e_6570_0000_0001;
@@ -54,7 +61,15 @@ pub struct Conn {
 
 impl Conn {
     fn connect(url: &str) -> Result<Conn> {
-        let client = Client::connect(url, NoTls)?;
+        let mut config: postgres::Config = url.parse()?;
+        // A peer that vanishes without closing (a frozen node, a cut
+        // network) is found in about 20 s, not the system's 2 hours; the URL
+        // may set its own.
+        if !url.contains("keepalives_idle") {
+            config.keepalives_idle(Duration::from_secs(10));
+        }
+        config.application_name("onepush");
+        let client = config.connect(NoTls)?;
         Ok(Conn { client, statements: HashMap::new() })
     }
 
@@ -290,4 +305,249 @@ pub fn due_sql(index: &str) -> Result<&'static str> {
         "challenges_by_time" => "SELECT k FROM challenges WHERE created_at <= $1 ORDER BY created_at, k LIMIT $2",
         other => return Err(Error::Internal(format!("store (postgres): no index {other}"))),
     })
+}
+
+/// This process among the nodes: messages it published itself are not
+/// handled again when they come back.
+pub fn node_id() -> &'static str {
+    static NODE: OnceLock<String> = OnceLock::new();
+    NODE.get_or_init(|| crate::domain::ids::random_hex(8))
+}
+
+/// The channel every node LISTENs on.
+pub const CHANNEL: &str = "onepush";
+
+/// What another node's commit changed (its `WriteTx::publish` messages).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Remote {
+    /// A challenge left `pending`.
+    Closed(String),
+    /// A token has new pending challenges.
+    Pending(String),
+    /// A token was revoked.
+    Revoked(String),
+    /// RP keys changed (cached look-ups are dropped).
+    RpKeys,
+    /// Notifications may have been missed (the listener reconnected) or a
+    /// re-check is due: look again at everything parked.
+    Recheck,
+}
+
+impl Remote {
+    pub fn message(&self) -> String {
+        let node = node_id();
+        match self {
+            Remote::Closed(id) => format!("{node} closed {id}"),
+            Remote::Pending(t) => format!("{node} pending {t}"),
+            Remote::Revoked(t) => format!("{node} revoked {t}"),
+            Remote::RpKeys => format!("{node} rpkeys -"),
+            Remote::Recheck => format!("{node} recheck -"),
+        }
+    }
+
+    /// Another node's message; None for this node's own and for unknown ones.
+    pub fn parse(message: &str) -> Option<Remote> {
+        let mut parts = message.splitn(3, ' ');
+        let (node, kind, arg) = (parts.next()?, parts.next()?, parts.next()?.to_string());
+        if node == node_id() {
+            return None;
+        }
+        Some(match kind {
+            "closed" => Remote::Closed(arg),
+            "pending" => Remote::Pending(arg),
+            "revoked" => Remote::Revoked(arg),
+            "rpkeys" => Remote::RpKeys,
+            "recheck" => Remote::Recheck,
+            _ => return None,
+        })
+    }
+}
+
+/// How often parked requests are re-checked even without a notification:
+/// what a lost one can cost at most.
+pub const RECHECK: Duration = Duration::from_secs(10);
+
+/// Listens for the other nodes' commits on a dedicated connection, for
+/// ever, reconnecting after a failure (then `Remote::Recheck`, since
+/// notifications sent meanwhile are lost).
+#[allow(clippy::expect_used, reason = "started once at start: without it other nodes' decisions wait for the re-check")]
+pub fn listen(pool: Arc<Pool>, handle: impl Fn(Remote) + Send + 'static) -> std::thread::JoinHandle<()> {
+    std::thread::Builder::new()
+        .name("pg-listen".into())
+        .spawn(move || loop {
+            match pool.dedicated().and_then(|mut c| {
+                c.batch(&format!("LISTEN {CHANNEL}"))?;
+                Ok(c)
+            }) {
+                Ok(mut conn) => {
+                    handle(Remote::Recheck);
+                    let mut checked = Instant::now();
+                    loop {
+                        let next = conn.client.notifications().timeout_iter(Duration::from_secs(1)).next();
+                        match next {
+                            Ok(Some(n)) => {
+                                if let Some(r) = Remote::parse(n.payload()) {
+                                    handle(r);
+                                }
+                            }
+                            Ok(None) => {}
+                            Err(e) => {
+                                log::warn!("store: the PostgreSQL listener lost its connection ({e}); reconnecting");
+                                break;
+                            }
+                        }
+                        if checked.elapsed() >= RECHECK {
+                            // Also proves the connection alive (a query on a dead one fails).
+                            if conn.batch("SELECT 1").is_err() {
+                                log::warn!("store: the PostgreSQL listener's connection is gone; reconnecting");
+                                break;
+                            }
+                            handle(Remote::Recheck);
+                            checked = Instant::now();
+                        }
+                    }
+                }
+                Err(e) => {
+                    log::warn!("store: cannot listen for other nodes' commits: {e:?}; retrying in 1 s");
+                    std::thread::sleep(Duration::from_secs(1));
+                }
+            }
+        })
+        .expect("spawning the PostgreSQL listener")
+}
+
+/// One sweeper among the nodes: a session-level advisory lock on a
+/// dedicated connection, taken over by another node when this one dies
+/// (its session ends with its socket, or with the keepalives).
+pub struct SweeperLock {
+    pool: Arc<Pool>,
+    conn: Option<Conn>,
+}
+
+impl SweeperLock {
+    pub const KEY: i64 = 0x6f6e_6570_0000_0003;
+
+    pub fn new(pool: Arc<Pool>) -> SweeperLock {
+        SweeperLock { pool, conn: None }
+    }
+
+    /// Whether this node may sweep now: holds the lock, or has just taken it.
+    pub fn held(&mut self) -> bool {
+        if let Some(c) = &mut self.conn {
+            if c.batch("SELECT 1").is_ok() {
+                return true;
+            }
+            log::warn!("sweeper: lost the connection that held the sweeper lock");
+            self.conn = None;
+        }
+        let Ok(mut c) = self.pool.dedicated() else { return false };
+        match c.client.query_one("SELECT pg_try_advisory_lock($1)", &[&Self::KEY]) {
+            Ok(row) if row.get::<_, bool>(0) => {
+                log::info!("sweeper: this node ({}) sweeps", node_id());
+                self.conn = Some(c);
+                true
+            }
+            _ => false,
+        }
+    }
+}
+
+/// What a single node keeps in memory and several nodes share in the
+/// database (migration 2): operator sessions and the bootstrap code.
+/// Statements run on their own (autocommit), outside the writer.
+#[derive(Clone)]
+pub struct Shared(pub(crate) Arc<Pool>);
+
+/// An operator session as found.
+#[derive(Debug, PartialEq, Eq)]
+pub enum SessionFound {
+    Valid(String),
+    Expired,
+    Unknown,
+}
+
+/// How an offered bootstrap code went.
+#[derive(Debug, PartialEq, Eq)]
+pub enum CodeTaken {
+    Taken,
+    Wrong,
+    Expired,
+    /// No code (used, or never made).
+    Absent,
+}
+
+impl Shared {
+    /// Opens a session (`key`: the cookie's SHA-256) and drops expired ones.
+    pub fn session_open(&self, key: &str, operator: &str, now: Ms, max: Ms, idle: Ms) -> Result<()> {
+        let mut c = self.0.get()?;
+        c.execute(
+            "DELETE FROM admin_sessions WHERE created_at <= $1 OR last_seen <= $2",
+            &[&big(now.saturating_sub(max)), &big(now.saturating_sub(idle))],
+        )?;
+        c.execute(
+            "INSERT INTO admin_sessions (k, operator, created_at, last_seen) VALUES ($1, $2, $3, $3)",
+            &[&key, &operator, &big(now)],
+        )?;
+        Ok(())
+    }
+
+    /// The session's operator, its last use set to `now`.
+    pub fn session_check(&self, key: &str, now: Ms, max: Ms, idle: Ms) -> Result<SessionFound> {
+        let mut c = self.0.get()?;
+        let rows = c.query(
+            "UPDATE admin_sessions SET last_seen = $2 WHERE k = $1 AND created_at > $3 AND last_seen > $4 RETURNING operator",
+            &[&key, &big(now), &big(now.saturating_sub(max)), &big(now.saturating_sub(idle))],
+        )?;
+        if let Some(r) = rows.first() {
+            return Ok(SessionFound::Valid(r.get(0)));
+        }
+        Ok(match c.execute("DELETE FROM admin_sessions WHERE k = $1", &[&key])? {
+            0 => SessionFound::Unknown,
+            _ => SessionFound::Expired,
+        })
+    }
+
+    pub fn session_end(&self, key: &str) -> Result<()> {
+        self.0.get()?.execute("DELETE FROM admin_sessions WHERE k = $1", &[&key])?;
+        Ok(())
+    }
+
+    pub fn sessions_end_of(&self, operator: &str) -> Result<()> {
+        self.0.get()?.execute("DELETE FROM admin_sessions WHERE operator = $1", &[&operator])?;
+        Ok(())
+    }
+
+    /// Stores this node's new code unless another node's is still valid;
+    /// true if this one stands.
+    pub fn bootstrap_offer(&self, code_hash: &str, now: Ms, ttl: Ms) -> Result<bool> {
+        let n = self.0.get()?.execute(
+            "INSERT INTO bootstrap_code (one, code_hash, made_at) VALUES (true, $1, $2) \
+             ON CONFLICT (one) DO UPDATE SET code_hash = excluded.code_hash, made_at = excluded.made_at \
+             WHERE bootstrap_code.made_at <= $3",
+            &[&code_hash, &big(now), &big(now.saturating_sub(ttl))],
+        )?;
+        Ok(n == 1)
+    }
+
+    /// Spends the code if `code_hash` is it and it is still valid: one
+    /// DELETE, so two nodes cannot both accept it.
+    pub fn bootstrap_take(&self, code_hash: &str, now: Ms, ttl: Ms) -> Result<CodeTaken> {
+        let mut c = self.0.get()?;
+        let taken =
+            c.execute("DELETE FROM bootstrap_code WHERE code_hash = $1 AND made_at > $2", &[&code_hash, &big(now.saturating_sub(ttl))])?;
+        if taken == 1 {
+            return Ok(CodeTaken::Taken);
+        }
+        let rows = c.query("SELECT made_at FROM bootstrap_code", &[])?;
+        Ok(match rows.first().map(|r| unbig(r.get(0))) {
+            None => CodeTaken::Absent,
+            Some(made) if now >= made.saturating_add(ttl) => CodeTaken::Expired,
+            Some(_) => CodeTaken::Wrong,
+        })
+    }
+
+    pub fn bootstrap_clear(&self) -> Result<()> {
+        self.0.get()?.execute("DELETE FROM bootstrap_code", &[])?;
+        Ok(())
+    }
 }

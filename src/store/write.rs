@@ -297,6 +297,16 @@ impl WriteTx {
         Ok(out)
     }
 
+    /// Tells the other nodes sharing this store what this transaction
+    /// changed: a NOTIFY, delivered when it commits and never if it rolls
+    /// back. Nothing to do on the embedded store (one node).
+    pub fn publish(&mut self, what: &pg::Remote) -> Result<()> {
+        if let WriteBackend::Pg(pg) = &mut self.backend {
+            pg.execute("SELECT pg_notify('onepush', $1)", &[&what.message()])?;
+        }
+        Ok(())
+    }
+
     /// Appends an event to the hash chain, in this transaction.
     pub fn audit(&mut self, ev: NewEvent) -> Result<AuditEvent> {
         self.dirty = true;
