@@ -1,0 +1,252 @@
+//! Two onepush nodes on one PostgreSQL database (SPEC R8), through the real
+//! binaries: an RP on node A and the phone on node B, the state the single
+//! node kept in memory shared, the sweeper taken over after kill -9.
+//!
+//! The cluster: `ONEPUSH_TEST_POSTGRES` when set (`.ci/run` starts one), else
+//! a private one this binary starts with `.ci/pg-cluster` (Debian's
+//! `postgresql` installed) and stops when its last test ends.
+
+mod common;
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
+
+use common::*;
+use onepush::client::now_secs;
+use serde_json::json;
+
+const C: &str = "1000000001";
+
+struct Cluster {
+    base: String,
+    /// Set when this binary started the cluster (stopped on drop).
+    dir: Option<PathBuf>,
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        if let Some(dir) = &self.dir {
+            let _ = std::process::Command::new("bash").arg(".ci/pg-cluster").arg("stop").arg(dir).status();
+        }
+    }
+}
+
+fn cluster() -> Arc<Cluster> {
+    static CLUSTER: Mutex<Weak<Cluster>> = Mutex::new(Weak::new());
+    let mut slot = CLUSTER.lock().unwrap();
+    if let Some(c) = slot.upgrade() {
+        return c;
+    }
+    let c = Arc::new(match postgres_base() {
+        Some(base) => Cluster { base, dir: None },
+        None => {
+            let dir = std::env::temp_dir().join(format!("onepush-nodes-pg-{}-{}", std::process::id(), now_secs()));
+            let out = std::process::Command::new("bash").arg(".ci/pg-cluster").arg("start").arg(&dir).output().unwrap();
+            assert!(
+                out.status.success(),
+                "these tests need PostgreSQL: set ONEPUSH_TEST_POSTGRES or install Debian's postgresql ({})",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            Cluster { base: String::from_utf8_lossy(&out.stdout).trim().to_string(), dir: Some(dir) }
+        }
+    });
+    *slot = Arc::downgrade(&c);
+    c
+}
+
+/// Node A (a `World`: RP key, operator, session) on a new database, and the
+/// database's URL.
+fn node_a(c: &Cluster, extra: &str) -> (World, String) {
+    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    let url = new_database(&c.base, &format!("nodes{}_{n}_{}", std::process::id(), now_secs()));
+    (World::new(&format!("store = \"{url}\"\n{extra}")), url)
+}
+
+/// Another node on the same database, with node A's key files (every node
+/// needs the same secret, audit and Web Push keys: README).
+fn another_node(a: &Server, url: &str, extra: &str) -> Server {
+    let dir = a.dir.with_file_name(format!("{}-b{}", a.dir.file_name().unwrap().to_string_lossy(), now_secs()));
+    let data = dir.join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    for key in ["secret.key", "audit.key", "vapid.key"] {
+        std::fs::copy(a.dir.join("data").join(key), data.join(key)).unwrap();
+    }
+    let config = dir.join("onepush.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "listen = \"127.0.0.1:0\"\ndata_dir = \"{}\"\nstore = \"{url}\"\nargon2_memory_kib = 256\nargon2_iterations = 1\n{extra}\n",
+            data.display()
+        ),
+    )
+    .unwrap();
+    let mut b = Server::adopt(dir, config);
+    b.respawn();
+    b
+}
+
+#[test]
+fn the_rp_on_one_node_and_the_phone_on_the_other_see_each_others_decisions_at_once() {
+    let c = cluster();
+    let (w, url) = node_a(&c, "");
+    let mut phone = w.registered(C, "jweb", "taro");
+    let b = another_node(&w.s, &url, "");
+    phone.rebase(&b.base);
+
+    // The phone parks on B; the login on A reaches it through NOTIFY, well
+    // before the 10 s re-check.
+    let polling = {
+        let phone = phone.clone();
+        std::thread::spawn(move || {
+            let t = Instant::now();
+            (phone.poll(20), t.elapsed())
+        })
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    let id = w.login_challenge(C, "taro");
+    let (list, took) = polling.join().unwrap();
+    assert_eq!(list.len(), 1, "{list:?}");
+    assert_eq!(list[0]["challenge_id"], id.as_str());
+    assert!(took < Duration::from_secs(3), "the phone on B heard of A's challenge after {took:?}");
+
+    // The RP parks on A; the phone answers on B.
+    let rp = {
+        let (base, key, id) = (w.s.base.clone(), w.rp_key.clone(), id.clone());
+        std::thread::spawn(move || {
+            let t = Instant::now();
+            let r = request("GET", &format!("{base}/api/v1/challenges/{id}?wait=20"), &[("Authorization", format!("Bearer {key}"))], None);
+            (r, t.elapsed())
+        })
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(phone.answer(&list[0], "approve").status, 200);
+    let (r, took) = rp.join().unwrap();
+    assert_eq!(r.json["status"], "approved", "{}", r.text);
+    assert!(took < Duration::from_secs(3), "the RP on A heard of B's decision after {took:?}");
+
+    // Answered once, whichever node is asked.
+    phone.rebase(&w.s.base);
+    let again = phone.answer(&list[0], "reject");
+    assert_eq!((again.status, again.code()), (409, "challenge_closed"), "{}", again.text);
+    assert_eq!(request("GET", &b.url(&format!("/api/v1/challenges/{id}")), &w.rp(), None).json["status"], "approved");
+
+    // One audit chain, written by both nodes.
+    for node in [&w.s, &b] {
+        let (code, out, err) = node.cli(&["audit", "verify"], None);
+        assert_eq!(code, 0, "{out}{err}");
+        assert!(out.contains("audit log intact"), "{out}");
+    }
+}
+
+#[test]
+fn lockout_sessions_operators_and_the_anti_fatigue_window_are_shared() {
+    let c = cluster();
+    let (w, url) = node_a(&c, "max_challenges_per_window = 3\nmax_pending_per_user = 5");
+    w.registered(C, "jweb", "taro");
+    w.user(C, "jiro", "user");
+    let b = another_node(&w.s, &url, "max_challenges_per_window = 3\nmax_pending_per_user = 5");
+    let login = |s: &Server, uid: &str, password: &str| {
+        request(
+            "POST",
+            &s.url("/api/v1/login"),
+            &w.rp(),
+            Some(json_body(&json!({"contract_no": C, "user_id": uid, "password": password, "client": {"ip": "203.0.113.7"}})).unwrap()),
+        )
+    };
+
+    // Five wrong passwords, alternating nodes, lock the user on both.
+    for i in 0..5 {
+        let node = if i % 2 == 0 { &w.s } else { &b };
+        assert_eq!(login(node, "jiro", "wrong-password").json["reason"], "bad_credentials");
+    }
+    for node in [&w.s, &b] {
+        assert_eq!(login(node, "jiro", PASSWORD).json, json!({"result": "deny", "reason": "password_locked"}));
+    }
+
+    // The anti-fatigue window counts the logins of both nodes.
+    for i in 0..3 {
+        let node = if i % 2 == 0 { &b } else { &w.s };
+        assert_eq!(login(node, "taro", PASSWORD).json["result"], "challenge");
+    }
+    for node in [&w.s, &b] {
+        let r = login(node, "taro", PASSWORD);
+        assert_eq!((r.json["result"].as_str(), r.json["reason"].as_str()), (Some("deny"), Some("too_many_challenges")), "{}", r.text);
+    }
+
+    // A session opened on A works on B, and signing out on B ends it on A.
+    let admin = w.admin();
+    assert_eq!(request("GET", &b.url("/api/v1/admin/contracts"), &admin, None).status, 200);
+    assert_eq!(request("DELETE", &b.url("/api/v1/admin/session"), &admin, None).status / 100, 2);
+    assert_eq!(request("GET", &w.s.url("/api/v1/admin/contracts"), &admin, None).status, 401);
+
+    // An operator disabled through node B cannot sign in on A, and a session
+    // made on A ends when B disables it.
+    let r = w.s.post("/api/v1/admin/session", &[], &json!({"username": "alice", "password": "operator-pass-1"}));
+    let cookie = vec![("Cookie", r.header("set-cookie").unwrap().split(';').next().unwrap().to_string())];
+    assert_eq!(request("GET", &b.url("/api/v1/admin/contracts"), &cookie, None).status, 200);
+    let (code, _, err) = b.cli(&["operator", "add", "bob", "--password-stdin"], Some("operator-pass-2\n"));
+    assert_eq!(code, 0, "{err}");
+    let (code, _, err) = b.cli(&["operator", "disable", "alice"], None);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(request("GET", &w.s.url("/api/v1/admin/contracts"), &cookie, None).status, 401);
+    let r = w.s.post("/api/v1/admin/session", &[], &json!({"username": "alice", "password": "operator-pass-1"}));
+    assert_eq!(r.status, 401, "{}", r.text);
+}
+
+#[test]
+fn one_bootstrap_code_for_every_node_spent_once() {
+    let c = cluster();
+    let url = new_database(&c.base, &format!("boot{}_{}", std::process::id(), now_secs()));
+    let a = Server::start(&format!("store = \"{url}\""));
+    let code = a.bootstrap_code.clone().expect("node A shows the code");
+    let b = another_node(&a, &url, "");
+    assert_eq!(b.bootstrap_code, None, "node B shows no second code while A's is valid");
+    let body = |name: &str| json!({"code": code, "username": name, "password": "operator-pass-1"});
+    let r = b.post("/api/v1/admin/bootstrap", &[], &body("alice"));
+    assert_eq!(r.status / 100, 2, "A's code works on B: {}", r.text);
+    let r = a.post("/api/v1/admin/bootstrap", &[], &body("mallory"));
+    assert_eq!(r.status, 409, "spent on B, refused on A: {}", r.text);
+}
+
+#[test]
+fn another_node_takes_over_the_sweeper_after_kill_9() {
+    let c = cluster();
+    let extra = "challenge_ttl = \"2s\"\nsweep_interval = \"200ms\"";
+    let (mut w, url) = node_a(&c, extra);
+    w.registered(C, "jweb", "taro");
+    let mut b = another_node(&w.s, &url, extra);
+    let sweeps = |s: &Server| s.log().contains("sweeper: this node");
+    let a_sweeps = eventually("a node to take the sweeper lock", 10, || (sweeps(&w.s) || sweeps(&b)).then(|| sweeps(&w.s)));
+    assert!(!(sweeps(&w.s) && sweeps(&b)), "one sweeper at a time");
+    // kill -9 the sweeping node; the other one must expire the next challenge.
+    let (survivor_is_a, rp) = if a_sweeps {
+        w.s.kill();
+        (false, &b)
+    } else {
+        b.kill();
+        (true, &w.s)
+    };
+    let login = request(
+        "POST",
+        &rp.url("/api/v1/login"),
+        &w.rp(),
+        Some(json_body(&json!({"contract_no": C, "user_id": "taro", "password": PASSWORD, "client": {"ip": "203.0.113.7"}})).unwrap()),
+    );
+    assert_eq!(login.json["result"], "challenge", "{}", login.text);
+    let id = login.json["challenge_id"].as_str().unwrap().to_string();
+    let t = Instant::now();
+    let status = eventually("the survivor to expire the challenge", 30, || {
+        let r = request("GET", &rp.url(&format!("/api/v1/challenges/{id}")), &w.rp(), None);
+        (r.json["status"] != "pending").then(|| r.json["status"].clone())
+    });
+    assert_eq!(status, "undelivered", "closed by the survivor's sweeper");
+    assert!(sweeps(if survivor_is_a { &w.s } else { &b }), "the survivor took the lock");
+    eprintln!("challenge closed {:?} after the login (ttl 2 s), by the surviving node", t.elapsed());
+    if survivor_is_a {
+        b.kill();
+    } else {
+        w.s.kill();
+    }
+}
