@@ -487,7 +487,7 @@ impl Config {
 /// driver will parse it. TLS to the database is not built into this
 /// version: a URL that requires it is refused here rather than at the first
 /// connection.
-fn check_store_url(url: &str) -> Result<String, ConfigError> {
+pub fn check_store_url(url: &str) -> Result<String, ConfigError> {
     if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
         return Err(ConfigError(
             "store: must be empty (the embedded store) or a postgres:// URL, for example postgres://onepush@db.bank.example/onepush".into(),

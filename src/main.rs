@@ -63,6 +63,13 @@ enum Cmd {
     Backup { dest: PathBuf },
     /// Replace the store with the backup SRC (the server must be stopped).
     Restore { src: PathBuf },
+    /// Copy the embedded store into an empty PostgreSQL database and verify
+    /// the copy (record counts, the audit chain); the server must be stopped.
+    Migrate {
+        /// The PostgreSQL database, as `store` takes it (postgres://user@host/db).
+        #[arg(long, value_name = "URL")]
+        to: String,
+    },
     /// Print the man page (roff) on standard output.
     #[command(hide = true)]
     Man,
@@ -254,6 +261,7 @@ fn main() -> ExitCode {
             manage(&cfg, Command::Backup { dest: dest.to_string_lossy().into_owned() })
         }
         Cmd::Restore { src } => restore(&cfg, &src),
+        Cmd::Migrate { to } => migrate(&cfg, &to),
         Cmd::Audit(AuditCmd::Verify { public_key: None, .. }) => manage(&cfg, Command::AuditVerify),
         Cmd::Audit(AuditCmd::Verify { public_key: Some(key), export }) => verify_export(&key, export.as_deref()),
         Cmd::Audit(AuditCmd::Export { follow: false, .. }) => manage(&cfg, Command::AuditExport),
@@ -379,6 +387,76 @@ fn manage(cfg: &Config, cmd: Command) -> ExitCode {
     print!("{}", out.stdout);
     eprint!("{}", out.stderr);
     ExitCode::from(out.code.clamp(0, 255) as u8)
+}
+
+/// `onepush migrate --to URL`: the embedded store of `data_dir`, verified,
+/// copied in one transaction into an empty PostgreSQL database, and the copy
+/// verified (every table's count, the audit chain against the audit key).
+/// The embedded store is left as it was.
+fn migrate(cfg: &Config, to: &str) -> ExitCode {
+    let fail = |m: String| {
+        eprintln!("onepush: migrate: {m}");
+        ExitCode::from(1)
+    };
+    if cfg.store.is_some() {
+        return fail("the config already names a PostgreSQL store (store = …); migrate copies the embedded store of data_dir".into());
+    }
+    let url = match onepush::config::check_store_url(to) {
+        Ok(url) => url,
+        Err(e) => return fail(e.0.replacen("store:", "--to:", 1)),
+    };
+    if control::send(&cfg.control_socket(), &Command::AuditVerify).is_some() {
+        return fail(format!("a server is running on {}; stop it first (nothing may change during the copy)", cfg.data_dir.display()));
+    }
+    if !cfg.store_path().exists() {
+        return fail(format!("no store at {}", cfg.store_path().display()));
+    }
+    let key = match onepush::audit::AuditKey::load(&cfg.audit_key_file) {
+        Ok(k) => k.public(),
+        Err(e) => return fail(format!("the audit key is needed to verify the copy: {e}")),
+    };
+    let source = match Store::open(&cfg.store_path()) {
+        Ok(s) => s,
+        Err(e) => return fail(format!("{}: {e:?}", cfg.store_path().display())),
+    };
+    let entries = match source.verify_audit(Some(&key)) {
+        Ok(Ok(n)) => n,
+        Ok(Err(b)) => return fail(format!("the embedded store's audit log is broken at entry {}: {}; nothing copied", b.seq, b.why)),
+        Err(e) => return fail(format!("{e:?}")),
+    };
+    let target = match Store::open_postgres(&url) {
+        Ok(t) => t,
+        Err(e) => return fail(format!("the PostgreSQL database: {e:?}")),
+    };
+    let copied = match source.copy_to(&target) {
+        Ok(c) => c,
+        Err(e) => return fail(format!("nothing copied: {e:?}")),
+    };
+    let there = match target.counts() {
+        Ok(c) => c,
+        Err(e) => return fail(format!("counting the copy: {e:?}")),
+    };
+    for ((table, n), (_, m)) in copied.iter().zip(&there) {
+        if n != m {
+            return fail(format!("the copy differs: {table}: {n} in the embedded store, {m} in PostgreSQL"));
+        }
+    }
+    match target.verify_audit(Some(&key)) {
+        Ok(Ok(n)) if n == entries => {}
+        Ok(Ok(n)) => return fail(format!("the copy's audit log has {n} entries, the embedded store's {entries}")),
+        Ok(Err(b)) => return fail(format!("the copy's audit log is broken at entry {}: {}", b.seq, b.why)),
+        Err(e) => return fail(format!("{e:?}")),
+    }
+    for (table, n) in &copied {
+        println!("  {table:<14} {n}");
+    }
+    println!("migrated and verified: every count equal, audit log intact in PostgreSQL ({entries} entries)");
+    println!(
+        "next: set store = \"…\" (this URL) in the config of every node, copy secret.key, audit.key and vapid.key from {} into each node's data_dir, and start the nodes; {} is left as it was",
+        cfg.data_dir.display(),
+        cfg.store_path().display()
+    );
+    ExitCode::SUCCESS
 }
 
 /// Replaces the store with a backup: refused while a server uses the data

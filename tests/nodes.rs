@@ -250,3 +250,58 @@ fn another_node_takes_over_the_sweeper_after_kill_9() {
         w.s.kill();
     }
 }
+
+#[test]
+fn an_embedded_store_migrates_to_postgres_verified_and_serves_from_there() {
+    let c = cluster();
+    let mut w = World::new(EMBEDDED);
+    let mut phone = w.registered(C, "jweb", "taro");
+    let id = w.login_challenge(C, "taro");
+    let list = phone.poll(5);
+    assert_eq!(phone.answer(&list[0], "approve").status, 200);
+    w.user(C, "jiro", "user");
+    for _ in 0..2 {
+        w.login(C, "jiro", "wrong-password");
+    }
+    let url = new_database(&c.base, &format!("migrate{}_{}", std::process::id(), now_secs()));
+
+    let (code, _, err) = w.s.cli(&["migrate", "--to", &url], None);
+    assert_eq!(code, 1, "refused while the server runs");
+    assert!(err.contains("stop it first"), "{err}");
+    w.s.kill();
+    let (code, out, err) = w.s.cli(&["migrate", "--to", &url], None);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("migrated and verified"), "{out}");
+    let (code, _, err) = w.s.cli(&["migrate", "--to", &url], None);
+    assert_eq!(code, 1, "a second copy into the same database is refused");
+    assert!(err.contains("not empty"), "{err}");
+
+    // The same node, now on PostgreSQL: users, phones, decisions, failure
+    // counts, operators and RP keys all came along.
+    let config = std::fs::read_to_string(&w.s.config).unwrap().replace("store = \"\"", &format!("store = \"{url}\""));
+    std::fs::write(&w.s.config, config).unwrap();
+    w.s.respawn();
+    phone.rebase(&w.s.base);
+    assert_eq!(w.challenge(&id, 0).json["status"], "approved");
+    let u = w.s.get(&format!("/api/v1/users/{C}/taro"), &w.rp());
+    assert_eq!(
+        (u.json["registration"].as_str(), u.json["token_id"].as_str()),
+        (Some("active"), Some(phone.token_id.as_str())),
+        "{}",
+        u.text
+    );
+    let r = w.s.post("/api/v1/admin/session", &[], &json!({"username": "alice", "password": "operator-pass-1"}));
+    assert_eq!(r.status, 200, "{}", r.text);
+    let id2 = w.login_challenge(C, "taro");
+    let list = phone.poll(5);
+    assert_eq!(list[0]["challenge_id"], id2.as_str());
+    assert_eq!(phone.answer(&list[0], "reject").status, 200);
+    assert_eq!(w.challenge(&id2, 0).json["status"], "rejected");
+    let (code, out, err) = w.s.cli(&["audit", "verify"], None);
+    assert_eq!(code, 0, "{out}{err}");
+    // Three more wrong passwords lock the user: the two before the copy counted.
+    for _ in 0..3 {
+        w.login(C, "jiro", "wrong-password");
+    }
+    assert_eq!(w.login(C, "jiro", PASSWORD).json["reason"], "password_locked");
+}

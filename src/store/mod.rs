@@ -366,6 +366,79 @@ impl Store {
         Ok(n)
     }
 
+    /// `onepush migrate --to`: copies every record of this embedded store,
+    /// as of one read snapshot, into `target` (an empty store) in one
+    /// transaction, through the target's own write methods so that its
+    /// indexes are made as its writes make them. Audit entries keep their
+    /// place and hash. Returns the number of records per table.
+    pub fn copy_to(&self, target: &Store) -> Result<Vec<(String, u64)>> {
+        let Backend::Redb { db, .. } = &self.backend else {
+            return Err(Error::BadRequest("migrate copies from the embedded store".into()));
+        };
+        let snapshot = Arc::new(self.snapshot(db)?);
+        let counts = snapshot.counts();
+        let writer = target.writer();
+        let s = snapshot.clone();
+        writer.call(Durability::Durable, move |tx| {
+            if tx.count(CONTRACTS)? + tx.count(OPERATORS)? + tx.count(META)? > 0 || tx.audit_last()?.is_some() {
+                return Err(Error::Conflict("the target store is not empty: migrate into a new, empty database".into()));
+            }
+            for (table, rows) in &s.records {
+                for (k, v) in rows {
+                    match table.name() {
+                        "tokens" => tx.put_token(&codec::decode(v)?)?,
+                        "challenges" => tx.put_challenge(&codec::decode(v)?)?,
+                        "rp_keys" => tx.put_rp_key(&codec::decode(v)?)?,
+                        _ => tx.put_bytes(*table, k, v)?,
+                    }
+                }
+            }
+            for rec in &s.audit {
+                tx.import_audit(&codec::decode(rec)?, rec)?;
+            }
+            for rec in &s.fraud {
+                tx.put_fraud_report(&codec::decode(rec)?)?;
+            }
+            for (k, start, count) in &s.attempts {
+                tx.import_attempts(k, *start, *count)?;
+            }
+            Ok(())
+        })?;
+        Ok(counts)
+    }
+
+    /// Every record of the embedded store in one read transaction.
+    fn snapshot(&self, db: &Database) -> Result<Snapshot> {
+        let r = db.begin_read()?;
+        let mut records = Vec::new();
+        for table in RECORD_TABLES {
+            records.push((table, r.range_bytes(table, "", "\u{10FFFF}", usize::MAX)?));
+        }
+        let audit = r.audit_bytes(0, usize::MAX)?;
+        let fraud = r.fraud_since(0)?;
+        let mut attempts = Vec::new();
+        for item in r.open_table(RATE_LIMITS)?.iter()? {
+            let (k, v) = item?;
+            let (start, count) = v.value();
+            attempts.push((k.value().to_string(), start, count));
+        }
+        Ok(Snapshot { records, audit, fraud, attempts })
+    }
+
+    /// The number of records per table, as `Snapshot::counts` names them
+    /// (`onepush migrate` compares the copy's with the original's).
+    pub fn counts(&self) -> Result<Vec<(String, u64)>> {
+        let r = self.read()?;
+        let mut out = Vec::new();
+        for table in RECORD_TABLES {
+            out.push((table.name().to_string(), r.count(table)?));
+        }
+        // The chain has no gap (`audit verify` checks it): its last seq is its length.
+        out.push(("audit".to_string(), r.audit_last()?.map_or(0, |e| e.seq)));
+        out.push(("fraud_reports".to_string(), r.fraud_since(0)?.len() as u64));
+        Ok(out)
+    }
+
     /// Checks the audit log in one snapshot, without writing: the chain,
     /// then its signed head against `key` (an edited entry, a cut-off end, a
     /// recomputed chain, entries the key never signed), then any break an
@@ -458,6 +531,29 @@ impl Store {
             Backend::Redb { db, .. } => db,
             Backend::Pg(_) => panic!("not an embedded store"),
         }
+    }
+}
+
+/// The record tables (key → encoded record) that `onepush migrate` copies.
+const RECORD_TABLES: [redb::TableDefinition<&str, &[u8]>; 8] = [CONTRACTS, USERS, TOKENS, CHALLENGES, RP_KEYS, OPERATORS, NOTICES, META];
+
+/// A record table and its records (key, encoded record).
+type TableRows = (redb::TableDefinition<'static, &'static str, &'static [u8]>, Vec<(String, Vec<u8>)>);
+
+/// An embedded store's records as of one read transaction.
+struct Snapshot {
+    records: Vec<TableRows>,
+    audit: Vec<Vec<u8>>,
+    fraud: Vec<Vec<u8>>,
+    attempts: Vec<(String, Ms, u32)>,
+}
+
+impl Snapshot {
+    fn counts(&self) -> Vec<(String, u64)> {
+        let mut out: Vec<(String, u64)> = self.records.iter().map(|(t, rows)| (t.name().to_string(), rows.len() as u64)).collect();
+        out.push(("audit".to_string(), self.audit.len() as u64));
+        out.push(("fraud_reports".to_string(), self.fraud.len() as u64));
+        out
     }
 }
 

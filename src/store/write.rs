@@ -369,6 +369,43 @@ impl WriteTx {
         Ok(())
     }
 
+    /// `onepush migrate`: an audit entry copied as it is (its place in the
+    /// chain, its hash), never sealed again.
+    pub fn import_audit(&mut self, event: &AuditEvent, rec: &[u8]) -> Result<()> {
+        self.dirty = true;
+        match &mut self.backend {
+            WriteBackend::Redb(txn) => {
+                txn.open_table(AUDIT)?.insert(event.seq, rec)?;
+                if let Some(c) = &event.contract_no {
+                    txn.open_table(AUDIT_BY_SUBJECT)?.insert((c.as_str(), event.user_id.as_deref().unwrap_or(""), event.seq), ())?;
+                }
+            }
+            WriteBackend::Pg(pg) => {
+                pg.execute(
+                    "INSERT INTO audit (seq, rec, contract_no, user_id, event_type) VALUES ($1, $2, $3, $4, $5)",
+                    &[&pg::big(event.seq), &rec, &event.contract_no, &event.user_id.as_deref().unwrap_or(""), &event.kind],
+                )?;
+            }
+        }
+        Ok(())
+    }
+
+    /// `onepush migrate`: a brute-force window copied as it is.
+    pub fn import_attempts(&mut self, key: &str, start: Ms, count: u32) -> Result<()> {
+        self.dirty = true;
+        match &mut self.backend {
+            WriteBackend::Redb(txn) => {
+                txn.open_table(RATE_LIMITS)?.insert(key, (start, count))?;
+                txn.open_table(RATE_LIMITS_BY_START)?.insert((start, key), ())?;
+            }
+            WriteBackend::Pg(pg) => {
+                let attempts = i32::try_from(count).unwrap_or(i32::MAX);
+                pg.execute("INSERT INTO rate_limits (k, window_start, attempts) VALUES ($1, $2, $3)", &[&key, &pg::big(start), &attempts])?;
+            }
+        }
+        Ok(())
+    }
+
     /// Test hook for tamper and upgrade tests: removes a META record
     /// (`audit_signed_head`, `audit_signing_started`).
     pub fn remove_meta_for_test(&mut self, key: &str) -> Result<()> {
