@@ -69,6 +69,11 @@ impl Conn {
             config.keepalives_idle(Duration::from_secs(10));
         }
         config.application_name("onepush");
+        if config.get_password().is_none() {
+            if let Some(password) = pgpass_password(&config, std::env::var_os("PGPASSFILE").map(std::path::PathBuf::from)) {
+                config.password(password);
+            }
+        }
         let client = config.connect(NoTls)?;
         Ok(Conn { client, statements: HashMap::new() })
     }
@@ -95,6 +100,49 @@ impl Conn {
     pub fn batch(&mut self, sql: &str) -> Result<()> {
         Ok(self.client.batch_execute(sql)?)
     }
+}
+
+/// The password for `config` from a libpq password file (`PGPASSFILE`, else
+/// `~/.pgpass`): the first line whose host, port, database and user match
+/// (`*` matches anything; `\:` and `\\` escape). libpq's rule: a file
+/// readable by group or others is ignored.
+fn pgpass_password(config: &postgres::Config, file: Option<std::path::PathBuf>) -> Option<String> {
+    use std::os::unix::fs::PermissionsExt;
+    let file = file.or_else(|| std::env::var_os("HOME").map(|h| std::path::Path::new(&h).join(".pgpass")))?;
+    let meta = std::fs::metadata(&file).ok()?;
+    if meta.permissions().mode() & 0o077 != 0 {
+        log::warn!("store: {} is readable by others; ignored (chmod 0600 it)", file.display());
+        return None;
+    }
+    let text = std::fs::read_to_string(&file).ok()?;
+    let host = match config.get_hosts().first() {
+        Some(postgres::config::Host::Tcp(h)) => h.clone(),
+        Some(postgres::config::Host::Unix(p)) => p.display().to_string(),
+        None => "localhost".into(),
+    };
+    let port = config.get_ports().first().copied().unwrap_or(5432).to_string();
+    let user = config.get_user().unwrap_or_default();
+    let db = config.get_dbname().unwrap_or(user);
+    pgpass_lookup(&text, [host.as_str(), port.as_str(), db, user])
+}
+
+fn pgpass_lookup(text: &str, wanted: [&str; 4]) -> Option<String> {
+    for line in text.lines().filter(|l| !l.trim_start().starts_with('#')) {
+        // Split on unescaped ':' and unescape.
+        let mut fields = vec![String::new()];
+        let mut chars = line.chars();
+        while let Some(c) = chars.next() {
+            match c {
+                '\\' => fields.last_mut()?.extend(chars.next()),
+                ':' => fields.push(String::new()),
+                c => fields.last_mut()?.push(c),
+            }
+        }
+        if fields.len() == 5 && fields.iter().zip(wanted).all(|(f, w)| f == "*" || f == w) {
+            return fields.pop();
+        }
+    }
+    None
 }
 
 /// The node's connections to the database.
@@ -549,5 +597,30 @@ impl Shared {
     pub fn bootstrap_clear(&self) -> Result<()> {
         self.0.get()?.execute("DELETE FROM bootstrap_code", &[])?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_password_file_matches_as_libpq_does() {
+        let text = "# comment\ndb.bank.example:5432:other:onepush:nope\n*:5432:onepush:onepush:pa\\:ss\\\\w\nlocalhost:*:*:*:local\n";
+        assert_eq!(pgpass_lookup(text, ["db.bank.example", "5432", "onepush", "onepush"]).as_deref(), Some("pa:ss\\w"));
+        assert_eq!(pgpass_lookup(text, ["db.bank.example", "5432", "other", "onepush"]).as_deref(), Some("nope"));
+        assert_eq!(pgpass_lookup(text, ["localhost", "6543", "x", "y"]).as_deref(), Some("local"));
+        assert_eq!(pgpass_lookup(text, ["db.bank.example", "6543", "onepush", "onepush"]), None);
+    }
+
+    #[test]
+    fn messages_to_other_nodes_round_trip_and_our_own_are_ignored() {
+        let ours = Remote::Closed("CH1".into()).message();
+        assert_eq!(Remote::parse(&ours), None, "this node's own message");
+        let theirs = ours.replacen(node_id(), "othernode", 1);
+        assert_eq!(Remote::parse(&theirs), Some(Remote::Closed("CH1".into())));
+        assert_eq!(Remote::parse("othernode pending ONEP1"), Some(Remote::Pending("ONEP1".into())));
+        assert_eq!(Remote::parse("othernode unknown x"), None);
+        assert_eq!(Remote::parse("garbage"), None);
     }
 }
