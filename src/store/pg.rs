@@ -68,6 +68,10 @@ impl Conn {
         if !url.contains("keepalives_idle") {
             config.keepalives_idle(Duration::from_secs(10));
         }
+        // An unreachable database fails a request in seconds, not minutes.
+        if !url.contains("connect_timeout") {
+            config.connect_timeout(Duration::from_secs(5));
+        }
         config.application_name("onepush");
         if config.get_password().is_none() {
             if let Some(password) = pgpass_password(&config, std::env::var_os("PGPASSFILE").map(std::path::PathBuf::from)) {
