@@ -696,6 +696,7 @@ mod packaged_default {
             "push_ca_file",
             "push_contact",
             "vapid_key_file",
+            "store",
         ] {
             assert!(uncommented.contains(&format!("{key} = ")), "packaging/onepush.toml lacks {key}");
         }
