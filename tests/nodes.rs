@@ -305,3 +305,37 @@ fn an_embedded_store_migrates_to_postgres_verified_and_serves_from_there() {
     }
     assert_eq!(w.login(C, "jiro", PASSWORD).json["reason"], "password_locked");
 }
+
+#[test]
+fn a_notification_lost_while_the_listener_reconnects_is_made_good_by_the_recheck() {
+    let c = cluster();
+    let (w, url) = node_a(&c, "");
+    let mut phone = w.registered(C, "jweb", "taro");
+    let b = another_node(&w.s, &url, "");
+    phone.rebase(&b.base);
+    let polling = {
+        let phone = phone.clone();
+        std::thread::spawn(move || {
+            let t = Instant::now();
+            (phone.poll(20), t.elapsed())
+        })
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    // Cut every listener's connection (A's and B's), then log in on A at
+    // once: B is not listening when A's commit notifies.
+    let mut admin = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+    let cut = admin
+        .query(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() AND query = 'LISTEN onepush'",
+            &[],
+        )
+        .unwrap()
+        .len();
+    assert_eq!(cut, 2, "one listener per node");
+    let id = w.login_challenge(C, "taro");
+    let (list, took) = polling.join().unwrap();
+    assert_eq!(list.len(), 1, "{list:?}");
+    assert_eq!(list[0]["challenge_id"], id.as_str());
+    eprintln!("the phone parked on B got A's challenge after {took:?}, across a lost notification");
+    eventually("B to log the reconnection", 5, || b.log().contains("listener lost its connection").then_some(()));
+}

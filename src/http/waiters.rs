@@ -165,25 +165,30 @@ impl Waiters {
     }
 
     /// Answers the parked requests whose answer changed without an event
-    /// reaching this node (another node's notification lost).
+    /// reaching this node (another node's notification lost): one look at
+    /// the store for all of them.
     fn recheck(&mut self) {
-        let rp_keys: Vec<(String, String)> =
-            self.rp.iter().filter_map(|(k, v)| Some((k.clone(), v.first()?.rp.clone().unwrap_or_default()))).collect();
-        for (key, rp) in rp_keys {
-            let closed = crate::domain::ids::ChallengeId::lookup(&key).and_then(|id| self.app.challenge_for_rp(&rp, &id));
-            if let Some(c) = closed.ok().filter(|c| !c.is_pending()) {
-                for p in self.take(Side::Rp, &key) {
-                    p.ex.json(200, &rp_view(&c));
-                }
+        let ids: Vec<String> = self.rp.keys().cloned().collect();
+        let tokens: Vec<String> = self.device.keys().cloned().collect();
+        if ids.is_empty() && tokens.is_empty() {
+            return;
+        }
+        let (closed, pending) = match self.app.recheck(&ids, &tokens, now_ms()) {
+            Ok(found) => found,
+            Err(e) => {
+                log::warn!("re-checking the parked requests failed: {e}");
+                return;
+            }
+        };
+        for c in closed {
+            for p in self.take(Side::Rp, &c.id) {
+                p.ex.json(200, &rp_view(&c));
             }
         }
-        let tokens: Vec<String> = self.device.keys().cloned().collect();
-        for token_id in tokens {
-            if self.app.has_pending(&token_id, now_ms()) {
-                for p in self.take(Side::Device, &token_id) {
-                    if let Some(ex) = deliver(&self.app, &token_id, p.ex) {
-                        ex.json(200, &device_list(vec![]));
-                    }
+        for token_id in pending {
+            for p in self.take(Side::Device, &token_id) {
+                if let Some(ex) = deliver(&self.app, &token_id, p.ex) {
+                    ex.json(200, &device_list(vec![]));
                 }
             }
         }

@@ -122,9 +122,10 @@ impl App {
         Ok(list)
     }
 
-    /// Whether a token has a pending challenge not yet expired.
-    pub fn has_pending(&self, token_id: &str, now: Ms) -> bool {
-        self.store.read().and_then(|r| r.pending_for_token(token_id)).is_ok_and(|l| l.iter().any(|c| now < c.expires_at))
+    /// Of the parked requests: the challenges closed, and the tokens with a
+    /// pending challenge (`Store::recheck`).
+    pub fn recheck(&self, challenge_ids: &[String], token_ids: &[String], now: Ms) -> Result<(Vec<Challenge>, Vec<String>)> {
+        self.store.recheck(challenge_ids, token_ids, now)
     }
 
     /// Applies the in-memory delivered mark to a challenge about to close.

@@ -242,6 +242,45 @@ impl Store {
         }
     }
 
+    /// For a re-check of everything parked (SPEC R8, after a lost
+    /// notification): which of `challenge_ids` are closed, and which of
+    /// `token_ids` have a pending challenge not expired at `now`, in one
+    /// snapshot and, on PostgreSQL, two statements whatever the numbers.
+    pub fn recheck(&self, challenge_ids: &[String], token_ids: &[String], now: Ms) -> Result<(Vec<Challenge>, Vec<String>)> {
+        let r = self.read()?;
+        match &r.backend {
+            ReadBackend::Pg(pg) => {
+                let closed = pg
+                    .query("SELECT rec FROM challenges WHERE k = ANY($1) AND NOT pending", &[&challenge_ids])?
+                    .iter()
+                    .map(|row| codec::decode(row.get::<_, &[u8]>(0)))
+                    .collect::<Result<Vec<Challenge>>>()?;
+                let tokens = pg
+                    .query(
+                        "SELECT DISTINCT token_id FROM challenges WHERE pending AND expires_at > $2 AND token_id = ANY($1)",
+                        &[&token_ids, &pg::big(now)],
+                    )?
+                    .iter()
+                    .map(|row| row.get(0))
+                    .collect();
+                Ok((closed, tokens))
+            }
+            ReadBackend::Redb(_) => {
+                let mut closed = Vec::new();
+                for id in challenge_ids {
+                    closed.extend(r.challenge(id)?.filter(|c| !c.is_pending()));
+                }
+                let mut tokens = Vec::new();
+                for t in token_ids {
+                    if r.pending_for_token(t)?.iter().any(|c| now < c.expires_at) {
+                        tokens.push(t.clone());
+                    }
+                }
+                Ok((closed, tokens))
+            }
+        }
+    }
+
     /// On PostgreSQL, the sessions and bootstrap code every node shares.
     pub fn shared(&self) -> Option<pg::Shared> {
         match &self.backend {
