@@ -15,17 +15,38 @@
 //!   and answers. It also prints the push latency: from the RP's login
 //!   request being sent until the receiver has read the push.
 //!
+//! Where the state lives (`--store`, `--nodes`):
+//! - `--store redb` (the default): one node on the embedded store.
+//! - `--store postgres`: the node(s) on a new database in a PostgreSQL
+//!   cluster: `$ONEPUSH_TEST_POSTGRES` (a base URL such as
+//!   postgres://postgres@127.0.0.1:5432) when set, else a private cluster
+//!   started with `.ci/pg-cluster` in the temp directory and stopped at exit.
+//! - `--nodes 2` (postgres only): two nodes on that database with the same
+//!   key files, and a private nginx on 127.0.0.1 (a child process with its
+//!   own config, pid and logs in the temp directory) balancing both
+//!   (round robin, keep-alive upstream connections). The RP's logins and
+//!   parked outcome GETs go through nginx, which tags each response with the
+//!   node that served it; phone `i` parks on and answers to node `i % 2`
+//!   directly. So about half the RP waits are parked on the node the phone
+//!   does not answer to, and are woken by the other node's commit through
+//!   LISTEN/NOTIFY: the cross-node wake.
+//!
 //! It prints round trips/s, p50/p99 round-trip latency, p99 wake latency
-//! (decision committed → parked RP waiter answered, from the server's
-//! histogram), server RSS and threads. Then it compares logins/s at the
-//! default Argon2 cost with Argon2 alone.
+//! (from the servers' histogram: decision committed → parked RP waiter
+//! answered for a waiter on the deciding node; for one woken by another
+//! node's commit, from the NOTIFY read back to answered), the wake latency
+//! loadgen sees itself (the phone's answer 200 received → the RP's parked
+//! GET returned), same-node and cross-node apart, server RSS and threads,
+//! and CPU per round trip (server, loadgen, PostgreSQL, nginx). Then it
+//! compares logins/s at the default Argon2 cost with Argon2 alone.
 //!
 //!   cargo build --release --examples
 //!   target/release/examples/loadgen --phones 10000 --levels 1,8,32 --secs 8 --no-argon2
 //!   target/release/examples/loadgen --phones 10000 --levels 1,8,32 --secs 8 --no-argon2 --push webpush
+//!   target/release/examples/loadgen --phones 2000 --levels 1,8,32 --secs 8 --no-argon2 --store postgres --nodes 2
 //!
 //! `--help` lists every flag. Every loop is bounded in count and time;
-//! traffic goes to 127.0.0.1 only.
+//! traffic goes to 127.0.0.1 only (and to `$ONEPUSH_TEST_POSTGRES`).
 
 #[path = "common/mod.rs"]
 mod common;
@@ -38,7 +59,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use common::{agent, call, cli, device_call, raise_fd_limit, start};
+use common::{agent, call, cli, device_call, raise_fd_limit, start, Server};
 use onepush::client::{now_secs, registration_otps, DeviceKey};
 use onepush::domain::sig::b64;
 use serde_json::{json, Value};
@@ -47,6 +68,7 @@ const PASSWORD: &str = "bench-pass-1";
 
 const USAGE: &str = "\
 usage: loadgen [--phones N] [--levels 1,8,32] [--secs N] [--bin PATH] [--no-argon2] [--push parked|webpush]
+               [--store redb|postgres] [--nodes 1|2]
   --phones N       simulated phones, one user each (default 1000; at least the largest level, at most 12000)
   --levels LIST    RP concurrency levels, comma-separated (default 1,8,32)
   --secs N         seconds per level (default 10; 1 to 120)
@@ -61,8 +83,28 @@ usage: loadgen [--phones N] [--levels 1,8,32] [--secs N] [--bin PATH] [--no-argo
                               server as push_ca_file; push_allowed_hosts = [\"127.0.0.1\"]); on a push the
                               phone fetches its challenges (signed GET, no wait) and answers. Adds the push
                               latency p50/p99: RP login request sent -> receiver has read the push.
+  --store STORE    redb (default): the embedded store. postgres: store = \"postgres://...\" on a new database
+                   in the cluster at $ONEPUSH_TEST_POSTGRES (a base URL, postgres://user@host:port), or, when
+                   that is unset, in a private cluster started by .ci/pg-cluster in the temp dir (stopped at exit)
+  --nodes N        1 (default) or 2 (needs --store postgres): two onepush nodes on the same database and key
+                   files, behind a private nginx on 127.0.0.1 (round robin, keep-alive upstream connections).
+                   The RPs' logins and parked outcome GETs go through nginx (the throughput figure); phone i
+                   parks on and answers to node i % 2 directly. nginx tags each response with the node that
+                   served it, so an RP GET parked on the node the phone does not answer to is a cross-node wake.
   -h, --help       this text
-environment: LOADGEN_SERVER_LOG=LEVEL (the server's log, in the temp dir), LOADGEN_KEEP=1 (keep the temp dir)";
+columns: wake p99 ms      from the servers' histogram (summed over the nodes): decision committed -> parked RP
+                          waiter answered on the deciding node; for a waiter woken by another node's commit it
+                          starts only when the NOTIFY has been read and the challenge read back
+         same/cross wake  p50/p99 ms (and count) measured by loadgen: the phone's answer (200) received -> the
+                          RP's parked GET returned, for RP GETs served by the phone's node (same) or by the other
+                          node (cross, woken through LISTEN/NOTIFY). Can be below 0: the RP's answer may reach
+                          loadgen before the phone's 200 does
+         CPU ms/trip      per round trip: server(s) + loadgen [+ PostgreSQL (the whole cluster) [+ nginx]]
+         others, load1    cores busy with everything else on the machine during the level (other processes,
+                          interrupts, steal: another benchmark or a build makes the figures incomparable), and the
+                          1-minute load average after it
+environment: LOADGEN_SERVER_LOG=LEVEL (the servers' logs, in the temp dir), LOADGEN_KEEP=1 (keep the temp dir),
+             ONEPUSH_TEST_POSTGRES=postgres://user@host:port (an existing cluster for --store postgres)";
 
 /// How the simulated phones learn of a challenge (`--push`).
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -91,6 +133,10 @@ struct Args {
     mode: Mode,
     /// Phone worker threads; 0 for the mode's default.
     workers: usize,
+    /// `--store postgres`.
+    postgres: bool,
+    /// onepush nodes (2: behind nginx).
+    nodes: usize,
 }
 
 fn usage_error(why: &str) -> ! {
@@ -107,6 +153,8 @@ fn parse_args() -> Args {
         argon2: true,
         mode: Mode::Parked,
         workers: 0,
+        postgres: false,
+        nodes: 1,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -130,12 +178,23 @@ fn parse_args() -> Args {
                     other => usage_error(&format!("--push takes parked or webpush, not {other:?}")),
                 }
             }
+            "--store" => {
+                a.postgres = match val().as_str() {
+                    "redb" => false,
+                    "postgres" => true,
+                    other => usage_error(&format!("--store takes redb or postgres, not {other:?}")),
+                }
+            }
+            "--nodes" => a.nodes = val().parse().ok().filter(|n| (1..=2).contains(n)).unwrap_or_else(|| usage_error("--nodes 1 or 2")),
             "-h" | "--help" => {
                 println!("{USAGE}");
                 std::process::exit(0)
             }
             other => usage_error(&format!("unknown flag {other}")),
         }
+    }
+    if a.nodes > 1 && !a.postgres {
+        usage_error("--nodes 2 needs --store postgres (nodes share their state in the database)");
     }
     a.secs = a.secs.clamp(1, 120);
     a.phones = a.phones.clamp(*a.levels.iter().max().unwrap_or(&1), 12_000);
@@ -168,6 +227,75 @@ fn proc_status(pid: u32) -> (u64, u64) {
         s.lines().find_map(|l| l.strip_prefix(name)).and_then(|v| v.split_whitespace().next()).and_then(|v| v.parse().ok()).unwrap_or(0)
     };
     (field("VmRSS:") / 1024, field("Threads:"))
+}
+
+/// CPU seconds of process `pid` and its children: the live ones (a
+/// PostgreSQL backend per connection, nginx's workers) and those it has
+/// reaped.
+fn tree_cpu(pid: u32) -> f64 {
+    let fields = |p: &str| -> Vec<String> {
+        let s = std::fs::read_to_string(format!("/proc/{p}/stat")).unwrap_or_default();
+        s.rsplit_once(')').map(|(_, r)| r.split_whitespace().map(str::to_string).collect()).unwrap_or_default()
+    };
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    let ticks = |f: &[String], i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    let own = fields(&pid.to_string());
+    // utime, stime, and the reaped children's cutime, cstime.
+    let mut total = ticks(&own, 11) + ticks(&own, 12) + ticks(&own, 13) + ticks(&own, 14);
+    let parent = pid.to_string();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if !name.bytes().all(|b| b.is_ascii_digit()) {
+            continue;
+        }
+        let f = fields(&name);
+        if f.get(1) == Some(&parent) {
+            total += ticks(&f, 11) + ticks(&f, 12);
+        }
+    }
+    total / hz
+}
+
+/// The machine's busy CPU seconds (all cores, every process) from /proc/stat.
+fn machine_busy_secs() -> f64 {
+    let s = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let f: Vec<f64> = s.lines().next().unwrap_or("").split_whitespace().skip(1).filter_map(|v| v.parse().ok()).collect();
+    // user nice system idle iowait irq softirq steal: all but idle and iowait.
+    let busy: f64 = f.iter().take(8).enumerate().filter(|(k, _)| *k != 3 && *k != 4).map(|(_, v)| v).sum();
+    // SAFETY: sysconf has no preconditions.
+    busy / unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64
+}
+
+/// The 1-minute load average.
+fn load1() -> String {
+    std::fs::read_to_string("/proc/loadavg").unwrap_or_default().split_whitespace().next().unwrap_or("-").to_string()
+}
+
+/// Each node's value, joined with '+' ("81+80").
+fn per_node(values: impl Iterator<Item = u64>) -> String {
+    values.map(|v| v.to_string()).collect::<Vec<_>>().join("+")
+}
+
+/// A counter or gauge summed over the nodes.
+fn metric_sum(bases: &[String], name: &str) -> f64 {
+    bases.iter().map(|b| metric(b, name)).sum()
+}
+
+/// A histogram summed over the nodes (every node has the same buckets).
+fn histogram_sum(bases: &[String], name: &str) -> Vec<(f64, u64)> {
+    let mut sum: Vec<(f64, u64)> = Vec::new();
+    for b in bases {
+        let h = histogram(b, name);
+        if sum.is_empty() {
+            sum = h;
+        } else {
+            for ((_, s), (_, c)) in sum.iter_mut().zip(h) {
+                *s += c;
+            }
+        }
+    }
+    sum
 }
 
 fn metric(base: &str, name: &str) -> f64 {
@@ -321,8 +449,86 @@ fn park(addr: &str, p: &PhoneId, i: usize) -> Option<TcpStream> {
     Some(s)
 }
 
-/// Approves each of `challenges` as phone `p`, signed over its lines.
-fn answer_all(a: &ureq::Agent, base: &str, p: &PhoneId, challenges: Vec<Value>, answered: &AtomicU64) {
+/// The wake latency as loadgen sees it, per phone: when the phone's answer
+/// got its 200 and when the RP's parked GET returned; whichever thread
+/// notes the second of the two records the difference, once, as a same-node
+/// or a cross-node wake.
+struct Wakes {
+    epoch: Instant,
+    /// ns since `epoch` plus 1; 0 while not yet.
+    answered: Vec<AtomicU64>,
+    returned: Vec<AtomicU64>,
+    /// Whether the RP's GET was served by a node other than the phone's.
+    cross: Vec<AtomicBool>,
+    /// Recorded for this round already.
+    done: Vec<AtomicBool>,
+    same_ms: Mutex<Vec<f64>>,
+    cross_ms: Mutex<Vec<f64>>,
+}
+
+impl Wakes {
+    fn new(n: usize) -> Wakes {
+        Wakes {
+            epoch: Instant::now(),
+            answered: (0..n).map(|_| AtomicU64::new(0)).collect(),
+            returned: (0..n).map(|_| AtomicU64::new(0)).collect(),
+            cross: (0..n).map(|_| AtomicBool::new(false)).collect(),
+            done: (0..n).map(|_| AtomicBool::new(true)).collect(),
+            same_ms: Mutex::new(Vec::new()),
+            cross_ms: Mutex::new(Vec::new()),
+        }
+    }
+
+    fn now(&self) -> u64 {
+        self.epoch.elapsed().as_nanos() as u64 + 1
+    }
+
+    /// A new round for phone `i`: called by its RP thread before the login.
+    fn reset(&self, i: usize) {
+        self.answered[i].store(0, Ordering::SeqCst);
+        self.returned[i].store(0, Ordering::SeqCst);
+        self.done[i].store(false, Ordering::SeqCst);
+    }
+
+    /// Phone `i`'s answer got its 200.
+    fn answered(&self, i: usize) {
+        self.answered[i].store(self.now(), Ordering::SeqCst);
+        self.settle(i);
+    }
+
+    /// Phone `i`'s RP saw the outcome, from the phone's node or another.
+    fn returned(&self, i: usize, cross: bool) {
+        self.cross[i].store(cross, Ordering::SeqCst);
+        self.returned[i].store(self.now(), Ordering::SeqCst);
+        self.settle(i);
+    }
+
+    fn settle(&self, i: usize) {
+        let (a, r) = (self.answered[i].load(Ordering::SeqCst), self.returned[i].load(Ordering::SeqCst));
+        if a == 0 || r == 0 || self.done[i].swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let ms = (r as f64 - a as f64) / 1e6;
+        let list = if self.cross[i].load(Ordering::SeqCst) { &self.cross_ms } else { &self.same_ms };
+        list.lock().unwrap().push(ms);
+    }
+
+    /// "p50/p99 (count)" of the same-node and the cross-node wakes since the last call.
+    fn take(&self) -> (String, String) {
+        let show = |m: &Mutex<Vec<f64>>| {
+            let mut l = std::mem::take(&mut *m.lock().unwrap());
+            if l.is_empty() {
+                return "-".to_string();
+            }
+            l.sort_by(|a, b| a.total_cmp(b));
+            format!("{:.2}/{:.2} ({})", percentile(&l, 0.5), percentile(&l, 0.99), l.len())
+        };
+        (show(&self.same_ms), show(&self.cross_ms))
+    }
+}
+
+/// Approves each of `challenges` as phone `i`, signed over its lines.
+fn answer_all(a: &ureq::Agent, base: &str, i: usize, p: &PhoneId, challenges: Vec<Value>, answered: &AtomicU64, wakes: &Wakes) {
     for ch in challenges {
         let id = ch["challenge_id"].as_str().unwrap_or("");
         let display: Vec<(String, String)> = serde_json::from_value(ch["display"].clone()).unwrap_or_default();
@@ -330,14 +536,17 @@ fn answer_all(a: &ureq::Agent, base: &str, p: &PhoneId, challenges: Vec<Value>, 
         let path = format!("/api/v1/device/challenges/{id}/response");
         if let Ok(r) = device_call(a, base, &p.key, &p.token_id, "POST", &path, Some(&body)) {
             if r.status == 200 {
+                wakes.answered(i);
                 answered.fetch_add(1, Ordering::Relaxed);
             }
         }
     }
 }
 
-fn start_fleet(base: &str, phones: Arc<Vec<PhoneId>>, workers: usize) -> Fleet {
-    let addr = base.trim_start_matches("http://").to_string();
+/// Phone `i` parks on and answers to node `i % bases.len()`.
+fn start_fleet(bases: &[String], phones: Arc<Vec<PhoneId>>, workers: usize, wakes: Arc<Wakes>) -> Fleet {
+    let bases: Arc<Vec<String>> = Arc::new(bases.to_vec());
+    let addr_of = |i: usize, bases: &[String]| bases[i % bases.len()].trim_start_matches("http://").to_string();
     let stop = Arc::new(AtomicBool::new(false));
     let answered = Arc::new(AtomicU64::new(0));
     let repolls = Arc::new(AtomicU64::new(0));
@@ -349,15 +558,15 @@ fn start_fleet(base: &str, phones: Arc<Vec<PhoneId>>, workers: usize) -> Fleet {
     let wake_w = Arc::new(wake_w);
     let mut threads = Vec::new();
     for _ in 0..workers {
-        let (work_rx, rearm_tx, wake_w, phones, stop, answered, addr, base) = (
+        let (work_rx, rearm_tx, wake_w, phones, stop, answered, bases, wakes) = (
             work_rx.clone(),
             rearm_tx.clone(),
             wake_w.clone(),
             phones.clone(),
             stop.clone(),
             answered.clone(),
-            addr.clone(),
-            base.to_string(),
+            bases.clone(),
+            wakes.clone(),
         );
         threads.push(std::thread::spawn(move || {
             let a = agent();
@@ -365,14 +574,14 @@ fn start_fleet(base: &str, phones: Arc<Vec<PhoneId>>, workers: usize) -> Fleet {
                 let job = work_rx.lock().unwrap().recv_timeout(Duration::from_millis(100));
                 let Ok((i, challenges)) = job else { continue };
                 let p = &phones[i];
-                answer_all(&a, &base, p, challenges, &answered);
-                let _ = rearm_tx.send((i, park(&addr, p, i)));
+                answer_all(&a, &bases[i % bases.len()], i, p, challenges, &answered, &wakes);
+                let _ = rearm_tx.send((i, park(&addr_of(i, &bases), p, i)));
                 let _ = (&*wake_w).write_all(b"x");
             }
         }));
     }
     {
-        let (phones, stop, repolls) = (phones.clone(), stop.clone(), repolls.clone());
+        let (phones, stop, repolls, bases) = (phones.clone(), stop.clone(), repolls.clone(), bases.clone());
         threads.push(std::thread::spawn(move || {
             // SAFETY: epoll on descriptors this thread owns; every event
             // buffer is valid for its length.
@@ -384,7 +593,7 @@ fn start_fleet(base: &str, phones: Arc<Vec<PhoneId>>, workers: usize) -> Fleet {
                 unsafe { libc::epoll_ctl(ep, libc::EPOLL_CTL_ADD, fd, &mut ev) };
             };
             watch(wake_r.as_raw_fd(), 0);
-            let mut socks: Vec<Option<TcpStream>> = phones.iter().enumerate().map(|(i, p)| park(&addr, p, i)).collect();
+            let mut socks: Vec<Option<TcpStream>> = phones.iter().enumerate().map(|(i, p)| park(&addr_of(i, &bases), p, i)).collect();
             for (i, s) in socks.iter().enumerate() {
                 if let Some(s) = s {
                     watch(s.as_raw_fd(), i as u64 + 1);
@@ -430,7 +639,7 @@ fn start_fleet(base: &str, phones: Arc<Vec<PhoneId>>, workers: usize) -> Fleet {
                         serde_json::from_str::<Value>(body).ok().and_then(|v| v["challenges"].as_array().cloned()).unwrap_or_default();
                     if challenges.is_empty() {
                         repolls.fetch_add(1, Ordering::Relaxed);
-                        let s = park(&addr, &phones[i], i);
+                        let s = park(&addr_of(i, &bases), &phones[i], i);
                         if let Some(s) = &s {
                             watch(s.as_raw_fd(), i as u64 + 1);
                         }
@@ -659,11 +868,12 @@ fn decrypt_push(pushes: &Pushes, i: usize, body: &[u8]) -> Option<String> {
 /// GET, no wait, keep-alive) and answer them. `repolls` counts the pushes
 /// whose fetch did not find their challenge.
 fn start_push_phones(
-    base: &str,
+    bases: &[String],
     phones: Arc<Vec<PhoneId>>,
     pushes: Arc<Pushes>,
     handoff: mpsc::Receiver<Handoff>,
     workers: usize,
+    wakes: Arc<Wakes>,
 ) -> Fleet {
     let stop = Arc::new(AtomicBool::new(false));
     let answered = Arc::new(AtomicU64::new(0));
@@ -671,8 +881,16 @@ fn start_push_phones(
     let handoff = Arc::new(Mutex::new(handoff));
     let threads = (0..workers)
         .map(|_| {
-            let (handoff, phones, pushes, stop, answered, repolls, base) =
-                (handoff.clone(), phones.clone(), pushes.clone(), stop.clone(), answered.clone(), repolls.clone(), base.to_string());
+            let (handoff, phones, pushes, stop, answered, repolls, bases, wakes) = (
+                handoff.clone(),
+                phones.clone(),
+                pushes.clone(),
+                stop.clone(),
+                answered.clone(),
+                repolls.clone(),
+                bases.to_vec(),
+                wakes.clone(),
+            );
             std::thread::spawn(move || {
                 let a = agent();
                 while !stop.load(Ordering::Relaxed) {
@@ -683,14 +901,15 @@ fn start_push_phones(
                         continue;
                     };
                     let p = &phones[i];
-                    let challenges = match device_call(&a, &base, &p.key, &p.token_id, "GET", "/api/v1/device/challenges", None) {
+                    let base = &bases[i % bases.len()];
+                    let challenges = match device_call(&a, base, &p.key, &p.token_id, "GET", "/api/v1/device/challenges", None) {
                         Ok(r) if r.status == 200 => r.json["challenges"].as_array().cloned().unwrap_or_default(),
                         _ => Vec::new(),
                     };
                     if !challenges.iter().any(|c| c["challenge_id"] == challenge_id.as_str()) {
                         repolls.fetch_add(1, Ordering::Relaxed);
                     }
-                    answer_all(&a, &base, p, challenges, &answered);
+                    answer_all(&a, base, i, p, challenges, &answered, &wakes);
                 }
             })
         })
@@ -704,10 +923,46 @@ struct Level {
     errors: u64,
 }
 
+/// The header nginx adds to every response: the node that served it.
+const UPSTREAM_HEADER: &str = "x-loadgen-upstream";
+
+/// `call`, plus the node (index in `nodes`) that served the request: the one
+/// nginx names in `UPSTREAM_HEADER`, or the only one.
+fn call_tagged(a: &ureq::Agent, url: &str, headers: &[(&str, String)], nodes: &[String]) -> Result<(common::Resp, Option<usize>), String> {
+    let mut b = ureq::http::Request::builder().method("GET").uri(url);
+    for (k, v) in headers {
+        b = b.header(*k, v.as_str());
+    }
+    let resp = a.run(b.body(()).map_err(|e| e.to_string())?).map_err(|e| format!("GET {url}: {e}"))?;
+    let node = if nodes.len() == 1 {
+        Some(0)
+    } else {
+        // "127.0.0.1:PORT", or a list when nginx tried more than one: the last served.
+        let upstream = resp.headers().get(UPSTREAM_HEADER).and_then(|v| v.to_str().ok()).unwrap_or("");
+        let last = upstream.rsplit(',').next().unwrap_or("").trim();
+        nodes.iter().position(|n| !last.is_empty() && n.trim_start_matches("http://") == last)
+    };
+    let status = resp.status().as_u16();
+    let text = resp.into_body().read_to_string().map_err(|e| e.to_string())?;
+    Ok((common::Resp { status, json: serde_json::from_str(&text).unwrap_or(Value::Null) }, node))
+}
+
 /// `c` RP threads for `secs`, each logging in the users of its share of the
-/// fleet in turn and waiting for the outcome. With `push`, each notes when
-/// it sent a phone's login (for the push latency).
-fn drive(base: &str, rp_key: &str, phones: &[PhoneId], c: usize, secs: u64, push: Option<&Pushes>) -> Level {
+/// fleet in turn, at `base` (a node, or nginx before the `nodes`), and
+/// waiting for the outcome there. With `push`, each notes when it sent a
+/// phone's login (for the push latency); `wakes` gets when the outcome came
+/// and from which side.
+#[allow(clippy::too_many_arguments)]
+fn drive(
+    base: &str,
+    nodes: &[String],
+    rp_key: &str,
+    phones: &[PhoneId],
+    c: usize,
+    secs: u64,
+    push: Option<&Pushes>,
+    wakes: &Wakes,
+) -> Level {
     let errors = AtomicU64::new(0);
     let rts = Mutex::new(Vec::new());
     let started = Instant::now();
@@ -728,6 +983,7 @@ fn drive(base: &str, rp_key: &str, phones: &[PhoneId], c: usize, secs: u64, push
                     k += 1;
                     let t0 = Instant::now();
                     let body = json!({"contract_no": "1", "user_id": p.user_id, "password": PASSWORD, "client": {"ip": "203.0.113.7"}});
+                    wakes.reset(i);
                     if let Some(push) = push {
                         push.mark_sent(i);
                     }
@@ -739,8 +995,13 @@ fn drive(base: &str, rp_key: &str, phones: &[PhoneId], c: usize, secs: u64, push
                         }
                     };
                     let id = r.json["challenge_id"].as_str().unwrap_or("").to_string();
-                    match call(&a, "GET", &format!("{base}/api/v1/challenges/{id}?wait=10"), &wait_h, None) {
-                        Ok(r) if r.json["status"] == "approved" => mine.push(t0.elapsed().as_secs_f64() * 1000.0),
+                    match call_tagged(&a, &format!("{base}/api/v1/challenges/{id}?wait=10"), &wait_h, nodes) {
+                        Ok((r, node)) if r.json["status"] == "approved" => {
+                            mine.push(t0.elapsed().as_secs_f64() * 1000.0);
+                            if let Some(node) = node {
+                                wakes.returned(i, node != i % nodes.len());
+                            }
+                        }
                         _ => {
                             errors.fetch_add(1, Ordering::Relaxed);
                         }
@@ -765,6 +1026,187 @@ fn session(base: &str) -> String {
     cookie
 }
 
+/// The PostgreSQL cluster of `--store postgres` and the database loadgen
+/// made in it.
+struct Pg {
+    /// postgres://user@host:port
+    base: String,
+    /// Set when loadgen started the cluster: stopped on drop. Otherwise the
+    /// database is dropped.
+    dir: Option<PathBuf>,
+    db: String,
+    /// The postmaster, when it runs on this machine (for the cluster's CPU).
+    postmaster: Option<u32>,
+}
+
+impl Pg {
+    /// `$ONEPUSH_TEST_POSTGRES`, or a private cluster in `dir`; a new database in it.
+    fn start(dir: &Path) -> Pg {
+        let (base, own) = match std::env::var("ONEPUSH_TEST_POSTGRES").ok().filter(|v| !v.is_empty()) {
+            Some(base) => (base.trim_end_matches('/').to_string(), None),
+            None => {
+                let script = Path::new(env!("CARGO_MANIFEST_DIR")).join(".ci/pg-cluster");
+                let out = std::process::Command::new("bash").arg(&script).arg("start").arg(dir).output().expect("running .ci/pg-cluster");
+                assert!(
+                    out.status.success(),
+                    "--store postgres needs a cluster: set ONEPUSH_TEST_POSTGRES or install Debian's postgresql ({})",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+                (String::from_utf8_lossy(&out.stdout).trim().to_string(), Some(dir.to_path_buf()))
+            }
+        };
+        let db = format!("loadgen_{}_{}", std::process::id(), now_secs());
+        let mut pg = Pg { base, dir: own, db, postmaster: None };
+        let mut c = postgres::Client::connect(&format!("{}/postgres", pg.base), postgres::NoTls).expect("the PostgreSQL cluster answers");
+        c.batch_execute(&format!("CREATE DATABASE {}", pg.db)).expect("CREATE DATABASE");
+        // The checkpointer's parent is the postmaster; on another machine, no such process here.
+        let checkpointer: Option<i32> =
+            c.query_opt("SELECT pid FROM pg_stat_activity WHERE backend_type = 'checkpointer'", &[]).ok().flatten().map(|r| r.get(0));
+        pg.postmaster = checkpointer.and_then(|pid| {
+            let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+            s.rsplit_once(')')?.1.split_whitespace().nth(1)?.parse().ok()
+        });
+        pg
+    }
+
+    fn url(&self) -> String {
+        format!("{}/{}", self.base, self.db)
+    }
+
+    fn cpu(&self) -> f64 {
+        self.postmaster.map_or(0.0, tree_cpu)
+    }
+}
+
+impl Drop for Pg {
+    fn drop(&mut self) {
+        match &self.dir {
+            Some(dir) => {
+                let script = Path::new(env!("CARGO_MANIFEST_DIR")).join(".ci/pg-cluster");
+                let _ = std::process::Command::new("bash").arg(script).arg("stop").arg(dir).status();
+            }
+            None if std::env::var_os("LOADGEN_KEEP").is_none() => {
+                if let Ok(mut c) = postgres::Client::connect(&format!("{}/postgres", self.base), postgres::NoTls) {
+                    let _ = c.batch_execute(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.db));
+                }
+            }
+            None => {}
+        }
+    }
+}
+
+/// A private nginx (`--nodes 2`): Debian's binary as a child process in the
+/// foreground, with its own config, pid and logs in a temp directory.
+struct Nginx {
+    child: std::process::Child,
+    base: String,
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        // SIGTERM: the master stops its workers (SIGKILL would leave them).
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let t = Instant::now();
+        while t.elapsed() < Duration::from_secs(5) {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts nginx on 127.0.0.1 (a free port) in front of `nodes`: round
+/// robin, keep-alive upstream connections, a read timeout above any
+/// long-poll, and the serving node in `UPSTREAM_HEADER`.
+fn start_nginx(dir: &Path, nodes: &[String]) -> Nginx {
+    std::fs::create_dir_all(dir).unwrap();
+    let servers: String = nodes.iter().map(|n| format!("        server {};\n", n.trim_start_matches("http://"))).collect();
+    let d = dir.display();
+    for attempt in 0..3 {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a free port").port();
+        let conf = format!(
+            "worker_processes 1;\n\
+             pid {d}/nginx.pid;\n\
+             error_log {d}/nginx-error.log warn;\n\
+             worker_rlimit_nofile 20000;\n\
+             events {{ worker_connections 8192; }}\n\
+             http {{\n\
+             \x20   access_log off;\n\
+             \x20   client_body_temp_path {d}/body;\n\
+             \x20   proxy_temp_path {d}/proxy;\n\
+             \x20   fastcgi_temp_path {d}/fastcgi;\n\
+             \x20   uwsgi_temp_path {d}/uwsgi;\n\
+             \x20   scgi_temp_path {d}/scgi;\n\
+             \x20   upstream onepush {{\n\
+             {servers}\
+             \x20       keepalive 64;\n\
+             \x20       keepalive_requests 1000000;\n\
+             \x20   }}\n\
+             \x20   server {{\n\
+             \x20       listen 127.0.0.1:{port};\n\
+             \x20       location / {{\n\
+             \x20           proxy_pass http://onepush;\n\
+             \x20           proxy_http_version 1.1;\n\
+             \x20           proxy_set_header Connection \"\";\n\
+             \x20           proxy_set_header Host $host;\n\
+             \x20           proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;\n\
+             \x20           proxy_read_timeout 90s;\n\
+             \x20           proxy_send_timeout 90s;\n\
+             \x20           add_header X-Loadgen-Upstream $upstream_addr always;\n\
+             \x20       }}\n\
+             \x20   }}\n\
+             }}\n"
+        );
+        let conf_path = dir.join("nginx.conf");
+        std::fs::write(&conf_path, conf).unwrap();
+        let stderr = std::fs::File::create(dir.join("nginx.stderr")).unwrap();
+        let child = std::process::Command::new("nginx")
+            .arg("-c")
+            .arg(&conf_path)
+            .arg("-p")
+            .arg(format!("{d}/"))
+            .args(["-e", &format!("{d}/nginx-error.log"), "-g", "daemon off;"])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .expect("starting nginx (Debian's nginx package)");
+        let mut ngx = Nginx { child, base: format!("http://127.0.0.1:{port}") };
+        let t = Instant::now();
+        while t.elapsed() < Duration::from_secs(10) {
+            if let Ok(Some(status)) = ngx.child.try_wait() {
+                let log = std::fs::read_to_string(dir.join("nginx.stderr")).unwrap_or_default()
+                    + &std::fs::read_to_string(dir.join("nginx-error.log")).unwrap_or_default();
+                eprintln!("loadgen: nginx exited ({status}) on attempt {}: {}", attempt + 1, log.trim());
+                break;
+            }
+            if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return ngx;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    panic!("nginx did not start; see {d}")
+}
+
+/// Node `k` of `--nodes 2` after the first: its own data_dir with the first
+/// node's key files (every node needs the same secret, audit and VAPID keys).
+fn another_node(bin: &Path, first: &Path, dir: &Path, extra: &str) -> Server {
+    let data = dir.join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    for key in ["secret.key", "audit.key", "vapid.key"] {
+        let from = first.join("data").join(key);
+        if from.exists() {
+            std::fs::copy(&from, data.join(key)).unwrap_or_else(|e| panic!("copying {}: {e}", from.display()));
+        }
+    }
+    start(bin, dir, extra, "LOADGEN_SERVER_LOG")
+}
+
 fn main() {
     let args = parse_args();
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -782,6 +1224,14 @@ fn main() {
 
     let rt_dir = dir.join("roundtrip");
     std::fs::create_dir_all(&rt_dir).unwrap();
+    // Dropped last of all (after the nodes): the cluster stopped or the database dropped.
+    let pg = args.postgres.then(|| Pg::start(&dir.join("pg")));
+    if let Some(pg) = &pg {
+        let own = if pg.dir.is_some() { "a private cluster (.ci/pg-cluster)" } else { "$ONEPUSH_TEST_POSTGRES" };
+        println!("store: PostgreSQL, database {} in {own} at {}", pg.db, pg.base);
+    } else {
+        println!("store: redb (embedded)");
+    }
     let (handoff_tx, handoff_rx) = mpsc::channel();
     let (pushes, push_config) = match args.mode {
         Mode::Parked => (None, String::new()),
@@ -791,13 +1241,29 @@ fn main() {
             (Some(p), config)
         }
     };
-    let extra = format!("argon2_memory_kib = 1024\nargon2_iterations = 1\n{push_config}");
-    let cfg_probe = start(&args.bin, &rt_dir, &extra, "LOADGEN_SERVER_LOG");
-    let config = cfg_probe.config.clone();
+    let store_line = pg.as_ref().map_or(String::new(), |pg| format!("store = \"{}\"\n", pg.url()));
+    let extra = format!("argon2_memory_kib = 1024\nargon2_iterations = 1\n{store_line}{push_config}");
+    let first = start(&args.bin, &rt_dir, &extra, "LOADGEN_SERVER_LOG");
+    let config = first.config.clone();
     let rp_key = cli(&args.bin, &config, &["rp-key", "add", "bench"], "");
     cli(&args.bin, &config, &["operator", "add", "bench", "--password-stdin"], "bench-operator-1");
-    let server = cfg_probe;
-    let base = server.base.clone();
+    let mut servers = vec![first];
+    for k in 1..args.nodes {
+        servers.push(another_node(&args.bin, &rt_dir, &dir.join(format!("node{k}")), &extra));
+    }
+    let nodes: Vec<String> = servers.iter().map(|s| s.base.clone()).collect();
+    let pids: Vec<u32> = servers.iter().map(|s| s.child.id()).collect();
+    let nginx = (args.nodes > 1).then(|| start_nginx(&dir.join("nginx"), &nodes));
+    let rp_base = nginx.as_ref().map_or(nodes[0].clone(), |n| n.base.clone());
+    if let Some(n) = &nginx {
+        println!(
+            "nodes: {} on the same database and key files, behind nginx at {} (round robin, keep-alive upstreams)",
+            nodes.join(" and "),
+            n.base
+        );
+        println!("  RP logins and outcome GETs through nginx; phone i parks on and answers to node i % {} directly", nodes.len());
+    }
+    let base = nodes[0].clone();
     let cookie = session(&base);
     let t = Instant::now();
     let phones = setup(&base, &cookie, args.phones, pushes.as_deref());
@@ -805,15 +1271,19 @@ fn main() {
     println!("setup: {} users and phones registered{subscribed} in {:.1} s", phones.len(), t.elapsed().as_secs_f64());
 
     let phones = Arc::new(phones);
-    let pid = server.child.id();
+    let wakes = Arc::new(Wakes::new(phones.len()));
+    let rss_threads = || {
+        let st: Vec<(u64, u64)> = pids.iter().map(|&p| proc_status(p)).collect();
+        (per_node(st.iter().map(|s| s.0)), per_node(st.iter().map(|s| s.1)))
+    };
     let fleet = match args.mode {
         Mode::Parked => {
-            let fleet = start_fleet(&base, phones.clone(), args.workers);
+            let fleet = start_fleet(&nodes, phones.clone(), args.workers, wakes.clone());
             let t = Instant::now();
             loop {
-                let parked = metric(&base, "onepush_parked_requests{side=\"device\"}") as usize;
+                let parked = metric_sum(&nodes, "onepush_parked_requests{side=\"device\"}") as usize;
                 if parked >= phones.len() || t.elapsed() > Duration::from_secs(60) {
-                    let (rss, threads) = proc_status(pid);
+                    let (rss, threads) = rss_threads();
                     println!("parked: {parked} phones on the device long-poll; server RSS {rss} MB, {threads} threads");
                     break;
                 }
@@ -822,8 +1292,9 @@ fn main() {
             fleet
         }
         Mode::Webpush => {
-            let fleet = start_push_phones(&base, phones.clone(), pushes.clone().expect("the receiver"), handoff_rx, args.workers);
-            let (rss, threads) = proc_status(pid);
+            let fleet =
+                start_push_phones(&nodes, phones.clone(), pushes.clone().expect("the receiver"), handoff_rx, args.workers, wakes.clone());
+            let (rss, threads) = rss_threads();
             println!("idle: {} phones with a Web Push subscription, none connected; server RSS {rss} MB, {threads} threads", phones.len());
             println!("push p50/p99 ms: from the RP sending the login request until loadgen's receiver has read the whole Web Push POST.");
             println!("  An upper bound on commit -> push service: it also holds the login's own handling and commit before the send.");
@@ -831,58 +1302,90 @@ fn main() {
         }
     };
 
+    let cpu_legend = match (&pg, &nginx) {
+        (None, _) => "server+loadgen",
+        (Some(_), None) => "server+loadgen+PostgreSQL",
+        (Some(_), Some(_)) => "servers+loadgen+PostgreSQL+nginx",
+    };
+    println!("wake p99: the servers' histogram; same/cross wake p50/p99 ms (count): phone's 200 received -> RP's parked GET returned,");
+    println!("  RP GET on the phone's node (same) or on the other node (cross, woken through LISTEN/NOTIFY); CPU ms/trip: {cpu_legend};");
+    println!("  others: cores busy with every other process on the machine during the level; load1: the 1-minute load average after it");
+    if pg.as_ref().is_some_and(|p| p.postmaster.is_none()) {
+        println!("  (the PostgreSQL cluster's CPU is not on this machine: counted as 0)");
+    }
     let push_cols = pushes.as_ref().map_or(String::new(), |_| format!(" {:>12} {:>12} {:>8}", "push p50 ms", "push p99 ms", "pushes"));
     println!();
     println!(
-        "{:>11} {:>9} {:>12} {:>9} {:>9} {:>14} {:>8} {:>8} {:>7} {:>13} {:>12} {:>17}{push_cols}",
+        "{:>11} {:>9} {:>9} {:>9} {:>9} {:>11} {:>22} {:>22} {:>9} {:>9} {:>7} {:>11} {:>9} {:>23} {:>6} {:>6}{push_cols}",
         "concurrency",
         "trips",
         "trips/s",
         "p50 ms",
         "p99 ms",
         "wake p99 ms",
+        "same wake p50/p99 (n)",
+        "cross wake p50/p99 (n)",
         "RSS MB",
         "threads",
         "errors",
         "jobs/commit",
         "commit ms",
-        "CPU ms/trip s+c"
+        "CPU ms/trip",
+        "others",
+        "load1"
     );
+    let cpu_now = || {
+        let servers: f64 = pids.iter().map(|p| cpu_secs(&p.to_string())).sum();
+        let db = pg.as_ref().map_or(0.0, Pg::cpu);
+        let ngx = nginx.as_ref().map_or(0.0, |n| tree_cpu(n.child.id()));
+        [servers, cpu_secs("self"), db, ngx]
+    };
+    const STORE_STATS: [&str; 3] = ["onepush_store_commits_total", "onepush_store_jobs_total", "onepush_store_commit_seconds_sum"];
     for &c in &args.levels {
-        let before = histogram(&base, "onepush_wake_latency_seconds");
-        let cpu0 = (cpu_secs(&pid.to_string()), cpu_secs("self"));
-        let stats0 =
-            ["onepush_store_commits_total", "onepush_store_jobs_total", "onepush_store_commit_seconds_sum"].map(|m| metric(&base, m));
+        let before = histogram_sum(&nodes, "onepush_wake_latency_seconds");
+        let cpu0 = cpu_now();
+        let machine0 = (machine_busy_secs(), Instant::now());
+        let stats0 = STORE_STATS.map(|m| metric_sum(&nodes, m));
         if let Some(p) = &pushes {
             p.take_latencies();
         }
-        let level = drive(&base, &rp_key, &phones, c, args.secs, pushes.as_deref());
+        wakes.take();
+        let level = drive(&rp_base, &nodes, &rp_key, &phones, c, args.secs, pushes.as_deref(), &wakes);
+        // The last rounds' phone answers are still being read.
+        std::thread::sleep(Duration::from_millis(200));
         let push_cols = pushes.as_ref().map_or(String::new(), |p| {
             let l = p.take_latencies();
             format!(" {:>12.2} {:>12.2} {:>8}", percentile(&l, 0.5), percentile(&l, 0.99), l.len())
         });
-        let after = histogram(&base, "onepush_wake_latency_seconds");
-        let stats1 =
-            ["onepush_store_commits_total", "onepush_store_jobs_total", "onepush_store_commit_seconds_sum"].map(|m| metric(&base, m));
+        let (same, cross) = wakes.take();
+        let after = histogram_sum(&nodes, "onepush_wake_latency_seconds");
+        let stats1 = STORE_STATS.map(|m| metric_sum(&nodes, m));
         let commits = (stats1[0] - stats0[0]).max(1.0);
         let per_commit = (stats1[1] - stats0[1]) / commits;
         let commit_ms = (stats1[2] - stats0[2]) * 1000.0 / commits;
         let trips = level.rt.len().max(1) as f64;
-        let server_cpu = (cpu_secs(&pid.to_string()) - cpu0.0) * 1000.0 / trips;
-        let client_cpu = (cpu_secs("self") - cpu0.1) * 1000.0 / trips;
-        let (rss, threads) = proc_status(pid);
+        let cpu1 = cpu_now();
+        // Cores busy with everything else on the machine meanwhile (another benchmark, a build).
+        let ours: f64 = (0..4).map(|k| cpu1[k] - cpu0[k]).sum();
+        let others = ((machine_busy_secs() - machine0.0 - ours) / machine0.1.elapsed().as_secs_f64()).max(0.0);
+        let per_trip: Vec<String> = (0..4).map(|k| format!("{:.2}", (cpu1[k] - cpu0[k]) * 1000.0 / trips)).collect();
+        let shown = match (&pg, &nginx) {
+            (None, _) => 2,
+            (Some(_), None) => 3,
+            (Some(_), Some(_)) => 4,
+        };
+        let (rss, threads) = rss_threads();
         let wake = hist_quantile(&before, &after, 0.99).map_or("-".into(), |v| format!("{:.2}", v * 1000.0));
         println!(
-            "{c:>11} {:>9} {:>12.0} {:>9.2} {:>9.2} {:>14} {:>8} {:>8} {:>7} {per_commit:>13.1} {commit_ms:>12.2} {:>17}{push_cols}",
+            "{c:>11} {:>9} {:>9.0} {:>9.2} {:>9.2} {:>11} {same:>22} {cross:>22} {rss:>9} {threads:>9} {:>7} {per_commit:>11.1} {commit_ms:>9.2} {:>23} {others:>6.2} {:>6}{push_cols}",
             level.rt.len(),
             level.rt.len() as f64 / level.elapsed,
             percentile(&level.rt, 0.5),
             percentile(&level.rt, 0.99),
             wake,
-            rss,
-            threads,
             level.errors,
-            format!("{server_cpu:.2}+{client_cpu:.2}")
+            per_trip[..shown].join("+"),
+            load1()
         );
     }
     fleet.stop.store(true, Ordering::Relaxed);
@@ -905,14 +1408,25 @@ fn main() {
                 p.undecryptable.load(Ordering::Relaxed),
                 fleet.repolls.load(Ordering::Relaxed)
             );
-            let body =
-                ureq::get(format!("{base}/metrics")).call().ok().and_then(|r| r.into_body().read_to_string().ok()).unwrap_or_default();
-            let outcomes: Vec<&str> = body.lines().filter(|l| l.starts_with("onepush_push_total{")).collect();
+            let outcomes: Vec<String> = nodes
+                .iter()
+                .flat_map(|base| {
+                    let body = ureq::get(format!("{base}/metrics"))
+                        .call()
+                        .ok()
+                        .and_then(|r| r.into_body().read_to_string().ok())
+                        .unwrap_or_default();
+                    body.lines().filter(|l| l.starts_with("onepush_push_total{")).map(|l| format!("{base}: {l}")).collect::<Vec<_>>()
+                })
+                .collect();
             println!("server: {}", if outcomes.is_empty() { "no push counted".to_string() } else { outcomes.join(", ") });
             p.shutdown();
         }
     }
-    drop(server);
+    // nginx, then the nodes, then the cluster (or the database).
+    drop(nginx);
+    drop(servers);
+    drop(pg);
 
     if args.argon2 {
         argon2_ratio(&args.bin, &dir.join("argon2"), cores, args.secs);
