@@ -339,3 +339,31 @@ fn a_notification_lost_while_the_listener_reconnects_is_made_good_by_the_recheck
     eprintln!("the phone parked on B got A's challenge after {took:?}, across a lost notification");
     eventually("B to log the reconnection", 5, || b.log().contains("listener lost its connection").then_some(()));
 }
+
+#[test]
+fn no_read_snapshot_stays_open_once_a_node_idles() {
+    let c = cluster();
+    let (w, url) = node_a(&c, "");
+    let phone = w.registered(C, "jweb", "taro");
+    let id = w.login_challenge(C, "taro");
+    let list = phone.poll(5);
+    assert_eq!(phone.answer(&list[0], "approve").status, 200);
+    assert_eq!(w.challenge(&id, 0).json["status"], "approved");
+    // A read leaves its snapshot for the next use of its connection to
+    // end; a connection idle for half a second has it ended, so none lives
+    // long enough to hold back vacuum (the sweeper reads every second).
+    std::thread::sleep(Duration::from_secs(2));
+    let mut admin = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+    for _ in 0..30 {
+        let old: i64 = admin
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND application_name = 'onepush' \
+                 AND state LIKE 'idle in transaction%' AND xact_start < now() - interval '2 seconds'",
+                &[],
+            )
+            .unwrap()
+            .get(0);
+        assert_eq!(old, 0, "a read snapshot open for more than 2 s");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

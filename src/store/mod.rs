@@ -600,6 +600,7 @@ pub struct ReadTx {
     backend: ReadBackend,
 }
 
+#[allow(clippy::large_enum_variant, reason = "one per request, on its thread's stack")]
 enum ReadBackend {
     Redb(ReadTransaction),
     Pg(pg::PgTx),
@@ -614,6 +615,8 @@ pub struct WriteTx {
     audit_head: Option<(u64, String)>,
     /// Whether this transaction appended to the audit log (its head is signed then).
     audit_appended: bool,
+    /// Messages for the other nodes (PostgreSQL), sent with the commit.
+    published: Vec<String>,
 }
 
 #[allow(clippy::large_enum_variant, reason = "one per batch, on the writer thread's stack")]

@@ -57,6 +57,10 @@ impl From<postgres::Error> for Error {
 pub struct Conn {
     client: Client,
     statements: HashMap<&'static str, Statement>,
+    /// A read snapshot is still open on it: a read's end is not sent on its
+    /// own but with the next use's first command (one round trip fewer per
+    /// read), or by `Pool::tidy` once the connection has idled.
+    in_read: bool,
 }
 
 impl Conn {
@@ -79,7 +83,7 @@ impl Conn {
             }
         }
         let client = config.connect(NoTls)?;
-        Ok(Conn { client, statements: HashMap::new() })
+        Ok(Conn { client, statements: HashMap::new(), in_read: false })
     }
 
     fn statement(&mut self, sql: &'static str) -> Result<Statement> {
@@ -152,7 +156,7 @@ fn pgpass_lookup(text: &str, wanted: [&str; 4]) -> Option<String> {
 /// The node's connections to the database.
 pub struct Pool {
     url: String,
-    idle: Mutex<Vec<Conn>>,
+    idle: Mutex<Vec<(Conn, Instant)>>,
 }
 
 impl std::fmt::Debug for Pool {
@@ -171,16 +175,46 @@ impl Pool {
         Ok(pool)
     }
 
+    /// A connection outside any transaction.
     pub fn get(self: &Arc<Self>) -> Result<Pooled> {
+        let mut c = self.get_raw()?;
+        if c.in_read {
+            c.batch("ROLLBACK")?;
+            c.in_read = false;
+        }
+        Ok(c)
+    }
+
+    /// A connection that may still hold a read snapshot (`Conn::in_read`).
+    fn get_raw(self: &Arc<Self>) -> Result<Pooled> {
         let idle = crate::sync::lock(&self.idle).pop();
         let conn = match idle {
-            Some(c) if !c.client.is_closed() => c,
+            Some((c, _)) if !c.client.is_closed() => c,
             _ => Conn::connect(&self.url).map_err(|e| match e {
                 Error::Internal(m) => Error::Internal(format!("{m} (connecting to the store)")),
                 other => other,
             })?,
         };
         Ok(Pooled { conn: Some(conn), pool: self.clone() })
+    }
+
+    /// Ends the read snapshots of connections idle for more than a moment,
+    /// so that no snapshot holds back PostgreSQL's vacuum (the listener
+    /// calls this every second).
+    pub fn tidy(self: &Arc<Self>) {
+        let stale: Vec<Conn> = {
+            let mut idle = crate::sync::lock(&self.idle);
+            let (stale, fresh): (Vec<_>, Vec<_>) =
+                idle.drain(..).partition(|(c, at)| c.in_read && at.elapsed() >= Duration::from_millis(500));
+            *idle = fresh;
+            stale.into_iter().map(|(c, _)| c).collect()
+        };
+        for mut c in stale {
+            if c.batch("ROLLBACK").is_ok() {
+                c.in_read = false;
+                drop(Pooled { conn: Some(c), pool: self.clone() });
+            }
+        }
     }
 
     /// A new connection outside the pool (the sweeper's lock, the listener).
@@ -215,7 +249,7 @@ impl Drop for Pooled {
         if let Some(c) = self.conn.take() {
             let mut idle = crate::sync::lock(&self.pool.idle);
             if !c.client.is_closed() && idle.len() < IDLE {
-                idle.push(c);
+                idle.push((c, Instant::now()));
             }
         }
     }
@@ -254,19 +288,32 @@ pub struct PgTx {
 }
 
 impl PgTx {
+    /// A read snapshot. It ends when the connection is next used (see
+    /// `Conn::in_read`): a read-only transaction has nothing to commit.
     pub fn begin_read(pool: &Arc<Pool>) -> Result<PgTx> {
-        let mut conn = pool.get()?;
-        conn.batch("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")?;
-        Ok(PgTx { conn: RefCell::new(conn), open: true })
+        let mut conn = pool.get_raw()?;
+        let begin = "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY";
+        let sql = if conn.in_read { format!("ROLLBACK; {begin}") } else { begin.to_string() };
+        conn.batch(&sql)?;
+        conn.in_read = true;
+        Ok(PgTx { conn: RefCell::new(conn), open: false })
     }
 
     /// Begins a write batch: after this, no other node's batch runs until
     /// this one commits or rolls back.
     pub fn begin_write(pool: &Arc<Pool>, durable: bool) -> Result<PgTx> {
-        let mut conn = pool.get()?;
-        conn.batch(if durable { "BEGIN" } else { "BEGIN; SET LOCAL synchronous_commit = off" })?;
+        let mut conn = pool.get_raw()?;
+        // One round trip: the end of a read left open, the transaction, and
+        // the lock (the constant is WRITE_LOCK).
+        let sql = format!(
+            "{}BEGIN;{} SELECT pg_advisory_xact_lock({WRITE_LOCK})",
+            if conn.in_read { "ROLLBACK; " } else { "" },
+            if durable { "" } else { " SET LOCAL synchronous_commit = off;" }
+        );
+        conn.in_read = false;
+        // A failure from here on leaves the connection's state unknown: dropped (open).
         let tx = PgTx { conn: RefCell::new(conn), open: true };
-        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&WRITE_LOCK])?;
+        tx.conn.borrow_mut().batch(&sql)?;
         Ok(tx)
     }
 
@@ -448,6 +495,7 @@ pub fn listen(pool: Arc<Pool>, handle: impl Fn(Remote) + Send + 'static) -> std:
                                 break;
                             }
                         }
+                        pool.tidy();
                         if checked.elapsed() >= RECHECK {
                             // Also proves the connection alive (a query on a dead one fails).
                             if conn.batch("SELECT 1").is_err() {

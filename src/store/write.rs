@@ -6,7 +6,7 @@ use super::*;
 impl WriteTx {
     /// `audit_head` is the writer's memory of the chain's end (None: read it).
     pub(super) fn new(backend: WriteBackend, now: Ms, audit_head: Option<(u64, String)>) -> WriteTx {
-        WriteTx { backend, dirty: false, now, audit_head, audit_appended: false }
+        WriteTx { backend, dirty: false, now, audit_head, audit_appended: false, published: Vec::new() }
     }
 
     pub(super) fn put_bytes(&mut self, table: redb::TableDefinition<&str, &[u8]>, key: &str, value: &[u8]) -> Result<()> {
@@ -301,8 +301,18 @@ impl WriteTx {
     /// changed: a NOTIFY, delivered when it commits and never if it rolls
     /// back. Nothing to do on the embedded store (one node).
     pub fn publish(&mut self, what: &pg::Remote) -> Result<()> {
-        if let WriteBackend::Pg(pg) = &mut self.backend {
-            pg.execute("SELECT pg_notify('onepush', $1)", &[&what.message()])?;
+        if matches!(self.backend, WriteBackend::Pg(_)) {
+            // Sent in one statement just before the commit (`notify_all`).
+            self.published.push(what.message());
+        }
+        Ok(())
+    }
+
+    /// The NOTIFYs of everything published in this transaction, one
+    /// statement for all (delivered at the commit).
+    pub(super) fn notify_all(&mut self) -> Result<()> {
+        if let (WriteBackend::Pg(pg), false) = (&self.backend, self.published.is_empty()) {
+            pg.execute("SELECT pg_notify('onepush', m) FROM unnest($1::text[]) AS m", &[&self.published])?;
         }
         Ok(())
     }

@@ -235,6 +235,10 @@ fn commit_batch(
                         return Err(e);
                     }
                 }
+                if let Err(e) = tx.notify_all() {
+                    abort(tx)?;
+                    return Err(e);
+                }
                 let head = tx.audit_head.take();
                 if let Err(e) = commit(tx) {
                     *audit_head = None;
