@@ -784,9 +784,10 @@ fn serve(cfg: Config, demo: bool, config_path: Option<PathBuf>, overrides: Overr
         // Other nodes' decisions and new challenges wake the waiters parked here.
         let (to_waiters, app2) = (std::sync::Mutex::new(wtx.clone()), app.clone());
         app.listen_to_other_nodes(move |r| {
-            let msg = match r {
-                onepush::store::pg::Remote::Recheck => Some(http::waiters::Msg::Recheck),
-                other => app2.on_remote(other).map(http::waiters::Msg::Event),
+            let recheck = r == onepush::store::pg::Remote::Recheck;
+            let msg = match app2.on_remote(r) {
+                Some(event) => Some(http::waiters::Msg::Event(event)),
+                None => recheck.then_some(http::waiters::Msg::Recheck),
             };
             if let Some(m) = msg {
                 let _ = onepush::sync::lock(&to_waiters).send(m);

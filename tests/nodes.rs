@@ -367,3 +367,19 @@ fn no_read_snapshot_stays_open_once_a_node_idles() {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+#[test]
+fn an_rp_key_revoked_on_one_node_is_refused_by_the_other_at_once() {
+    let c = cluster();
+    let (w, url) = node_a(&c, "");
+    let b = another_node(&w.s, &url, "");
+    let status = |s: &Server| request("GET", &s.url(&format!("/api/v1/users/{C}/nobody")), &w.rp(), None).status;
+    // Both nodes have looked the key up (and node A caches it).
+    assert_eq!((status(&w.s), status(&b)), (404, 404));
+    let (code, _, err) = b.cli(&["rp-key", "revoke", "bank"], None);
+    assert_eq!(code, 0, "{err}");
+    let t = Instant::now();
+    eventually("node A to refuse the revoked key", 5, || (status(&w.s) == 401).then_some(()));
+    assert!(t.elapsed() < Duration::from_secs(2), "refused after {:?}: by the NOTIFY, not the 10 s re-check", t.elapsed());
+    assert_eq!(status(&b), 401);
+}

@@ -177,8 +177,9 @@ pub struct App {
     /// Decoded device keys by their base64url text: decompressing an Ed25519
     /// point costs more than the verification's hash; the mapping never changes.
     keys: Mutex<HashMap<String, ed25519_dalek::VerifyingKey>>,
-    /// RP key hash → RP name, for live keys. Every change of RP keys goes
-    /// through this process (`add_rp_key`, `revoke_rp_key`), which clears it.
+    /// RP key hash → RP name, for live keys. A revocation clears it: here
+    /// (`revoke_rp_key`), or on another node sharing the store (its NOTIFY,
+    /// or at the latest the next 10 s re-check: `on_remote`).
     /// The generation counts revocations, so a look-up that raced one is not cached.
     rp_cache: Mutex<(u64, HashMap<String, String>)>,
     /// The one-time code that creates the first operator (SPEC R5.1), while
@@ -334,7 +335,12 @@ impl App {
             }
             Remote::Pending(token_id) => Some(Event::Pending(token_id)),
             Remote::Revoked(token_id) => Some(Event::TokenRevoked(token_id)),
-            Remote::RpKeys | Remote::Recheck => None,
+            // A revocation on another node; a re-check also drops the cache,
+            // so a lost notification keeps a revoked key at most that long.
+            Remote::RpKeys | Remote::Recheck => {
+                self.forget_rp_keys();
+                None
+            }
         }
     }
 
@@ -355,10 +361,6 @@ impl App {
     /// The RP name for an API key, or 401.
     pub fn rp_for_key(&self, key: &str) -> Result<String> {
         let hash = sig::sha256_hex(key.as_bytes());
-        if self.store.is_shared() {
-            // Another node may revoke a key: no cache but the store's index.
-            return self.store.read()?.rp_name_by_hash(&hash)?.ok_or_else(|| Error::Unauthorized("unknown or revoked API key".into()));
-        }
         let generation = {
             let cache = crate::sync::lock(&self.rp_cache);
             if let Some(name) = cache.1.get(&hash) {

@@ -311,12 +311,20 @@ impl App {
             k.revoked_at = Some(now);
             tx.put_rp_key(&k)?;
             tx.audit(NewEvent::new("rp_key_revoked", actor.clone()).detail(json!({"name": name})))?;
+            // The other nodes drop their cached look-ups at this commit.
+            tx.publish(&crate::store::pg::Remote::RpKeys)?;
             Ok(())
         })?;
+        self.forget_rp_keys();
+        Ok(())
+    }
+
+    /// Drops the cached RP key look-ups (a key was revoked here or on
+    /// another node); a look-up that raced this is not cached.
+    pub(crate) fn forget_rp_keys(&self) {
         let mut cache = crate::sync::lock(&self.rp_cache);
         cache.0 += 1;
         cache.1.clear();
-        Ok(())
     }
 
     /// `onepush audit verify`: the number of events, or where the chain breaks.
