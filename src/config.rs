@@ -484,20 +484,18 @@ impl Config {
 }
 
 /// `store`: a libpq URL (`postgres://user@host:port/db?…`), parsed as the
-/// driver will parse it. TLS to the database is not built into this
-/// version: a URL that requires it is refused here rather than at the first
-/// connection.
+/// driver will parse it, with libpq's `sslmode` (disable, prefer, require,
+/// verify-ca, verify-full) and `sslrootcert` (a PEM file that must be
+/// readable now).
 pub fn check_store_url(url: &str) -> Result<String, ConfigError> {
     if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
         return Err(ConfigError(
             "store: must be empty (the embedded store) or a postgres:// URL, for example postgres://onepush@db.bank.example/onepush".into(),
         ));
     }
-    let parsed: postgres::Config = url.parse().map_err(|e| ConfigError(format!("store: not a PostgreSQL URL: {e}")))?;
-    if parsed.get_ssl_mode() == postgres::config::SslMode::Require {
-        return Err(ConfigError(
-            "store: sslmode=require: this version connects without TLS; reach the database over a trusted network or a local socket (sslmode=disable)".into(),
-        ));
+    let (_, _, root) = crate::store::pg::parse_url(url).map_err(|e| ConfigError(format!("store: {e}")))?;
+    if let Some(path) = root {
+        std::fs::metadata(&path).map_err(|e| ConfigError(format!("store: sslrootcert {}: {e}", path.display())))?;
     }
     Ok(url.to_string())
 }

@@ -383,3 +383,77 @@ fn an_rp_key_revoked_on_one_node_is_refused_by_the_other_at_once() {
     assert!(t.elapsed() < Duration::from_secs(2), "refused after {:?}: by the NOTIFY, not the 10 s re-check", t.elapsed());
     assert_eq!(status(&b), 401);
 }
+
+#[test]
+fn tls_to_the_database_is_verified_with_sslrootcert() {
+    use std::os::unix::fs::PermissionsExt;
+    // A cluster of its own: TLS on, with a certificate from a test CA.
+    let dir = std::env::temp_dir().join(format!("onepush-tls-pg-{}-{}", std::process::id(), now_secs()));
+    let started = std::process::Command::new("bash").arg(".ci/pg-cluster").arg("start").arg(dir.join("pg")).output().unwrap();
+    assert!(started.status.success(), "{}", String::from_utf8_lossy(&started.stderr));
+    let cluster = Cluster { base: String::from_utf8_lossy(&started.stdout).trim().to_string(), dir: Some(dir.join("pg")) };
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    // Names of their own: OpenSSL takes a certificate whose issuer is its subject for self-signed.
+    ca_params.distinguished_name.push(rcgen::DnType::CommonName, "onepush test database CA");
+    let ca = rcgen::CertifiedIssuer::self_signed(ca_params, ca_key).unwrap();
+    let leaf_key = rcgen::KeyPair::generate().unwrap();
+    let mut leaf_params = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()]).unwrap();
+    leaf_params.distinguished_name.push(rcgen::DnType::CommonName, "127.0.0.1");
+    let leaf = leaf_params.signed_by(&leaf_key, &ca).unwrap();
+    let data = dir.join("pg").join("data");
+    for (name, text) in [("server.crt", leaf.pem()), ("server.key", leaf_key.serialize_pem())] {
+        let path = data.join(name);
+        std::fs::write(&path, text).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        if unsafe { libc::geteuid() } == 0 {
+            // The server runs as postgres (.ci/pg-cluster), which must own its key.
+            let owner = std::fs::metadata(&data).unwrap();
+            std::os::unix::fs::chown(&path, Some(std::os::unix::fs::MetadataExt::uid(&owner)), None).unwrap();
+        }
+    }
+    let ca_file = dir.join("db-ca.pem");
+    std::fs::write(&ca_file, ca.pem()).unwrap();
+    let mut admin = postgres::Client::connect(&format!("{}/postgres", cluster.base), postgres::NoTls).unwrap();
+    admin.batch_execute("ALTER SYSTEM SET ssl = on").unwrap();
+    admin.batch_execute("SELECT pg_reload_conf()").unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let url = new_database(&cluster.base, "tls");
+
+    // verify-full with the CA: served, over TLS.
+    let s = Server::start(&format!("store = \"{url}?sslmode=verify-full&sslrootcert={}\"", ca_file.display()));
+    assert_eq!(s.get("/healthz", &[]).status, 200);
+    let over_tls: i64 = admin
+        .query_one(
+            "SELECT count(*) FROM pg_stat_ssl JOIN pg_stat_activity USING (pid) WHERE datname = 'tls' AND application_name = 'onepush' AND ssl",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert!(over_tls >= 1, "onepush's connections use TLS");
+    let plain: i64 = admin
+        .query_one(
+            "SELECT count(*) FROM pg_stat_ssl JOIN pg_stat_activity USING (pid) WHERE datname = 'tls' AND application_name = 'onepush' AND NOT ssl",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(plain, 0, "and none without");
+    drop(s);
+
+    // Without the CA the certificate is not trusted: the start fails and says so.
+    let cfg_dir = dir.join("untrusted");
+    std::fs::create_dir_all(&cfg_dir).unwrap();
+    let config = cfg_dir.join("onepush.toml");
+    std::fs::write(
+        &config,
+        format!("listen = \"127.0.0.1:0\"\ndata_dir = \"{}\"\nstore = \"{url}?sslmode=require\"\n", cfg_dir.join("data").display()),
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_onepush")).args(["serve", "--config"]).arg(&config).output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("PostgreSQL") && err.to_lowercase().contains("certificate"), "{err}");
+    drop(cluster);
+}

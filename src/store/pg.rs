@@ -47,7 +47,16 @@ impl From<postgres::Error> for Error {
         // The server's message (and its SQLSTATE) when it sent one.
         match e.as_db_error() {
             Some(db) => Error::Internal(format!("store (postgres): {} ({})", db.message(), db.code().code())),
-            None => Error::Internal(format!("store (postgres): {e}")),
+            None => {
+                // With its causes: "error performing TLS handshake: … certificate verify failed".
+                let mut m = format!("store (postgres): {e}");
+                let mut cause = std::error::Error::source(&e);
+                while let Some(c) = cause {
+                    m.push_str(&format!(": {c}"));
+                    cause = c.source();
+                }
+                Error::Internal(m)
+            }
         }
     }
 }
@@ -63,9 +72,86 @@ pub struct Conn {
     in_read: bool,
 }
 
+/// How the connections are secured, from the URL's libpq `sslmode` and
+/// `sslrootcert` (the driver knows neither `verify-ca`/`verify-full` nor
+/// `sslrootcert`, so they are taken out of the URL here).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SslWanted {
+    Disable,
+    /// TLS when the server offers it (libpq's default), verified when used.
+    Prefer,
+    Require,
+    /// The certificate chain, not the host name.
+    VerifyCa,
+    VerifyFull,
+}
+
+/// The driver's config and the TLS wanted, from a `store` URL.
+pub fn parse_url(url: &str) -> std::result::Result<(postgres::Config, SslWanted, Option<std::path::PathBuf>), String> {
+    let (base, query) = url.split_once('?').unwrap_or((url, ""));
+    let (mut wanted, mut root) = (SslWanted::Prefer, None);
+    let mut kept = Vec::new();
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        match pair.split_once('=') {
+            Some(("sslmode", v)) => {
+                wanted = match v {
+                    "disable" => SslWanted::Disable,
+                    "allow" | "prefer" => SslWanted::Prefer,
+                    "require" => SslWanted::Require,
+                    "verify-ca" => SslWanted::VerifyCa,
+                    "verify-full" => SslWanted::VerifyFull,
+                    other => return Err(format!("sslmode={other} is not one of disable, prefer, require, verify-ca, verify-full")),
+                }
+            }
+            Some(("sslrootcert", v)) => root = Some(std::path::PathBuf::from(v)),
+            _ => kept.push(pair),
+        }
+    }
+    let url = if kept.is_empty() { base.to_string() } else { format!("{base}?{}", kept.join("&")) };
+    let mut config: postgres::Config = url.parse().map_err(|e| format!("not a PostgreSQL URL: {e}"))?;
+    config.ssl_mode(match wanted {
+        SslWanted::Disable => postgres::config::SslMode::Disable,
+        SslWanted::Prefer => postgres::config::SslMode::Prefer,
+        _ => postgres::config::SslMode::Require,
+    });
+    Ok((config, wanted, root))
+}
+
+/// The TLS connector for `wanted`: the system's CA store plus `root` (PEM,
+/// one or more certificates). Whenever TLS is used the server's certificate
+/// is verified, and its name too except with `verify-ca`: stricter than
+/// libpq's `prefer`/`require`, which check nothing.
+fn connector(
+    wanted: SslWanted,
+    root: Option<&std::path::Path>,
+) -> std::result::Result<Option<postgres_native_tls::MakeTlsConnector>, String> {
+    if wanted == SslWanted::Disable {
+        return Ok(None);
+    }
+    let mut b = native_tls::TlsConnector::builder();
+    if let Some(path) = root {
+        let pem = std::fs::read_to_string(path).map_err(|e| format!("sslrootcert {}: {e}", path.display()))?;
+        let mut found = 0;
+        for block in pem.split_inclusive("-----END CERTIFICATE-----").filter(|b| b.contains("-----BEGIN CERTIFICATE-----")) {
+            let cert =
+                native_tls::Certificate::from_pem(block.trim().as_bytes()).map_err(|e| format!("sslrootcert {}: {e}", path.display()))?;
+            b.add_root_certificate(cert);
+            found += 1;
+        }
+        if found == 0 {
+            return Err(format!("sslrootcert {}: no PEM certificate in it", path.display()));
+        }
+    }
+    if wanted == SslWanted::VerifyCa {
+        b.danger_accept_invalid_hostnames(true);
+    }
+    let tls = b.build().map_err(|e| format!("TLS to the database: {e}"))?;
+    Ok(Some(postgres_native_tls::MakeTlsConnector::new(tls)))
+}
+
 impl Conn {
-    fn connect(url: &str) -> Result<Conn> {
-        let mut config: postgres::Config = url.parse()?;
+    fn connect(url: &str, tls: Option<&postgres_native_tls::MakeTlsConnector>) -> Result<Conn> {
+        let (mut config, _, _) = parse_url(url).map_err(|e| Error::Internal(format!("store: {e}")))?;
         // A peer that vanishes without closing (a frozen node, a cut
         // network) is found in about 20 s, not the system's 2 hours; the URL
         // may set its own.
@@ -82,7 +168,10 @@ impl Conn {
                 config.password(password);
             }
         }
-        let client = config.connect(NoTls)?;
+        let client = match tls {
+            Some(tls) => config.connect(tls.clone())?,
+            None => config.connect(NoTls)?,
+        };
         Ok(Conn { client, statements: HashMap::new(), in_read: false })
     }
 
@@ -156,6 +245,8 @@ fn pgpass_lookup(text: &str, wanted: [&str; 4]) -> Option<String> {
 /// The node's connections to the database.
 pub struct Pool {
     url: String,
+    /// Made once: loading the system's CA store per connection costs.
+    tls: Option<postgres_native_tls::MakeTlsConnector>,
     idle: Mutex<Vec<(Conn, Instant)>>,
 }
 
@@ -169,7 +260,9 @@ impl std::fmt::Debug for Pool {
 impl Pool {
     /// Connects, and brings the schema up to this binary's version.
     pub fn open(url: &str) -> Result<Arc<Pool>> {
-        let pool = Arc::new(Pool { url: url.to_string(), idle: Mutex::new(Vec::new()) });
+        let (_, wanted, root) = parse_url(url).map_err(|e| Error::Internal(format!("store: {e}")))?;
+        let tls = connector(wanted, root.as_deref()).map_err(|e| Error::Internal(format!("store: {e}")))?;
+        let pool = Arc::new(Pool { url: url.to_string(), tls, idle: Mutex::new(Vec::new()) });
         let mut conn = pool.get()?;
         migrate(&mut conn)?;
         Ok(pool)
@@ -190,7 +283,7 @@ impl Pool {
         let idle = crate::sync::lock(&self.idle).pop();
         let conn = match idle {
             Some((c, _)) if !c.client.is_closed() => c,
-            _ => Conn::connect(&self.url).map_err(|e| match e {
+            _ => Conn::connect(&self.url, self.tls.as_ref()).map_err(|e| match e {
                 Error::Internal(m) => Error::Internal(format!("{m} (connecting to the store)")),
                 other => other,
             })?,
@@ -219,7 +312,7 @@ impl Pool {
 
     /// A new connection outside the pool (the sweeper's lock, the listener).
     pub fn dedicated(&self) -> Result<Conn> {
-        Conn::connect(&self.url)
+        Conn::connect(&self.url, self.tls.as_ref())
     }
 }
 
@@ -663,6 +756,21 @@ mod tests {
         assert_eq!(pgpass_lookup(text, ["db.bank.example", "5432", "other", "onepush"]).as_deref(), Some("nope"));
         assert_eq!(pgpass_lookup(text, ["localhost", "6543", "x", "y"]).as_deref(), Some("local"));
         assert_eq!(pgpass_lookup(text, ["db.bank.example", "6543", "onepush", "onepush"]), None);
+    }
+
+    #[test]
+    fn libpq_sslmodes_and_sslrootcert_are_taken_out_of_the_url() {
+        let (c, wanted, root) = parse_url(
+            "postgres://onepush@db.bank.example:6432/onepush?sslmode=verify-full&sslrootcert=/etc/onepush/db-ca.pem&connect_timeout=3",
+        )
+        .unwrap();
+        assert_eq!((wanted, root.as_deref()), (SslWanted::VerifyFull, Some(std::path::Path::new("/etc/onepush/db-ca.pem"))));
+        assert_eq!((c.get_ssl_mode(), c.get_dbname(), c.get_ports()), (postgres::config::SslMode::Require, Some("onepush"), &[6432][..]));
+        assert_eq!(c.get_connect_timeout(), Some(&Duration::from_secs(3)), "other parameters are kept");
+        assert_eq!(parse_url("postgres://h/db").unwrap().1, SslWanted::Prefer, "libpq's default");
+        assert_eq!(parse_url("postgres://h/db?sslmode=disable").unwrap().1, SslWanted::Disable);
+        assert_eq!(parse_url("postgres://h/db?sslmode=verify-ca").unwrap().1, SslWanted::VerifyCa);
+        assert!(parse_url("postgres://h/db?sslmode=always").unwrap_err().contains("sslmode=always"));
     }
 
     #[test]
