@@ -195,7 +195,7 @@ fn verified(r: crate::error::Result<std::result::Result<u64, crate::audit::Broke
 /// it is (never made here), so that checking the log writes nothing to it.
 /// `None` for the other commands.
 pub fn execute_read_only(cfg: &crate::config::Config, cmd: &Command) -> Option<Output> {
-    let store = || crate::store::Store::open_configured(cfg);
+    let store = || crate::store::Store::open_configured_read_only(cfg);
     match cmd {
         Command::AuditVerify => Some(match crate::audit::AuditKey::load(&cfg.audit_key_file) {
             Ok(key) => verified(store().and_then(|s| s.verify_audit(Some(&key.public())))),

@@ -457,3 +457,35 @@ fn tls_to_the_database_is_verified_with_sslrootcert() {
     assert!(err.contains("PostgreSQL") && err.to_lowercase().contains("certificate"), "{err}");
     drop(cluster);
 }
+
+#[test]
+fn the_schema_is_migrated_by_a_server_never_by_a_read_only_command_and_a_newer_one_is_refused() {
+    let c = cluster();
+    let url = new_database(&c.base, &format!("schema{}_{}", std::process::id(), now_secs()));
+    let mut s = Server::start(&format!("store = \"{url}\""));
+    s.kill();
+    let mut db = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+    let version = |db: &mut postgres::Client| -> i32 { db.query_one("SELECT max(version) FROM onepush_schema", &[]).unwrap().get(0) };
+    let newest = version(&mut db);
+    assert_eq!(newest, 2, "migrated at the first start (a new migration: undo it below instead)");
+
+    // As if an older onepush (schema 1) had made it: audit verify reads, and
+    // refuses, without migrating.
+    db.batch_execute("DROP TABLE admin_sessions, bootstrap_code; DELETE FROM onepush_schema WHERE version = 2").unwrap();
+    let (code, out, err) = s.cli(&["audit", "verify"], None);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(err.contains("start a server of this version first"), "{err}");
+    assert_eq!(version(&mut db), newest - 1, "nothing migrated by a read-only command");
+    s.respawn();
+    assert_eq!(version(&mut db), newest, "the server migrates");
+    let (code, out, err) = s.cli(&["audit", "verify"], None);
+    assert_eq!(code, 0, "{out}{err}");
+    s.kill();
+
+    // A schema from a newer onepush: refused at start, named.
+    db.batch_execute("INSERT INTO onepush_schema (version) VALUES (99)").unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_onepush")).args(["serve", "--config"]).arg(&s.config).output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("version 99, newer than this onepush knows"), "{err}");
+}

@@ -221,6 +221,15 @@ impl Store {
         Ok(Store { backend: Backend::Pg(pg::Pool::open(url)?), audit_key: Arc::default() })
     }
 
+    /// The store `cfg` names, for commands that only read: on PostgreSQL
+    /// nothing is migrated (an older schema is refused instead).
+    pub fn open_configured_read_only(cfg: &crate::config::Config) -> Result<Store> {
+        match &cfg.store {
+            Some(url) => Ok(Store { backend: Backend::Pg(pg::Pool::open_read_only(url)?), audit_key: Arc::default() }),
+            None => Store::open(&cfg.store_path()),
+        }
+    }
+
     /// The store `cfg` names: PostgreSQL when `store` is set, else the file in `data_dir`.
     pub fn open_configured(cfg: &crate::config::Config) -> Result<Store> {
         match &cfg.store {

@@ -260,12 +260,39 @@ impl std::fmt::Debug for Pool {
 impl Pool {
     /// Connects, and brings the schema up to this binary's version.
     pub fn open(url: &str) -> Result<Arc<Pool>> {
-        let (_, wanted, root) = parse_url(url).map_err(|e| Error::Internal(format!("store: {e}")))?;
-        let tls = connector(wanted, root.as_deref()).map_err(|e| Error::Internal(format!("store: {e}")))?;
-        let pool = Arc::new(Pool { url: url.to_string(), tls, idle: Mutex::new(Vec::new()) });
+        let pool = Pool::connect(url)?;
         let mut conn = pool.get()?;
         migrate(&mut conn)?;
+        drop(conn);
         Ok(pool)
+    }
+
+    /// Connects without changing anything: the schema must already be this
+    /// binary's (the read-only commands, `audit verify` and `audit export`).
+    pub fn open_read_only(url: &str) -> Result<Arc<Pool>> {
+        let pool = Pool::connect(url)?;
+        let newest = MIGRATIONS.last().map_or(0, |m| m.0);
+        let current: i32 = {
+            let mut c = pool.get()?;
+            let exists = !c.query("SELECT 1 FROM pg_tables WHERE tablename = 'onepush_schema'", &[])?.is_empty();
+            if exists {
+                c.query("SELECT coalesce(max(version), 0) FROM onepush_schema", &[])?.first().map_or(0, |r| r.get(0))
+            } else {
+                0
+            }
+        };
+        if current != newest {
+            return Err(Error::Conflict(format!(
+                "the database's onepush schema is version {current}, this onepush's is {newest}: start a server of this version first (it migrates), then run this again"
+            )));
+        }
+        Ok(pool)
+    }
+
+    fn connect(url: &str) -> Result<Arc<Pool>> {
+        let (_, wanted, root) = parse_url(url).map_err(|e| Error::Internal(format!("store: {e}")))?;
+        let tls = connector(wanted, root.as_deref()).map_err(|e| Error::Internal(format!("store: {e}")))?;
+        Ok(Arc::new(Pool { url: url.to_string(), tls, idle: Mutex::new(Vec::new()) }))
     }
 
     /// A connection outside any transaction.
