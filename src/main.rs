@@ -430,7 +430,11 @@ fn migrate(cfg: &Config, to: &str) -> ExitCode {
     };
     let copied = match source.copy_to(&target) {
         Ok(c) => c,
-        Err(e) => return fail(format!("nothing copied: {e:?}")),
+        // A lost connection during the COMMIT leaves the outcome unknown: say so.
+        Err(onepush::error::Error::Conflict(m)) => return fail(format!("nothing copied: {m}")),
+        Err(e) => {
+            return fail(format!("the copy failed ({e:?}); if the database now holds records, drop and recreate it before trying again"))
+        }
     };
     let there = match target.counts() {
         Ok(c) => c,

@@ -489,3 +489,43 @@ fn the_schema_is_migrated_by_a_server_never_by_a_read_only_command_and_a_newer_o
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("version 99, newer than this onepush knows"), "{err}");
 }
+
+#[test]
+fn a_job_whose_statement_fails_does_not_take_its_batch_down_unnoticed() {
+    use onepush::domain::account::{Contract, ContractStatus};
+    use onepush::store::{Durability, Reader, Store};
+    let c = cluster();
+    let url = new_database(&c.base, &format!("batch{}_{}", std::process::id(), now_secs()));
+    let store = Store::open_postgres(&url).unwrap();
+    let w = store.writer();
+    let contract = |no: &str| Contract {
+        contract_no: no.into(),
+        name: "Mito Trading".into(),
+        edition: "jweb".into(),
+        status: ContractStatus::Active,
+        service_admin: None,
+        created_at: 0,
+        cancelled_at: None,
+    };
+    let (tx, rx) = std::sync::mpsc::channel();
+    // A slow first job, so that the next two queue up into one batch.
+    w.submit(
+        Durability::Durable,
+        |_| {
+            std::thread::sleep(Duration::from_millis(300));
+            Ok(())
+        },
+        |_| {},
+    );
+    let written = contract("A");
+    let t = tx.clone();
+    w.submit(Durability::Durable, move |tx| tx.put_contract(&written), move |r| t.send(("A", r.is_ok())).unwrap());
+    // Fails in PostgreSQL without writing (a NUL in a text key), which
+    // aborts the transaction that job A wrote in.
+    let t = tx.clone();
+    w.submit(Durability::Durable, |tx| tx.contracts_after("x\u{0}y", 1).map(|_| ()), move |r| t.send(("B", r.is_ok())).unwrap());
+    let mut results: Vec<_> = (0..2).map(|_| rx.recv_timeout(Duration::from_secs(10)).unwrap()).collect();
+    results.sort();
+    assert_eq!(results, [("A", true), ("B", false)]);
+    assert!(store.read().unwrap().contract("A").unwrap().is_some(), "what job A was told is committed is there");
+}

@@ -212,6 +212,10 @@ impl App {
                 (Some(old), false) => Operator { password_hash: hash.clone(), ..old },
             };
             tx.put_operator(&op)?;
+            if !create {
+                // Shared sessions end in the same commit as the change.
+                tx.end_shared_sessions_of(&name)?;
+            }
             let kind = if create { "operator_added" } else { "operator_password_changed" };
             tx.audit(NewEvent::new(kind, actor.clone()).detail(json!({"operator": name})))?;
             Ok(())
@@ -263,6 +267,10 @@ impl App {
                 None => {
                     tx.delete_operator(&name)?;
                 }
+            }
+            if change != OperatorChange::Enable {
+                // Shared sessions end in the same commit as the change.
+                tx.end_shared_sessions_of(&name)?;
             }
             tx.audit(NewEvent::new(change.audit_type(), actor.clone()).detail(json!({"operator": name})))?;
             Ok(())

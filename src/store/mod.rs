@@ -428,7 +428,11 @@ impl Store {
         let writer = target.writer();
         let s = snapshot.clone();
         writer.call(Durability::Durable, move |tx| {
-            if tx.count(CONTRACTS)? + tx.count(OPERATORS)? + tx.count(META)? > 0 || tx.audit_last()?.is_some() {
+            let mut records = 0;
+            for table in RECORD_TABLES {
+                records += tx.count(table)?;
+            }
+            if records > 0 || tx.audit_last()?.is_some() || !tx.fraud_reports_since(0)?.is_empty() {
                 return Err(Error::Conflict("the target store is not empty: migrate into a new, empty database".into()));
             }
             for (table, rows) in &s.records {

@@ -153,10 +153,16 @@ impl Conn {
     fn connect(url: &str, tls: Option<&postgres_native_tls::MakeTlsConnector>) -> Result<Conn> {
         let (mut config, _, _) = parse_url(url).map_err(|e| Error::Internal(format!("store: {e}")))?;
         // A peer that vanishes without closing (a frozen node, a cut
-        // network) is found in about 20 s, not the system's 2 hours; the URL
-        // may set its own.
+        // network) is found in about 25 s (10 s idle, then 3 probes 5 s
+        // apart), not the system's 2 hours; the URL may set its own.
         if !url.contains("keepalives_idle") {
             config.keepalives_idle(Duration::from_secs(10));
+        }
+        if !url.contains("keepalives_interval") {
+            config.keepalives_interval(Duration::from_secs(5));
+        }
+        if !url.contains("keepalives_retries") {
+            config.keepalives_retries(3);
         }
         // An unreachable database fails a request in seconds, not minutes.
         if !url.contains("connect_timeout") {
@@ -305,6 +311,27 @@ impl Pool {
         Ok(c)
     }
 
+    /// A connection on which `begin` succeeded. A pooled connection may be
+    /// dead without knowing it (the database restarted): if `begin` fails on
+    /// one, it is thrown away and `begin` tried once on a new connection
+    /// (nothing was done on the first).
+    fn first_use(self: &Arc<Self>, begin: impl Fn(&mut Pooled) -> Result<()>) -> Result<Pooled> {
+        let mut conn = self.get_raw()?;
+        match begin(&mut conn) {
+            Ok(()) => Ok(conn),
+            Err(first) => {
+                conn.conn.take();
+                let mut fresh = Pooled { conn: Some(Conn::connect(&self.url, self.tls.as_ref())?), pool: self.clone() };
+                if let Err(e) = begin(&mut fresh) {
+                    fresh.conn.take();
+                    log::warn!("store: a pooled connection failed ({first}), and a new one too");
+                    return Err(e);
+                }
+                Ok(fresh)
+            }
+        }
+    }
+
     /// A connection that may still hold a read snapshot (`Conn::in_read`).
     fn get_raw(self: &Arc<Self>) -> Result<Pooled> {
         let idle = crate::sync::lock(&self.idle).pop();
@@ -377,9 +404,12 @@ impl Drop for Pooled {
 
 /// Applies the migrations this database has not had, once across nodes.
 fn migrate(conn: &mut Conn) -> Result<()> {
-    conn.batch("CREATE TABLE IF NOT EXISTS onepush_schema (version integer PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())")?;
+    // The lock first: two nodes creating the table at once can collide.
     conn.client.execute("SELECT pg_advisory_lock($1)", &[&MIGRATE_LOCK])?;
     let done = (|| -> Result<()> {
+        conn.batch(
+            "CREATE TABLE IF NOT EXISTS onepush_schema (version integer PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())",
+        )?;
         let current: i32 = conn.client.query_one("SELECT coalesce(max(version), 0) FROM onepush_schema", &[])?.get(0);
         let newest = MIGRATIONS.last().map_or(0, |m| m.0);
         if current > newest {
@@ -405,39 +435,60 @@ fn migrate(conn: &mut Conn) -> Result<()> {
 pub struct PgTx {
     conn: RefCell<Pooled>,
     open: bool,
+    /// A statement failed: PostgreSQL has aborted the transaction, and its
+    /// COMMIT would silently roll back (`failed()`, checked by the writer).
+    failed: std::cell::Cell<bool>,
 }
 
 impl PgTx {
     /// A read snapshot. It ends when the connection is next used (see
     /// `Conn::in_read`): a read-only transaction has nothing to commit.
     pub fn begin_read(pool: &Arc<Pool>) -> Result<PgTx> {
-        let mut conn = pool.get_raw()?;
-        let begin = "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY";
-        let sql = if conn.in_read { format!("ROLLBACK; {begin}") } else { begin.to_string() };
-        conn.batch(&sql)?;
-        conn.in_read = true;
-        Ok(PgTx { conn: RefCell::new(conn), open: false })
+        let begin = |conn: &mut Pooled| {
+            let sql = if conn.in_read {
+                "ROLLBACK; BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"
+            } else {
+                "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"
+            };
+            conn.batch(sql)
+        };
+        let conn = pool.first_use(begin)?;
+        let mut tx = PgTx { conn: RefCell::new(conn), open: false, failed: Default::default() };
+        tx.conn.get_mut().in_read = true;
+        Ok(tx)
     }
 
     /// Begins a write batch: after this, no other node's batch runs until
     /// this one commits or rolls back.
+    ///
+    /// A node that stops in the middle of its batch (frozen, cut off) would
+    /// hold every node's writes: the server ends such a session after 5 s
+    /// idle inside the transaction, which frees the lock.
     pub fn begin_write(pool: &Arc<Pool>, durable: bool) -> Result<PgTx> {
-        let mut conn = pool.get_raw()?;
-        // One round trip: the end of a read left open, the transaction, and
-        // the lock (the constant is WRITE_LOCK).
-        let sql = format!(
-            "{}BEGIN;{} SELECT pg_advisory_xact_lock({WRITE_LOCK})",
-            if conn.in_read { "ROLLBACK; " } else { "" },
-            if durable { "" } else { " SET LOCAL synchronous_commit = off;" }
-        );
-        conn.in_read = false;
-        // A failure from here on leaves the connection's state unknown: dropped (open).
-        let tx = PgTx { conn: RefCell::new(conn), open: true };
-        tx.conn.borrow_mut().batch(&sql)?;
-        Ok(tx)
+        let begin = |conn: &mut Pooled| {
+            // One round trip: the end of a read left open, the transaction,
+            // its settings and the lock (the constant is WRITE_LOCK).
+            let sql = format!(
+                "{}BEGIN; SET LOCAL idle_in_transaction_session_timeout = '5s';{} SELECT pg_advisory_xact_lock({WRITE_LOCK})",
+                if conn.in_read { "ROLLBACK; " } else { "" },
+                if durable { "" } else { " SET LOCAL synchronous_commit = off;" }
+            );
+            conn.in_read = false;
+            conn.batch(&sql)
+        };
+        let conn = pool.first_use(begin)?;
+        Ok(PgTx { conn: RefCell::new(conn), open: true, failed: Default::default() })
+    }
+
+    /// Whether a statement of this transaction failed.
+    pub fn failed(&self) -> bool {
+        self.failed.get()
     }
 
     pub fn commit(mut self) -> Result<()> {
+        if self.failed.get() {
+            return Err(Error::Internal("store (postgres): a statement of this transaction failed; rolled back".into()));
+        }
         self.open = false;
         self.conn.get_mut().batch("COMMIT")
     }
@@ -448,11 +499,15 @@ impl PgTx {
     }
 
     pub fn query(&self, sql: &'static str, params: &[&(dyn ToSql + Sync)]) -> Result<Vec<Row>> {
-        self.conn.borrow_mut().query(sql, params)
+        let r = self.conn.borrow_mut().query(sql, params);
+        self.failed.set(self.failed.get() || r.is_err());
+        r
     }
 
     pub fn execute(&self, sql: &'static str, params: &[&(dyn ToSql + Sync)]) -> Result<u64> {
-        self.conn.borrow_mut().execute(sql, params)
+        let r = self.conn.borrow_mut().execute(sql, params);
+        self.failed.set(self.failed.get() || r.is_err());
+        r
     }
 }
 
@@ -641,33 +696,47 @@ pub fn listen(pool: Arc<Pool>, handle: impl Fn(Remote) + Send + 'static) -> std:
 /// (its session ends with its socket, or with the keepalives).
 pub struct SweeperLock {
     pool: Arc<Pool>,
+    /// Kept between ticks, holding the lock or asking for it.
     conn: Option<Conn>,
+    holding: bool,
 }
 
 impl SweeperLock {
     pub const KEY: i64 = 0x6f6e_6570_0000_0003;
 
     pub fn new(pool: Arc<Pool>) -> SweeperLock {
-        SweeperLock { pool, conn: None }
+        SweeperLock { pool, conn: None, holding: false }
     }
 
     /// Whether this node may sweep now: holds the lock, or has just taken it.
     pub fn held(&mut self) -> bool {
         if let Some(c) = &mut self.conn {
-            if c.batch("SELECT 1").is_ok() {
+            if self.holding && c.batch("SELECT 1").is_ok() {
                 return true;
             }
-            log::warn!("sweeper: lost the connection that held the sweeper lock");
-            self.conn = None;
+            if self.holding {
+                log::warn!("sweeper: lost the connection that held the sweeper lock");
+                self.conn = None;
+                self.holding = false;
+            }
         }
-        let Ok(mut c) = self.pool.dedicated() else { return false };
+        if self.conn.is_none() {
+            // A session that goes quiet for 30 s (this node frozen) is ended
+            // by the server, which frees the lock for another node.
+            self.conn = self.pool.dedicated().and_then(|mut c| c.batch("SET idle_session_timeout = '30s'").map(|()| c)).ok();
+        }
+        let Some(c) = &mut self.conn else { return false };
         match c.client.query_one("SELECT pg_try_advisory_lock($1)", &[&Self::KEY]) {
             Ok(row) if row.get::<_, bool>(0) => {
                 log::info!("sweeper: this node ({}) sweeps", node_id());
-                self.conn = Some(c);
+                self.holding = true;
                 true
             }
-            _ => false,
+            Ok(_) => false,
+            Err(_) => {
+                self.conn = None;
+                false
+            }
         }
     }
 }

@@ -297,6 +297,21 @@ impl WriteTx {
         Ok(out)
     }
 
+    /// Whether a statement failed (PostgreSQL then aborts the transaction).
+    pub(super) fn failed(&self) -> bool {
+        matches!(&self.backend, WriteBackend::Pg(pg) if pg.failed())
+    }
+
+    /// Ends every shared session of an operator in this transaction (on
+    /// PostgreSQL; the embedded store's sessions are in the node's memory).
+    pub fn end_shared_sessions_of(&mut self, operator: &str) -> Result<()> {
+        if let WriteBackend::Pg(pg) = &mut self.backend {
+            self.dirty = true;
+            pg.execute("DELETE FROM admin_sessions WHERE operator = $1", &[&operator])?;
+        }
+        Ok(())
+    }
+
     /// Tells the other nodes sharing this store what this transaction
     /// changed: a NOTIFY, delivered when it commits and never if it rolls
     /// back. Nothing to do on the embedded store (one node).

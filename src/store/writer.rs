@@ -217,7 +217,9 @@ fn commit_batch(
                 continue;
             }
             tx.dirty = false;
-            if !job.run(&mut tx) && (tx.dirty || job.panicked()) {
+            // On PostgreSQL a failed statement aborts the whole transaction,
+            // written or not: the batch is re-run without that job.
+            if !job.run(&mut tx) && (tx.dirty || job.panicked() || tx.failed()) {
                 poisoned = Some(i);
                 break;
             }
