@@ -1449,15 +1449,10 @@ fn receiver(dir: &std::path::Path) -> (String, std::sync::mpsc::Receiver<String>
 /// `receiver`, answering `status`, passing on each request's head and raw body.
 fn receiver_answering(dir: &std::path::Path, status: u16) -> (String, std::sync::mpsc::Receiver<(String, Vec<u8>)>, String) {
     use std::io::{Read, Write};
-    let ca_key = rcgen::KeyPair::generate().unwrap();
-    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    let ca = rcgen::CertifiedIssuer::self_signed(ca_params, ca_key).unwrap();
-    let leaf_key = rcgen::KeyPair::generate().unwrap();
-    let leaf = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()]).unwrap().signed_by(&leaf_key, &ca).unwrap();
+    let TestCa { ca_pem, leaf, leaf_key } = test_ca();
     std::fs::create_dir_all(dir).unwrap();
     let ca_file = dir.join("push-ca.pem");
-    std::fs::write(&ca_file, ca.pem()).unwrap();
+    std::fs::write(&ca_file, ca_pem).unwrap();
     let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
     let tls = std::sync::Arc::new(
         rustls::ServerConfig::builder_with_provider(provider)

@@ -87,24 +87,36 @@ fn another_node(a: &Server, url: &str, extra: &str) -> Server {
     b
 }
 
-#[test]
-fn the_rp_on_one_node_and_the_phone_on_the_other_see_each_others_decisions_at_once() {
-    let c = cluster();
-    let (w, url) = node_a(&c, "");
+/// Node A with a registered phone, and node B beside it with the phone
+/// talking to B.
+fn phone_on_node_b(c: &Cluster) -> (World, String, Server, Phone) {
+    let (w, url) = node_a(c, "");
     let mut phone = w.registered(C, "jweb", "taro");
     let b = another_node(&w.s, &url, "");
     phone.rebase(&b.base);
+    (w, url, b, phone)
+}
+
+/// The phone's long-poll in the background (started 300 ms before this
+/// returns): the challenges it got, and how long it waited.
+fn poll_in_background(phone: &Phone) -> std::thread::JoinHandle<(Vec<serde_json::Value>, Duration)> {
+    let phone = phone.clone();
+    let polling = std::thread::spawn(move || {
+        let t = Instant::now();
+        (phone.poll(20), t.elapsed())
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    polling
+}
+
+#[test]
+fn the_rp_on_one_node_and_the_phone_on_the_other_see_each_others_decisions_at_once() {
+    let c = cluster();
+    let (w, _, b, mut phone) = phone_on_node_b(&c);
 
     // The phone parks on B; the login on A reaches it through NOTIFY, well
     // before the 10 s re-check.
-    let polling = {
-        let phone = phone.clone();
-        std::thread::spawn(move || {
-            let t = Instant::now();
-            (phone.poll(20), t.elapsed())
-        })
-    };
-    std::thread::sleep(Duration::from_millis(300));
+    let polling = poll_in_background(&phone);
     let id = w.login_challenge(C, "taro");
     let (list, took) = polling.join().unwrap();
     assert_eq!(list.len(), 1, "{list:?}");
@@ -309,18 +321,8 @@ fn an_embedded_store_migrates_to_postgres_verified_and_serves_from_there() {
 #[test]
 fn a_notification_lost_while_the_listener_reconnects_is_made_good_by_the_recheck() {
     let c = cluster();
-    let (w, url) = node_a(&c, "");
-    let mut phone = w.registered(C, "jweb", "taro");
-    let b = another_node(&w.s, &url, "");
-    phone.rebase(&b.base);
-    let polling = {
-        let phone = phone.clone();
-        std::thread::spawn(move || {
-            let t = Instant::now();
-            (phone.poll(20), t.elapsed())
-        })
-    };
-    std::thread::sleep(Duration::from_millis(300));
+    let (w, url, b, phone) = phone_on_node_b(&c);
+    let polling = poll_in_background(&phone);
     // Cut every listener's connection (A's and B's), then log in on A at
     // once: B is not listening when A's commit notifies.
     let mut admin = postgres::Client::connect(&url, postgres::NoTls).unwrap();
@@ -392,16 +394,7 @@ fn tls_to_the_database_is_verified_with_sslrootcert() {
     let started = std::process::Command::new("bash").arg(".ci/pg-cluster").arg("start").arg(dir.join("pg")).output().unwrap();
     assert!(started.status.success(), "{}", String::from_utf8_lossy(&started.stderr));
     let cluster = Cluster { base: String::from_utf8_lossy(&started.stdout).trim().to_string(), dir: Some(dir.join("pg")) };
-    let ca_key = rcgen::KeyPair::generate().unwrap();
-    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    // Names of their own: OpenSSL takes a certificate whose issuer is its subject for self-signed.
-    ca_params.distinguished_name.push(rcgen::DnType::CommonName, "onepush test database CA");
-    let ca = rcgen::CertifiedIssuer::self_signed(ca_params, ca_key).unwrap();
-    let leaf_key = rcgen::KeyPair::generate().unwrap();
-    let mut leaf_params = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()]).unwrap();
-    leaf_params.distinguished_name.push(rcgen::DnType::CommonName, "127.0.0.1");
-    let leaf = leaf_params.signed_by(&leaf_key, &ca).unwrap();
+    let TestCa { ca_pem, leaf, leaf_key } = test_ca();
     let data = dir.join("pg").join("data");
     for (name, text) in [("server.crt", leaf.pem()), ("server.key", leaf_key.serialize_pem())] {
         let path = data.join(name);
@@ -414,7 +407,7 @@ fn tls_to_the_database_is_verified_with_sslrootcert() {
         }
     }
     let ca_file = dir.join("db-ca.pem");
-    std::fs::write(&ca_file, ca.pem()).unwrap();
+    std::fs::write(&ca_file, ca_pem).unwrap();
     let mut admin = postgres::Client::connect(&format!("{}/postgres", cluster.base), postgres::NoTls).unwrap();
     admin.batch_execute("ALTER SYSTEM SET ssl = on").unwrap();
     admin.batch_execute("SELECT pg_reload_conf()").unwrap();

@@ -433,3 +433,25 @@ pub fn eventually<T>(what: &str, secs: u64, mut f: impl FnMut() -> Option<T>) ->
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// A test CA and a certificate it signed for 127.0.0.1 (HTTPS push
+/// receivers, a TLS database). Each has a name of its own: OpenSSL takes a
+/// certificate whose issuer is its subject for self-signed.
+pub struct TestCa {
+    pub ca_pem: String,
+    pub leaf: rcgen::Certificate,
+    pub leaf_key: rcgen::KeyPair,
+}
+
+pub fn test_ca() -> TestCa {
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca_params.distinguished_name.push(rcgen::DnType::CommonName, "onepush test CA");
+    let ca = rcgen::CertifiedIssuer::self_signed(ca_params, ca_key).unwrap();
+    let leaf_key = rcgen::KeyPair::generate().unwrap();
+    let mut leaf_params = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()]).unwrap();
+    leaf_params.distinguished_name.push(rcgen::DnType::CommonName, "127.0.0.1");
+    let leaf = leaf_params.signed_by(&leaf_key, &ca).unwrap();
+    TestCa { ca_pem: ca.pem(), leaf, leaf_key }
+}
