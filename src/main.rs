@@ -694,7 +694,7 @@ fn handle_signals(
             server.unblock();
         }
         let (ack_tx, ack_rx) = std::sync::mpsc::channel();
-        let _ = http.waiters.send(http::waiters::Msg::Shutdown(ack_tx));
+        http.waiters.send(http::waiters::Msg::Shutdown(ack_tx));
         let _ = ack_rx.recv_timeout(std::time::Duration::from_secs(3));
         // Everything queued before this empty job is committed when it returns.
         let _ = http.app.flush();
@@ -714,8 +714,8 @@ fn serve(cfg: Config, demo: bool, config_path: Option<PathBuf>, overrides: Overr
     }
     let signals = block_signals();
     raise_fd_limit();
-    let (wtx, wrx) = std::sync::mpsc::channel::<http::waiters::Msg>();
-    let notify_tx = std::sync::Mutex::new(wtx.clone());
+    let (wtx, wrx) = http::waiters::Mailbox::new();
+    let notify_tx = wtx.clone();
     let metrics = Arc::new(onepush::metrics::Metrics::default());
     let push_agent = match onepush::push::agent(cfg.push_ca_file.as_deref(), cfg.push_proxy.as_deref()) {
         Ok(a) => a,
@@ -733,9 +733,9 @@ fn serve(cfg: Config, demo: bool, config_path: Option<PathBuf>, overrides: Overr
     };
     // A push service that answers 404 or 410: the waiter thread queues the
     // subscription's removal (it never waits for the commit).
-    let gone_tx = std::sync::Mutex::new(wtx.clone());
+    let gone_tx = wtx.clone();
     let gone: onepush::wakeup::Gone = Arc::new(move |token_id, endpoint| {
-        let _ = onepush::sync::lock(&gone_tx).send(http::waiters::Msg::PushGone { token_id, endpoint });
+        gone_tx.send(http::waiters::Msg::PushGone { token_id, endpoint });
     });
     let sender = onepush::wakeup::Sender {
         agent: push_agent,
@@ -748,9 +748,7 @@ fn serve(cfg: Config, demo: bool, config_path: Option<PathBuf>, overrides: Overr
     let wakeups = onepush::wakeup::Wakeups::start(metrics.clone(), sender);
     let notify: onepush::service::Notify = Arc::new(move |ev| match ev {
         onepush::service::Event::Wake(w) => wakeups.send(w),
-        other => {
-            let _ = onepush::sync::lock(&notify_tx).send(http::waiters::Msg::Event(other));
-        }
+        other => notify_tx.event(other),
     });
     let app = match App::new(cfg.clone(), store, metrics, vapid, notify) {
         Ok(a) => Arc::new(a),
@@ -786,15 +784,13 @@ fn serve(cfg: Config, demo: bool, config_path: Option<PathBuf>, overrides: Overr
     let _waiters = http::waiters::spawn(app.clone(), wrx);
     if app.store_is_shared() {
         // Other nodes' decisions and new challenges wake the waiters parked here.
-        let (to_waiters, app2) = (std::sync::Mutex::new(wtx.clone()), app.clone());
+        let (to_waiters, app2) = (wtx.clone(), app.clone());
         app.listen_to_other_nodes(move |r| {
             let recheck = r == onepush::store::pg::Remote::Recheck;
-            let msg = match app2.on_remote(r) {
-                Some(event) => Some(http::waiters::Msg::Event(event)),
-                None => recheck.then_some(http::waiters::Msg::Recheck),
-            };
-            if let Some(m) = msg {
-                let _ = onepush::sync::lock(&to_waiters).send(m);
+            match app2.on_remote(r) {
+                Some(event) => to_waiters.event(event),
+                None if recheck => to_waiters.send(http::waiters::Msg::Recheck),
+                None => {}
             }
         });
     }

@@ -65,12 +65,13 @@ pub(super) fn device_challenges(http: &Arc<Http>, ex: Exchange, token: Token, _:
         Ok(w) => w,
         Err(e) => return ex.error(&e),
     };
+    let seen = http.waiters.seen();
     match waiters::deliver(&http.app, &token.token_id, ex) {
         None => {}
         Some(ex) if wait == 0 => ex.json(200, &device_list(vec![])),
         Some(ex) => {
             let deadline = Instant::now() + Duration::from_millis(wait);
-            let _ = http.waiters.send(Msg::ParkDevice { token_id: token.token_id, ex, deadline });
+            http.waiters.send(Msg::ParkDevice { token_id: token.token_id, ex, deadline, seen });
         }
     }
 }

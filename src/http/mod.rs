@@ -14,14 +14,13 @@ pub mod waiters;
 
 use std::net::{SocketAddr, TcpListener};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::Sender;
 use std::sync::Arc;
 
 use crate::service::App;
 
 pub struct Http {
     pub app: Arc<App>,
-    pub waiters: Sender<waiters::Msg>,
+    pub waiters: waiters::Mailbox,
     pub shutting_down: AtomicBool,
     /// `serve --demo`: the demo bank at /demo and its RP endpoints.
     pub demo: bool,

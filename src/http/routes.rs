@@ -344,10 +344,11 @@ fn get_challenge(http: &Arc<Http>, ex: Exchange, rp: String, p: &Params) {
         Ok(id) => id,
         Err(e) => return ex.error(&e),
     };
+    let seen = http.waiters.seen();
     match http.app.challenge_for_rp(&rp, &id) {
         Ok(c) if c.is_pending() && wait > 0 => {
             let deadline = Instant::now() + Duration::from_millis(wait);
-            let _ = http.waiters.send(Msg::ParkRp { challenge_id: id, rp, ex, deadline });
+            http.waiters.send(Msg::ParkRp { challenge_id: id, rp, ex, deadline, seen });
         }
         Ok(c) => ex.json(200, &rp_view(&c)),
         Err(e) => ex.error(&e),

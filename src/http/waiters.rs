@@ -5,16 +5,22 @@
 //! by the event that changes what it waits for (sent after the commit that
 //! made the change), or at its deadline.
 //!
-//! Parking re-checks the store on this thread. Events are sent after their
-//! commit and every message arrives on one channel, so an event that races a
-//! park is either seen by the re-check or arrives after the park: no wake-up
-//! is lost.
+//! No wake-up is lost between a request's look at the store and its park.
+//! Events are sent after their commit, numbered in the order they are sent
+//! (`Mailbox::event`), and the request takes the number sent so far
+//! (`Mailbox::seen`) before it reads. An event numbered at or below that was
+//! committed before the read and is in what it read; one numbered above is
+//! either already in this thread's log of recent events when the park
+//! arrives, and applied then, or arrives after the park and finds it. So a
+//! park costs no store read here; only a park whose events have left the log
+//! (a request held up for seconds) is re-checked against the store.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
-use std::sync::atomic::Ordering::Relaxed;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::sync::atomic::AtomicU64;
+use std::sync::atomic::Ordering::{Relaxed, SeqCst};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::json;
@@ -27,27 +33,126 @@ use crate::service::{App, Event};
 
 pub enum Msg {
     /// A push service answered 404 or 410: remove that subscription.
-    PushGone {
-        token_id: String,
-        endpoint: String,
-    },
-    ParkRp {
-        challenge_id: crate::domain::ids::ChallengeId,
-        rp: String,
-        ex: Exchange,
-        deadline: Instant,
-    },
-    ParkDevice {
-        token_id: String,
-        ex: Exchange,
-        deadline: Instant,
-    },
-    Event(Event),
+    PushGone { token_id: String, endpoint: String },
+    /// `seen`: `Mailbox::seen` taken before the request read the challenge
+    /// pending.
+    ParkRp { challenge_id: crate::domain::ids::ChallengeId, rp: String, ex: Exchange, deadline: Instant, seen: u64 },
+    /// `seen`: `Mailbox::seen` taken before the request found no challenge.
+    ParkDevice { token_id: String, ex: Exchange, deadline: Instant, seen: u64 },
+    /// An event and its number (`Mailbox::event`).
+    Event(Event, u64),
     /// Another node's notifications may have been missed: look again at
     /// everything parked (shared store only).
     Recheck,
     /// Answer everything parked, then acknowledge.
     Shutdown(Sender<()>),
+}
+
+/// The way into the waiter thread, for the request threads, the notifier
+/// and the listener.
+#[derive(Clone)]
+pub struct Mailbox {
+    tx: Sender<Msg>,
+    /// Events sent so far. Numbered and sent under one lock, so the thread
+    /// receives them in their numbers' order.
+    events: Arc<(Mutex<()>, AtomicU64)>,
+}
+
+impl Mailbox {
+    pub fn new() -> (Mailbox, Receiver<Msg>) {
+        let (tx, rx) = std::sync::mpsc::channel();
+        (Mailbox { tx, events: Arc::new((Mutex::new(()), AtomicU64::new(0))) }, rx)
+    }
+
+    /// Sends anything but an event (those go through `event`).
+    pub fn send(&self, msg: Msg) {
+        let _ = self.tx.send(msg);
+    }
+
+    /// Sends an event that a commit made, after that commit.
+    pub fn event(&self, e: Event) {
+        let _order = crate::sync::lock(&self.events.0);
+        let n = self.events.1.load(SeqCst) + 1;
+        self.events.1.store(n, SeqCst);
+        let _ = self.tx.send(Msg::Event(e, n));
+    }
+
+    /// The number of events sent so far: taken before a store read that a
+    /// park relies on (see the module's comment).
+    pub fn seen(&self) -> u64 {
+        self.events.1.load(SeqCst)
+    }
+}
+
+/// What the thread keeps of an event, for the parks that were read before it.
+enum Logged {
+    Closed(Box<crate::domain::challenge::Challenge>),
+    Pending(String),
+    Revoked(String),
+}
+
+/// The events of the last few seconds (at most `RECENT_MAX`), in number order.
+struct Recent {
+    log: VecDeque<(u64, Instant, Logged)>,
+    /// The highest number dropped from the log.
+    forgotten: u64,
+}
+
+const RECENT_MAX: usize = 4096;
+const RECENT_FOR: Duration = Duration::from_secs(5);
+
+/// What a device park finds in the log.
+#[derive(Debug, PartialEq, Eq)]
+enum ForDevice {
+    Nothing,
+    Pending,
+    Revoked,
+}
+
+impl Recent {
+    fn new() -> Recent {
+        Recent { log: VecDeque::new(), forgotten: 0 }
+    }
+
+    fn record(&mut self, n: u64, e: Logged, now: Instant) {
+        self.log.push_back((n, now, e));
+        while let Some((first, at, _)) = self.log.front() {
+            if self.log.len() <= RECENT_MAX && now.duration_since(*at) < RECENT_FOR {
+                break;
+            }
+            self.forgotten = *first;
+            self.log.pop_front();
+        }
+    }
+
+    /// Whether every event numbered above `seen` is still in the log.
+    fn knows_after(&self, seen: u64) -> bool {
+        seen >= self.forgotten
+    }
+
+    fn after(&self, seen: u64) -> impl Iterator<Item = &Logged> {
+        self.log.iter().rev().take_while(move |(n, ..)| *n > seen).map(|(_, _, e)| e)
+    }
+
+    /// The challenge `id` as an event numbered above `seen` closed it.
+    fn closed_after(&self, seen: u64, id: &str) -> Option<&crate::domain::challenge::Challenge> {
+        self.after(seen).find_map(|e| match e {
+            Logged::Closed(c) if c.id == id => Some(&**c),
+            _ => None,
+        })
+    }
+
+    fn device_after(&self, seen: u64, token_id: &str) -> ForDevice {
+        let mut found = ForDevice::Nothing;
+        for e in self.after(seen) {
+            match e {
+                Logged::Revoked(t) if t == token_id => return ForDevice::Revoked,
+                Logged::Pending(t) if t == token_id => found = ForDevice::Pending,
+                _ => {}
+            }
+        }
+        found
+    }
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -69,6 +174,7 @@ struct Waiters {
     device: HashMap<String, Vec<Parked>>,
     deadlines: BinaryHeap<Reverse<(Instant, u64, Side, String)>>,
     next_id: u64,
+    recent: Recent,
 }
 
 #[allow(clippy::expect_used, reason = "started once at start: without this thread there is no service")]
@@ -76,7 +182,14 @@ pub fn spawn(app: Arc<App>, rx: Receiver<Msg>) -> std::thread::JoinHandle<()> {
     std::thread::Builder::new()
         .name("waiters".into())
         .spawn(move || {
-            let mut w = Waiters { app, rp: HashMap::new(), device: HashMap::new(), deadlines: BinaryHeap::new(), next_id: 0 };
+            let mut w = Waiters {
+                app,
+                rp: HashMap::new(),
+                device: HashMap::new(),
+                deadlines: BinaryHeap::new(),
+                next_id: 0,
+                recent: Recent::new(),
+            };
             w.run(&rx);
         })
         .expect("spawning the waiter thread")
@@ -128,36 +241,58 @@ impl Waiters {
 
     fn handle(&mut self, msg: Msg) {
         match msg {
-            Msg::ParkRp { challenge_id, rp, ex, deadline } => match self.app.challenge_for_rp(&rp, &challenge_id) {
-                Ok(c) if c.is_pending() => self.park(Side::Rp, challenge_id.to_string(), ex, deadline, Some(rp)),
-                Ok(c) => ex.json(200, &rp_view(&c)),
-                Err(e) => ex.error(&e),
-            },
-            Msg::ParkDevice { token_id, ex, deadline } => {
-                if let Some(ex) = deliver(&self.app, &token_id, ex) {
-                    self.park(Side::Device, token_id, ex, deadline, None);
+            Msg::ParkRp { challenge_id, rp, ex, deadline, seen } => {
+                if !self.recent.knows_after(seen) {
+                    // Its events have left the log: look again.
+                    return match self.app.challenge_for_rp(&rp, &challenge_id) {
+                        Ok(c) if c.is_pending() => self.park(Side::Rp, challenge_id.to_string(), ex, deadline, Some(rp)),
+                        Ok(c) => ex.json(200, &rp_view(&c)),
+                        Err(e) => ex.error(&e),
+                    };
+                }
+                match self.recent.closed_after(seen, &challenge_id) {
+                    Some(c) => ex.json(200, &rp_view(c)),
+                    None => self.park(Side::Rp, challenge_id.to_string(), ex, deadline, Some(rp)),
                 }
             }
-            Msg::Event(Event::Closed(c, committed)) => {
+            Msg::ParkDevice { token_id, ex, deadline, seen } => {
+                let found = match self.recent.knows_after(seen) {
+                    true => self.recent.device_after(seen, &token_id),
+                    false => ForDevice::Pending, // look again
+                };
+                match found {
+                    ForDevice::Revoked => ex.error(&Error::TokenRevoked),
+                    ForDevice::Pending => {
+                        if let Some(ex) = deliver(&self.app, &token_id, ex) {
+                            self.park(Side::Device, token_id, ex, deadline, None);
+                        }
+                    }
+                    ForDevice::Nothing => self.park(Side::Device, token_id, ex, deadline, None),
+                }
+            }
+            Msg::Event(Event::Closed(c, committed), n) => {
                 for p in self.take(Side::Rp, &c.id) {
                     p.ex.json(200, &rp_view(&c));
                     self.app.metrics.wake_latency.observe(committed.elapsed());
                 }
+                self.recent.record(n, Logged::Closed(c), Instant::now());
             }
-            Msg::Event(Event::Pending(token_id)) => {
+            Msg::Event(Event::Pending(token_id), n) => {
                 for p in self.take(Side::Device, &token_id) {
                     if let Some(ex) = deliver(&self.app, &token_id, p.ex) {
                         ex.json(200, &device_list(vec![])); // cancelled meanwhile
                     }
                 }
+                self.recent.record(n, Logged::Pending(token_id), Instant::now());
             }
-            Msg::Event(Event::TokenRevoked(token_id)) => {
+            Msg::Event(Event::TokenRevoked(token_id), n) => {
                 for p in self.take(Side::Device, &token_id) {
                     p.ex.error(&Error::TokenRevoked);
                 }
+                self.recent.record(n, Logged::Revoked(token_id), Instant::now());
             }
             // Wake-ups go to their own threads; creations are only counted.
-            Msg::Event(Event::Wake(_) | Event::Created(_)) => {}
+            Msg::Event(Event::Wake(_) | Event::Created(_), _) => {}
             Msg::PushGone { token_id, endpoint } => self.app.push_gone(token_id, endpoint),
             Msg::Recheck => self.recheck(),
             Msg::Shutdown(_) => unreachable!("handled in run"),
@@ -264,5 +399,107 @@ impl Waiters {
             }
         }
         self.deadlines.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::challenge::{Challenge, Kind, Status};
+
+    fn closed(id: &str) -> Box<Challenge> {
+        Box::new(Challenge {
+            id: id.into(),
+            rp: "bank".into(),
+            kind: Kind::Login,
+            contract_no: "1".into(),
+            user_id: "taro".into(),
+            token_id: "ONEP12345674".into(),
+            display: vec![],
+            display_digest: String::new(),
+            number: None,
+            number_choices: None,
+            status: Status::Approved,
+            created_at: 0,
+            expires_at: 60_000,
+            delivered_at: None,
+            decided_at: Some(1),
+            answered_by: None,
+            signature: None,
+            report_fraud: false,
+            cancel_cause: None,
+        })
+    }
+
+    #[test]
+    fn a_park_sees_only_the_events_numbered_after_its_read() {
+        let t0 = Instant::now();
+        let mut r = Recent::new();
+        r.record(1, Logged::Closed(closed("ch_a")), t0);
+        r.record(2, Logged::Pending("T1".into()), t0);
+        r.record(4, Logged::Closed(closed("ch_b")), t0);
+        assert!(r.knows_after(0));
+        // Read after event 1: what it closed is in the read, not re-applied.
+        assert!(r.closed_after(1, "ch_a").is_none());
+        assert!(r.closed_after(0, "ch_a").is_some_and(|c| c.status == Status::Approved));
+        assert!(r.closed_after(3, "ch_b").is_some());
+        assert!(r.closed_after(4, "ch_b").is_none());
+        assert_eq!(r.device_after(1, "T1"), ForDevice::Pending);
+        assert_eq!(r.device_after(2, "T1"), ForDevice::Nothing);
+        assert_eq!(r.device_after(0, "T2"), ForDevice::Nothing);
+        // A revocation outranks a new challenge, whatever their order.
+        r.record(5, Logged::Revoked("T1".into()), t0);
+        r.record(6, Logged::Pending("T1".into()), t0);
+        assert_eq!(r.device_after(1, "T1"), ForDevice::Revoked);
+        assert_eq!(r.device_after(5, "T1"), ForDevice::Pending);
+    }
+
+    #[test]
+    fn a_park_whose_events_left_the_log_is_told_to_look_again() {
+        let t0 = Instant::now();
+        let mut r = Recent::new();
+        for n in 1..=(RECENT_MAX as u64 + 10) {
+            r.record(n, Logged::Pending(format!("T{n}")), t0);
+        }
+        assert_eq!(r.log.len(), RECENT_MAX);
+        assert_eq!(r.forgotten, 10);
+        assert!(!r.knows_after(9));
+        assert!(r.knows_after(10));
+        // By age too.
+        let mut r = Recent::new();
+        r.record(1, Logged::Pending("T1".into()), t0);
+        r.record(2, Logged::Pending("T2".into()), t0 + RECENT_FOR + Duration::from_millis(1));
+        assert_eq!(r.forgotten, 1);
+        assert!(!r.knows_after(0));
+        assert_eq!(r.device_after(1, "T2"), ForDevice::Pending);
+    }
+
+    #[test]
+    fn the_mailbox_numbers_events_in_the_order_it_sends_them() {
+        let (m, rx) = Mailbox::new();
+        assert_eq!(m.seen(), 0);
+        let threads: Vec<_> = (0..4)
+            .map(|_| {
+                let m = m.clone();
+                std::thread::spawn(move || {
+                    for _ in 0..500 {
+                        m.event(Event::Pending("T".into()));
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        assert_eq!(m.seen(), 2000);
+        drop(m);
+        let numbers: Vec<u64> = rx
+            .iter()
+            .map(|msg| match msg {
+                Msg::Event(_, n) => n,
+                _ => panic!("only events were sent"),
+            })
+            .collect();
+        assert_eq!(numbers, (1..=2000).collect::<Vec<_>>());
     }
 }
