@@ -387,6 +387,23 @@ fn an_rp_key_revoked_on_one_node_is_refused_by_the_other_at_once() {
 }
 
 #[test]
+fn a_token_revoked_on_one_node_is_refused_by_the_other_at_once() {
+    let c = cluster();
+    let (w, _url, _b, phone) = phone_on_node_b(&c);
+    // Node B has looked the token up (and caches it).
+    assert_eq!(phone.signed("GET", "/api/v1/device/challenges", None).status, 200);
+    assert_eq!(phone.signed("GET", "/api/v1/device/challenges", None).status, 200);
+    let r = w.s.post(&format!("/api/v1/admin/contracts/{C}/users/taro/deregister"), &w.admin(), &json!({"reason": "lost phone"}));
+    assert_eq!(r.status, 200, "{}", r.text);
+    let t = Instant::now();
+    eventually("node B to refuse the revoked token", 5, || {
+        let r = phone.signed("GET", "/api/v1/device/challenges", None);
+        (r.status == 403).then(|| assert_eq!(r.code(), "token_revoked", "{}", r.text))
+    });
+    assert!(t.elapsed() < Duration::from_secs(2), "refused after {:?}: by the NOTIFY, not the 10 s re-check", t.elapsed());
+}
+
+#[test]
 fn tls_to_the_database_is_verified_with_sslrootcert() {
     use std::os::unix::fs::PermissionsExt;
     // A cluster of its own: TLS on, with a certificate from a test CA.

@@ -53,7 +53,7 @@ impl App {
 
     /// GET /api/v1/challenges/{id}: 404 for unknown ids and other RPs' challenges.
     pub fn challenge_for_rp(&self, rp: &str, id: &ChallengeId) -> Result<Challenge> {
-        let r = self.store.read()?;
+        let r = self.store.read_latest()?;
         match r.challenge(id)? {
             Some(c) if c.rp == rp && self.rp_sees_contract(&r, rp, &c.contract_no)? => Ok(c),
             _ => Err(Error::NotFound("no such challenge".into())),
@@ -88,7 +88,8 @@ impl App {
     /// On a shared store (SPEC R8) the challenge may close on another node,
     /// so the first fetch also writes the mark (a lazy write: bookkeeping).
     pub fn deliver(&self, token_id: &str, now: Ms) -> Result<Vec<Challenge>> {
-        let mut list: Vec<Challenge> = self.store.read()?.pending_for_token(token_id)?.into_iter().filter(|c| now < c.expires_at).collect();
+        let mut list: Vec<Challenge> =
+            self.store.read_latest()?.pending_for_token(token_id)?.into_iter().filter(|c| now < c.expires_at).collect();
         let mut fresh = Vec::new();
         {
             let mut marks = crate::sync::lock(&self.delivered);
@@ -161,7 +162,7 @@ impl App {
             if input.report_fraud && decision != Decision::Reject {
                 return Err(Error::bad_field("report_fraud", "goes with reject only"));
             }
-            let c = self.store.read()?.challenge(&id)?.ok_or_else(|| Error::NotFound("no such challenge".into()))?;
+            let c = self.store.read_latest()?.challenge(&id)?.ok_or_else(|| Error::NotFound("no such challenge".into()))?;
             if !c.is_pending() {
                 return Err(Error::ChallengeClosed);
             }
@@ -255,7 +256,7 @@ impl App {
         for c in &closed {
             self.metrics.sweeper_lag.observe(std::time::Duration::from_millis(now.saturating_sub(c.expires_at)));
         }
-        let next = self.store.read()?.earliest_expiry()?;
+        let next = self.store.read_latest()?.earliest_expiry()?;
         Ok((closed, next))
     }
 }

@@ -201,7 +201,7 @@ impl App {
             let user_id = UserId::parse("user_id", &input.user_id)?;
             input.password.check("password")?;
             let client = check_client(&input.client)?;
-            let r = self.store.read()?;
+            let r = self.store.read_latest()?;
             // A contract outside the RP key's editions is as unknown to it.
             let user = match r.contract(&contract_no)? {
                 Some(c) if self.rp_sees(&r, &rp, &c)? => r.user(&contract_no, &user_id)?,
@@ -234,7 +234,7 @@ impl App {
             if let Some(p) = &input.transaction_password {
                 p.check("transaction_password")?;
             }
-            let r = self.store.read()?;
+            let r = self.store.read_latest()?;
             let contract = match r.contract(&contract_no)? {
                 Some(c) if self.rp_sees(&r, &rp, &c)? => Some(c),
                 _ => None,

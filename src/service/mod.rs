@@ -324,7 +324,7 @@ impl App {
         match r {
             Remote::Closed(id) => {
                 crate::sync::lock(&self.delivered).remove(&id);
-                match self.store.read().and_then(|r| r.challenge(&id)) {
+                match self.store.read_latest().and_then(|r| r.challenge(&id)) {
                     Ok(Some(c)) => Some(Event::Closed(Box::new(c), Instant::now())),
                     Ok(None) => None,
                     Err(e) => {
@@ -335,10 +335,19 @@ impl App {
             }
             Remote::Pending(token_id) => Some(Event::Pending(token_id)),
             Remote::Revoked(token_id) => Some(Event::TokenRevoked(token_id)),
-            // A revocation on another node; a re-check also drops the cache,
+            // A revocation on another node; a re-check also drops the caches,
             // so a lost notification keeps a revoked key at most that long.
-            Remote::RpKeys | Remote::Recheck => {
+            Remote::RpKeys => {
                 self.forget_rp_keys();
+                None
+            }
+            Remote::Changed(table, key) => {
+                self.store.forget_cached(&table, &key);
+                None
+            }
+            Remote::Recheck => {
+                self.forget_rp_keys();
+                self.store.forget_all_cached();
                 None
             }
         }
@@ -368,7 +377,8 @@ impl App {
             }
             cache.0
         };
-        let name = self.store.read()?.rp_name_by_hash(&hash)?.ok_or_else(|| Error::Unauthorized("unknown or revoked API key".into()))?;
+        let name =
+            self.store.read_latest()?.rp_name_by_hash(&hash)?.ok_or_else(|| Error::Unauthorized("unknown or revoked API key".into()))?;
         let mut cache = crate::sync::lock(&self.rp_cache);
         if cache.0 == generation && cache.1.len() < 10_000 {
             cache.1.insert(hash, name.clone());

@@ -58,7 +58,7 @@ impl App {
                     return Err(Error::bad_field(f, "must be 6 digits"));
                 }
             }
-            let r = self.store.read()?;
+            let r = self.store.read_latest()?;
             let user = match r.contract(&contract_no)? {
                 Some(_) => r.user(&contract_no, &user_id)?,
                 None => None,

@@ -290,6 +290,21 @@ impl Store {
         }
     }
 
+    /// Drops this node's copy of a record another node changed
+    /// (`pg::Remote::Changed`; PostgreSQL only).
+    pub fn forget_cached(&self, table: &str, key: &str) {
+        if let (Backend::Pg(pool), Some(table)) = (&self.backend, pg::cached(table)) {
+            pool.cache.forget(table, key);
+        }
+    }
+
+    /// Drops every cached record (a re-check: notifications may have been missed).
+    pub fn forget_all_cached(&self) {
+        if let Backend::Pg(pool) = &self.backend {
+            pool.cache.forget_all();
+        }
+    }
+
     /// On PostgreSQL, the sessions and bootstrap code every node shares.
     pub fn shared(&self) -> Option<pg::Shared> {
         match &self.backend {
@@ -306,10 +321,27 @@ impl Store {
         }
     }
 
+    /// A read snapshot: every getter sees the same committed state.
     pub fn read(&self) -> Result<ReadTx> {
         Ok(match &self.backend {
             Backend::Redb { db, .. } => ReadTx { backend: ReadBackend::Redb(db.begin_read()?) },
             Backend::Pg(pool) => ReadTx { backend: ReadBackend::Pg(pg::PgTx::begin_read(pool)?) },
+        })
+    }
+
+    /// Reads for the request paths that look up records on their own (a
+    /// challenge, a token, a contract and its RP key): each getter sees at
+    /// least what was committed when the reader was made, but two getters
+    /// may see different commits. On PostgreSQL each getter is one
+    /// statement outside any transaction (no round trips to begin and end
+    /// one); the embedded store gives a snapshot, which is as fresh.
+    ///
+    /// Never for anything that needs two reads to agree: such a rule is
+    /// checked in a write job, which reads under the write lock.
+    pub fn read_latest(&self) -> Result<ReadTx> {
+        Ok(match &self.backend {
+            Backend::Redb { db, .. } => ReadTx { backend: ReadBackend::Redb(db.begin_read()?) },
+            Backend::Pg(pool) => ReadTx { backend: ReadBackend::Pg(pg::PgTx::begin_latest(pool)?) },
         })
     }
 
@@ -630,6 +662,9 @@ pub struct WriteTx {
     audit_appended: bool,
     /// Messages for the other nodes (PostgreSQL), sent with the commit.
     published: Vec<String>,
+    /// Records of the cached tables this transaction changed (PostgreSQL):
+    /// dropped from this node's cache after the commit.
+    pub(crate) changed: Vec<(&'static str, String)>,
 }
 
 #[allow(clippy::large_enum_variant, reason = "one per batch, on the writer thread's stack")]
@@ -648,8 +683,8 @@ pub trait RawReader {
     fn get_bytes(&self, table: redb::TableDefinition<&str, &[u8]>, key: &str) -> Result<Option<Vec<u8>>>;
     /// Records with keys in `[from, to)`, at most `limit`.
     fn range_bytes(&self, table: redb::TableDefinition<&str, &[u8]>, from: &str, to: &str, limit: usize) -> Result<Vec<(String, Vec<u8>)>>;
-    /// Ids of the pending challenges of a token, oldest first.
-    fn pending_ids(&self, token_id: &str) -> Result<Vec<String>>;
+    /// The pending challenges of a token, oldest first.
+    fn pending_bytes(&self, token_id: &str) -> Result<Vec<Vec<u8>>>;
     /// Audit events with seq > after, at most limit.
     fn audit_bytes(&self, after: u64, limit: usize) -> Result<Vec<Vec<u8>>>;
     fn count(&self, table: redb::TableDefinition<&str, &[u8]>) -> Result<u64>;
@@ -687,12 +722,15 @@ macro_rules! impl_redb_reader {
                 }
                 Ok(out)
             }
-            fn pending_ids(&self, token_id: &str) -> Result<Vec<String>> {
+            fn pending_bytes(&self, token_id: &str) -> Result<Vec<Vec<u8>>> {
                 let t = self.open_table(TOKEN_PENDING)?;
+                let records = self.open_table(CHALLENGES)?;
                 let mut out = Vec::new();
                 for item in t.range((token_id, 0u64, "")..=(token_id, u64::MAX, "\u{10FFFF}"))? {
                     let (k, _) = item?;
-                    out.push(k.value().2.to_string());
+                    let id = k.value().2;
+                    let v = records.get(id)?.ok_or_else(|| Error::Internal(format!("index names missing challenge {id}")))?;
+                    out.push(v.value().to_vec());
                 }
                 Ok(out)
             }
@@ -780,7 +818,7 @@ fn first_bytes(rows: Vec<postgres::Row>) -> Option<Vec<u8>> {
 
 impl RawReader for pg::PgTx {
     fn get_bytes(&self, table: redb::TableDefinition<&str, &[u8]>, key: &str) -> Result<Option<Vec<u8>>> {
-        Ok(first_bytes(self.query(pg::record_sql(table.name())?.get, &[&key])?))
+        self.get_record(table.name(), key)
     }
     fn range_bytes(&self, table: redb::TableDefinition<&str, &[u8]>, from: &str, to: &str, limit: usize) -> Result<Vec<(String, Vec<u8>)>> {
         let sql = pg::record_sql(table.name())?;
@@ -791,8 +829,9 @@ impl RawReader for pg::PgTx {
         };
         Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
     }
-    fn pending_ids(&self, token_id: &str) -> Result<Vec<String>> {
-        Ok(strings(self.query("SELECT k FROM challenges WHERE pending AND token_id = $1 ORDER BY created_at, k", &[&token_id])?))
+    fn pending_bytes(&self, token_id: &str) -> Result<Vec<Vec<u8>>> {
+        let rows = self.query("SELECT rec FROM challenges WHERE pending AND token_id = $1 ORDER BY created_at, k", &[&token_id])?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
     }
     fn audit_bytes(&self, after: u64, limit: usize) -> Result<Vec<Vec<u8>>> {
         let rows = self.query("SELECT rec FROM audit WHERE seq > $1 ORDER BY seq LIMIT $2", &[&pg::big(after), &pg::limit(limit)])?;
@@ -855,8 +894,8 @@ macro_rules! delegate_reader {
             ) -> Result<Vec<(String, Vec<u8>)>> {
                 self.$raw().range_bytes(table, from, to, limit)
             }
-            fn pending_ids(&self, token_id: &str) -> Result<Vec<String>> {
-                self.$raw().pending_ids(token_id)
+            fn pending_bytes(&self, token_id: &str) -> Result<Vec<Vec<u8>>> {
+                self.$raw().pending_bytes(token_id)
             }
             fn audit_bytes(&self, after: u64, limit: usize) -> Result<Vec<Vec<u8>>> {
                 self.$raw().audit_bytes(after, limit)
@@ -996,11 +1035,7 @@ pub trait Reader: RawReader {
     }
     /// Pending challenges of a token, oldest first.
     fn pending_for_token(&self, token_id: &str) -> Result<Vec<Challenge>> {
-        let mut out = Vec::new();
-        for id in self.pending_ids(token_id)? {
-            out.push(self.challenge(&id)?.ok_or_else(|| Error::Internal(format!("index names missing challenge {id}")))?);
-        }
-        Ok(out)
+        self.pending_bytes(token_id)?.iter().map(|b| codec::decode(b)).collect()
     }
     /// Whether any token holds a Web Push subscription (checked at start,
     /// before a missing VAPID key file could be replaced by a new key).

@@ -7,6 +7,9 @@
 //!   schema than this binary knows is refused.
 //! - Reads: `Store::read` is a `REPEATABLE READ, READ ONLY` transaction on a
 //!   pooled connection: every getter sees one snapshot, as in redb.
+//!   `Store::read_latest`, for the requests' own look-ups, runs each getter
+//!   as one statement outside any transaction, and reads contracts, RP keys
+//!   and tokens through the node's `RecordCache`.
 //! - Writes: each node keeps its single batching writer. A batch is one
 //!   `READ COMMITTED` transaction that first takes a transaction-level
 //!   advisory lock (`WRITE_LOCK`), so the batches of every node run one after
@@ -254,6 +257,7 @@ pub struct Pool {
     /// Made once: loading the system's CA store per connection costs.
     tls: Option<postgres_native_tls::MakeTlsConnector>,
     idle: Mutex<Vec<(Conn, Instant)>>,
+    pub cache: RecordCache,
 }
 
 impl std::fmt::Debug for Pool {
@@ -298,7 +302,7 @@ impl Pool {
     fn connect(url: &str) -> Result<Arc<Pool>> {
         let (_, wanted, root) = parse_url(url).map_err(|e| Error::Internal(format!("store: {e}")))?;
         let tls = connector(wanted, root.as_deref()).map_err(|e| Error::Internal(format!("store: {e}")))?;
-        Ok(Arc::new(Pool { url: url.to_string(), tls, idle: Mutex::new(Vec::new()) }))
+        Ok(Arc::new(Pool { url: url.to_string(), tls, idle: Mutex::new(Vec::new()), cache: RecordCache::default() }))
     }
 
     /// A connection outside any transaction.
@@ -329,6 +333,19 @@ impl Pool {
                 }
                 Ok(fresh)
             }
+        }
+    }
+
+    /// A connection outside any transaction, preferring one that holds no
+    /// read snapshot (which would cost a round trip to end).
+    fn get_clean(self: &Arc<Self>) -> Result<Pooled> {
+        let clean = {
+            let mut idle = crate::sync::lock(&self.idle);
+            idle.iter().rposition(|(c, _)| !c.in_read).map(|i| idle.remove(i).0)
+        };
+        match clean {
+            Some(c) if !c.client.is_closed() => Ok(Pooled { conn: Some(c), pool: self.clone() }),
+            _ => self.get(),
         }
     }
 
@@ -367,6 +384,78 @@ impl Pool {
     /// A new connection outside the pool (the sweeper's lock, the listener).
     pub fn dedicated(&self) -> Result<Conn> {
         Conn::connect(&self.url, self.tls.as_ref())
+    }
+}
+
+/// A node's copies of the records its requests look up on their own, again
+/// and again, and that change seldom: contracts, RP keys and tokens (read
+/// through `Store::read_latest` only, never in a write job, whose rules read
+/// the database under the write lock).
+///
+/// A commit on this node drops what it changed once it has committed; one on
+/// another node is dropped when its NOTIFY arrives (`Remote::Changed`), and
+/// everything is dropped at every re-check (`Remote::Recheck`, after a
+/// reconnect and every 10 s), which bounds what a lost notification costs.
+/// A look-up that began before a drop does not put back what it read.
+#[derive(Default)]
+pub struct RecordCache {
+    inner: Mutex<CacheInner>,
+}
+
+#[derive(Default)]
+struct CacheInner {
+    /// Bumped by every drop: a look-up stores what it read only if none
+    /// happened since it began.
+    generation: u64,
+    records: HashMap<(&'static str, String), Vec<u8>>,
+}
+
+/// The tables `RecordCache` keeps.
+pub fn cached(table: &str) -> Option<&'static str> {
+    match table {
+        "contracts" => Some("contracts"),
+        "rp_keys" => Some("rp_keys"),
+        "tokens" => Some("tokens"),
+        _ => None,
+    }
+}
+
+/// At most this many records are kept; then the cache starts again.
+const CACHE_MAX: usize = 20_000;
+
+impl RecordCache {
+    /// The record, or the generation to hand to `keep` after reading it.
+    pub fn get(&self, table: &'static str, key: &str) -> std::result::Result<Vec<u8>, u64> {
+        let inner = crate::sync::lock(&self.inner);
+        match inner.records.get(&(table, key.to_string())) {
+            Some(v) => Ok(v.clone()),
+            None => Err(inner.generation),
+        }
+    }
+
+    /// Keeps a record read from the database, unless something was dropped
+    /// since `generation`.
+    pub fn keep(&self, generation: u64, table: &'static str, key: &str, value: &[u8]) {
+        let mut inner = crate::sync::lock(&self.inner);
+        if inner.generation != generation {
+            return;
+        }
+        if inner.records.len() >= CACHE_MAX {
+            inner.records.clear();
+        }
+        inner.records.insert((table, key.to_string()), value.to_vec());
+    }
+
+    pub fn forget(&self, table: &'static str, key: &str) {
+        let mut inner = crate::sync::lock(&self.inner);
+        inner.generation += 1;
+        inner.records.remove(&(table, key.to_string()));
+    }
+
+    pub fn forget_all(&self) {
+        let mut inner = crate::sync::lock(&self.inner);
+        inner.generation += 1;
+        inner.records.clear();
     }
 }
 
@@ -435,6 +524,10 @@ fn migrate(conn: &mut Conn) -> Result<()> {
 pub struct PgTx {
     conn: RefCell<Pooled>,
     open: bool,
+    /// No transaction: each statement on its own sees the latest commit,
+    /// and the cached tables are read through the pool's cache
+    /// (`begin_latest`).
+    latest: Option<Arc<Pool>>,
     /// A statement failed: PostgreSQL has aborted the transaction, and its
     /// COMMIT would silently roll back (`failed()`, checked by the writer).
     failed: std::cell::Cell<bool>,
@@ -453,9 +546,35 @@ impl PgTx {
             conn.batch(sql)
         };
         let conn = pool.first_use(begin)?;
-        let mut tx = PgTx { conn: RefCell::new(conn), open: false, failed: Default::default() };
+        let mut tx = PgTx { conn: RefCell::new(conn), open: false, latest: None, failed: Default::default() };
         tx.conn.get_mut().in_read = true;
         Ok(tx)
+    }
+
+    /// Reads without a transaction: each statement runs on its own and sees
+    /// what was committed when it ran (no round trip to begin or end, and
+    /// no snapshot across statements: see `Store::read_latest`).
+    pub fn begin_latest(pool: &Arc<Pool>) -> Result<PgTx> {
+        let conn = pool.get_clean()?;
+        Ok(PgTx { conn: RefCell::new(conn), open: false, latest: Some(pool.clone()), failed: Default::default() })
+    }
+
+    /// A record by key (`table` is one of `record_sql`'s), through the
+    /// cache when this reads the latest and the table is cached.
+    pub fn get_record(&self, table: &str, key: &str) -> Result<Option<Vec<u8>>> {
+        let sql = record_sql(table)?.get;
+        let (Some(pool), Some(table)) = (&self.latest, cached(table)) else {
+            return Ok(self.query(sql, &[&key])?.first().map(|r| r.get::<_, Vec<u8>>(0)));
+        };
+        let generation = match pool.cache.get(table, key) {
+            Ok(hit) => return Ok(Some(hit)),
+            Err(generation) => generation,
+        };
+        let found = self.query(sql, &[&key])?.first().map(|r| r.get::<_, Vec<u8>>(0));
+        if let Some(v) = &found {
+            pool.cache.keep(generation, table, key, v);
+        }
+        Ok(found)
     }
 
     /// Begins a write batch: after this, no other node's batch runs until
@@ -477,7 +596,7 @@ impl PgTx {
             conn.batch(&sql)
         };
         let conn = pool.first_use(begin)?;
-        Ok(PgTx { conn: RefCell::new(conn), open: true, failed: Default::default() })
+        Ok(PgTx { conn: RefCell::new(conn), open: true, latest: None, failed: Default::default() })
     }
 
     /// Whether a statement of this transaction failed.
@@ -499,7 +618,16 @@ impl PgTx {
     }
 
     pub fn query(&self, sql: &'static str, params: &[&(dyn ToSql + Sync)]) -> Result<Vec<Row>> {
-        let r = self.conn.borrow_mut().query(sql, params);
+        let mut conn = self.conn.borrow_mut();
+        let r = conn.query(sql, params);
+        if r.is_err() && self.latest.is_some() && conn.client.is_closed() {
+            // A pooled connection that died idle (the database restarted):
+            // a statement on its own is simply run again on a new one.
+            let mut fresh = conn.pool.get_clean()?;
+            let again = fresh.query(sql, params);
+            *conn = fresh;
+            return again;
+        }
         self.failed.set(self.failed.get() || r.is_err());
         r
     }
@@ -602,6 +730,8 @@ pub enum Remote {
     Revoked(String),
     /// RP keys changed (cached look-ups are dropped).
     RpKeys,
+    /// A record of a cached table (`cached`) changed: (table, key).
+    Changed(String, String),
     /// Notifications may have been missed (the listener reconnected) or a
     /// re-check is due: look again at everything parked.
     Recheck,
@@ -615,6 +745,7 @@ impl Remote {
             Remote::Pending(t) => format!("{node} pending {t}"),
             Remote::Revoked(t) => format!("{node} revoked {t}"),
             Remote::RpKeys => format!("{node} rpkeys -"),
+            Remote::Changed(table, key) => format!("{node} changed {table} {key}"),
             Remote::Recheck => format!("{node} recheck -"),
         }
     }
@@ -631,6 +762,10 @@ impl Remote {
             "pending" => Remote::Pending(arg),
             "revoked" => Remote::Revoked(arg),
             "rpkeys" => Remote::RpKeys,
+            "changed" => {
+                let (table, key) = arg.split_once(' ')?;
+                Remote::Changed(table.to_string(), key.to_string())
+            }
             "recheck" => Remote::Recheck,
             _ => return None,
         })
@@ -878,5 +1013,30 @@ mod tests {
         assert_eq!(Remote::parse("othernode pending ONEP1"), Some(Remote::Pending("ONEP1".into())));
         assert_eq!(Remote::parse("othernode unknown x"), None);
         assert_eq!(Remote::parse("garbage"), None);
+        let changed = Remote::Changed("rp_keys".into(), "bank one".into()).message().replacen(node_id(), "othernode", 1);
+        assert_eq!(Remote::parse(&changed), Some(Remote::Changed("rp_keys".into(), "bank one".into())), "a key may hold a space");
+        assert_eq!(Remote::parse("othernode changed tokens"), None);
+    }
+
+    #[test]
+    fn the_cache_never_keeps_what_was_read_before_a_drop() {
+        let cache = RecordCache::default();
+        let Err(g) = cache.get("tokens", "T1") else { panic!("empty at first") };
+        cache.keep(g, "tokens", "T1", b"v1");
+        assert_eq!(cache.get("tokens", "T1"), Ok(b"v1".to_vec()));
+        assert!(cache.get("contracts", "T1").is_err(), "tables apart");
+        // A look-up began, a commit changed the record and dropped it, the
+        // look-up's (older) read arrives: not kept.
+        cache.forget("tokens", "T1");
+        let Err(g) = cache.get("tokens", "T1") else { panic!("dropped") };
+        cache.forget("tokens", "T2");
+        cache.keep(g, "tokens", "T1", b"v1");
+        assert!(cache.get("tokens", "T1").is_err());
+        let Err(g) = cache.get("tokens", "T1") else { panic!("still not kept") };
+        cache.keep(g, "tokens", "T1", b"v2");
+        cache.forget_all();
+        assert!(cache.get("tokens", "T1").is_err());
+        assert_eq!(cached("tokens"), Some("tokens"));
+        assert_eq!(cached("users"), None, "users change at every login: never cached");
     }
 }

@@ -6,11 +6,22 @@ use super::*;
 impl WriteTx {
     /// `audit_head` is the writer's memory of the chain's end (None: read it).
     pub(super) fn new(backend: WriteBackend, now: Ms, audit_head: Option<(u64, String)>) -> WriteTx {
-        WriteTx { backend, dirty: false, now, audit_head, audit_appended: false, published: Vec::new() }
+        WriteTx { backend, dirty: false, now, audit_head, audit_appended: false, published: Vec::new(), changed: Vec::new() }
+    }
+
+    /// On PostgreSQL, a change to a record that nodes cache
+    /// (`pg::RecordCache`): dropped here after the commit, and by the other
+    /// nodes when they hear of it.
+    fn changed(&mut self, table: &str, key: &str) {
+        if let (WriteBackend::Pg(_), Some(table)) = (&self.backend, pg::cached(table)) {
+            self.published.push(pg::Remote::Changed(table.to_string(), key.to_string()).message());
+            self.changed.push((table, key.to_string()));
+        }
     }
 
     pub(super) fn put_bytes(&mut self, table: redb::TableDefinition<&str, &[u8]>, key: &str, value: &[u8]) -> Result<()> {
         self.dirty = true;
+        self.changed(table.name(), key);
         match &mut self.backend {
             WriteBackend::Redb(txn) => {
                 txn.open_table(table)?.insert(key, value)?;
@@ -25,6 +36,7 @@ impl WriteTx {
     /// Deletes a record by key; true if it was there.
     fn delete_record(&mut self, table: redb::TableDefinition<&str, &[u8]>, key: &str) -> Result<bool> {
         self.dirty = true;
+        self.changed(table.name(), key);
         Ok(match &mut self.backend {
             WriteBackend::Redb(txn) => txn.open_table(table)?.remove(key)?.is_some(),
             WriteBackend::Pg(pg) => pg.execute(pg::record_sql(table.name())?.delete, &[&key])? > 0,
@@ -169,6 +181,7 @@ impl WriteTx {
         let bytes = codec::encode(t)?;
         let waiting = t.bound_to.is_none() && !t.is_revoked();
         self.dirty = true;
+        self.changed(TOKENS.name(), &t.token_id);
         let txn = match &mut self.backend {
             WriteBackend::Pg(pg) => {
                 pg.execute(
@@ -235,6 +248,7 @@ impl WriteTx {
     pub fn put_rp_key(&mut self, k: &RpKey) -> Result<()> {
         let bytes = codec::encode(k)?;
         self.dirty = true;
+        self.changed(RP_KEYS.name(), &k.name);
         let txn = match &mut self.backend {
             WriteBackend::Pg(pg) => {
                 pg.execute(

@@ -242,7 +242,16 @@ fn commit_batch(
                     return Err(e);
                 }
                 let head = tx.audit_head.take();
-                if let Err(e) = commit(tx) {
+                let changed = std::mem::take(&mut tx.changed);
+                let committed = commit(tx);
+                // After the commit, whatever its outcome: a look-up from now
+                // on reads what was committed.
+                if let Backend::Pg(pool) = backend {
+                    for (table, key) in &changed {
+                        pool.cache.forget(table, key);
+                    }
+                }
+                if let Err(e) = committed {
                     *audit_head = None;
                     return Err(e);
                 }
