@@ -789,7 +789,7 @@ fn serve(cfg: Config, demo: bool, config_path: Option<PathBuf>, overrides: Overr
             let recheck = r == onepush::store::pg::Remote::Recheck;
             match app2.on_remote(r) {
                 Some(event) => to_waiters.event(event),
-                None if recheck => to_waiters.send(http::waiters::Msg::Recheck),
+                None if recheck => to_waiters.recheck(),
                 None => {}
             }
         });

@@ -70,6 +70,13 @@ pub(super) fn device_challenges(http: &Arc<Http>, ex: Exchange, token: Token, _:
         None => {}
         Some(ex) if wait == 0 => ex.json(200, &device_list(vec![])),
         Some(ex) => {
+            // The token was read before `seen`: a revocation in between is
+            // not among the events the park will apply.
+            match http.app.token_revoked(&token.token_id) {
+                Ok(false) => {}
+                Ok(true) => return ex.error(&Error::TokenRevoked),
+                Err(e) => return ex.error(&e),
+            }
             let deadline = Instant::now() + Duration::from_millis(wait);
             http.waiters.send(Msg::ParkDevice { token_id: token.token_id, ex, deadline, seen });
         }

@@ -42,8 +42,9 @@ pub enum Msg {
     /// An event and its number (`Mailbox::event`).
     Event(Event, u64),
     /// Another node's notifications may have been missed: look again at
-    /// everything parked (shared store only).
-    Recheck,
+    /// everything parked (shared store only). Numbered as events are: a park
+    /// read before it looks again too (`Mailbox::recheck`).
+    Recheck(u64),
     /// Answer everything parked, then acknowledge.
     Shutdown(Sender<()>),
 }
@@ -75,6 +76,17 @@ impl Mailbox {
         let n = self.events.1.load(SeqCst) + 1;
         self.events.1.store(n, SeqCst);
         let _ = self.tx.send(Msg::Event(e, n));
+    }
+
+    /// Asks for a re-check of everything parked (another node's
+    /// notifications may have been missed). Numbered like an event, so that
+    /// a park whose read came before it looks again instead of trusting the
+    /// log.
+    pub fn recheck(&self) {
+        let _order = crate::sync::lock(&self.events.0);
+        let n = self.events.1.load(SeqCst) + 1;
+        self.events.1.store(n, SeqCst);
+        let _ = self.tx.send(Msg::Recheck(n));
     }
 
     /// The number of events sent so far: taken before a store read that a
@@ -128,6 +140,12 @@ impl Recent {
     /// Whether every event numbered above `seen` is still in the log.
     fn knows_after(&self, seen: u64) -> bool {
         seen >= self.forgotten
+    }
+
+    /// A re-check numbered `n`: events may have been missed before it, so
+    /// the parks read before it are told to look again.
+    fn distrust_upto(&mut self, n: u64) {
+        self.forgotten = self.forgotten.max(n);
     }
 
     fn after(&self, seen: u64) -> impl Iterator<Item = &Logged> {
@@ -258,7 +276,12 @@ impl Waiters {
             Msg::ParkDevice { token_id, ex, deadline, seen } => {
                 let found = match self.recent.knows_after(seen) {
                     true => self.recent.device_after(seen, &token_id),
-                    false => ForDevice::Pending, // look again
+                    // Look again, at the token too.
+                    false => match self.app.token_revoked(&token_id) {
+                        Ok(false) => ForDevice::Pending,
+                        Ok(true) => ForDevice::Revoked,
+                        Err(e) => return ex.error(&e),
+                    },
                 };
                 match found {
                     ForDevice::Revoked => ex.error(&Error::TokenRevoked),
@@ -294,7 +317,10 @@ impl Waiters {
             // Wake-ups go to their own threads; creations are only counted.
             Msg::Event(Event::Wake(_) | Event::Created(_), _) => {}
             Msg::PushGone { token_id, endpoint } => self.app.push_gone(token_id, endpoint),
-            Msg::Recheck => self.recheck(),
+            Msg::Recheck(n) => {
+                self.recent.distrust_upto(n);
+                self.recheck();
+            }
             Msg::Shutdown(_) => unreachable!("handled in run"),
         }
     }
@@ -472,6 +498,12 @@ mod tests {
         assert_eq!(r.forgotten, 1);
         assert!(!r.knows_after(0));
         assert_eq!(r.device_after(1, "T2"), ForDevice::Pending);
+        // A re-check: parks read before it look again, later ones need not.
+        r.distrust_upto(7);
+        assert!(!r.knows_after(6));
+        assert!(r.knows_after(7));
+        r.distrust_upto(3);
+        assert!(!r.knows_after(6), "never lowered");
     }
 
     #[test]

@@ -279,6 +279,13 @@ impl App {
         Ok(token)
     }
 
+    /// Whether a token can no longer be used (revoked, or gone): for a
+    /// phone's poll about to park, whose token was read before the events
+    /// the park will apply (`http::waiters`).
+    pub fn token_revoked(&self, token_id: &str) -> Result<bool> {
+        Ok(self.store.read_latest()?.token(token_id)?.is_none_or(|t| t.is_revoked()))
+    }
+
     /// A token's public key, decoded once.
     pub(super) fn device_key(&self, public_key: &str) -> Result<ed25519_dalek::VerifyingKey> {
         if let Some(k) = crate::sync::lock(&self.keys).get(public_key) {

@@ -63,6 +63,9 @@ pub(super) struct GateRequest {
     user_id: UserId,
     kind: Kind,
     creds: Credentials,
+    /// Whether a transaction password was checked for `creds` (an approval
+    /// whose contract's edition asks for one).
+    password_checked: bool,
     /// The lines of an approval; a login's are composed in `decide`.
     display: Option<Vec<(String, String)>>,
     client: ClientInfo,
@@ -215,7 +218,18 @@ impl App {
         };
         // The user agent is parsed here, on the request's thread, not in the write job.
         let client_summary = client_summary(&client);
-        let req = GateRequest { op: "login", rp, contract_no, user_id, kind: Kind::Login, creds, display: None, client, client_summary };
+        let req = GateRequest {
+            op: "login",
+            rp,
+            contract_no,
+            user_id,
+            kind: Kind::Login,
+            creds,
+            password_checked: false,
+            display: None,
+            client,
+            client_summary,
+        };
         self.submit_gate(req, now, done);
     }
 
@@ -266,9 +280,10 @@ impl App {
                 }
                 (Some(_), false, _) => Credentials::Right,
             };
-            Ok((contract_no, user_id, kind, creds, client))
+            let password_checked = needs_password && user.is_some() && input.transaction_password.is_some();
+            Ok((contract_no, user_id, kind, creds, password_checked, client))
         })();
-        let (contract_no, user_id, kind, creds, client) = match prepared {
+        let (contract_no, user_id, kind, creds, password_checked, client) = match prepared {
             Ok(p) => p,
             Err(e) => return done(Err(e)),
         };
@@ -279,6 +294,7 @@ impl App {
             user_id,
             kind,
             creds,
+            password_checked,
             display: Some(input.display),
             client,
             client_summary: String::new(),
@@ -344,6 +360,16 @@ impl App {
         let (Some(contract), Some(mut user)) = (tx.contract(contract_no)?, tx.user(contract_no, user_id)?) else {
             return deny(DenyReason::BadCredentials);
         };
+        // What the request decided from its own reads (the RP key's
+        // editions, whether this kind needs a transaction password) may rest
+        // on a node's cached copies: checked again here, under the write lock.
+        if !self.rp_sees(tx, &req.rp, &contract)? {
+            return deny(DenyReason::BadCredentials);
+        }
+        let policy = self.edition(&contract.edition)?;
+        if kind != Kind::Login && policy.needs_transaction_password(kind) && !req.password_checked && req.creds == Credentials::Right {
+            return Err(Error::Conflict("the contract's edition changed while this request was checked: send it again".into()));
+        }
         match req.creds {
             Credentials::Unknown => return deny(DenyReason::BadCredentials),
             Credentials::Locked => return deny(DenyReason::PasswordLocked),
@@ -354,7 +380,6 @@ impl App {
             }
             Credentials::Right => {}
         }
-        let policy = self.edition(&contract.edition)?;
         let system = tx.system()?;
         let verdict = gate(&contract, &user, policy.push_for(kind), &self.gate_settings(system.push_suspended), now);
         if user.password_failures > 0 {

@@ -334,20 +334,25 @@ impl App {
                 }
             }
             Remote::Pending(token_id) => Some(Event::Pending(token_id)),
-            Remote::Revoked(token_id) => Some(Event::TokenRevoked(token_id)),
+            Remote::Revoked(token_id) => {
+                // Also dropped by its `Changed`; this covers a node that publishes none.
+                self.store.forget_cached("tokens", &token_id);
+                Some(Event::TokenRevoked(token_id))
+            }
             // A revocation on another node; a re-check also drops the caches,
             // so a lost notification keeps a revoked key at most that long.
             Remote::RpKeys => {
                 self.forget_rp_keys();
+                self.store.forget_all_cached();
                 None
             }
             Remote::Changed(table, key) => {
                 self.store.forget_cached(&table, &key);
                 None
             }
+            // (The record cache is renewed by the listener itself.)
             Remote::Recheck => {
                 self.forget_rp_keys();
-                self.store.forget_all_cached();
                 None
             }
         }

@@ -325,7 +325,7 @@ impl Pool {
             Ok(()) => Ok(conn),
             Err(first) => {
                 conn.conn.take();
-                let mut fresh = Pooled { conn: Some(Conn::connect(&self.url, self.tls.as_ref())?), pool: self.clone() };
+                let mut fresh = self.fresh()?;
                 if let Err(e) = begin(&mut fresh) {
                     fresh.conn.take();
                     log::warn!("store: a pooled connection failed ({first}), and a new one too");
@@ -334,6 +334,12 @@ impl Pool {
                 Ok(fresh)
             }
         }
+    }
+
+    /// A new connection, never a pooled one (after a pooled one failed: the
+    /// others may be as dead, the database having restarted).
+    fn fresh(self: &Arc<Self>) -> Result<Pooled> {
+        Ok(Pooled { conn: Some(Conn::connect(&self.url, self.tls.as_ref())?), pool: self.clone() })
     }
 
     /// A connection outside any transaction, preferring one that holds no
@@ -345,7 +351,13 @@ impl Pool {
         };
         match clean {
             Some(c) if !c.client.is_closed() => Ok(Pooled { conn: Some(c), pool: self.clone() }),
-            _ => self.get(),
+            _ => self.first_use(|c| {
+                if c.in_read {
+                    c.batch("ROLLBACK")?;
+                    c.in_read = false;
+                }
+                Ok(())
+            }),
         }
     }
 
@@ -393,10 +405,12 @@ impl Pool {
 /// the database under the write lock).
 ///
 /// A commit on this node drops what it changed once it has committed; one on
-/// another node is dropped when its NOTIFY arrives (`Remote::Changed`), and
-/// everything is dropped at every re-check (`Remote::Recheck`, after a
-/// reconnect and every 10 s), which bounds what a lost notification costs.
-/// A look-up that began before a drop does not put back what it read.
+/// another node is dropped when its NOTIFY arrives (`Remote::Changed`).
+/// The cache serves only while the listener hears the other nodes: it opens
+/// when the listener has connected, is emptied and renewed at each of its
+/// re-checks (every 10 s), and closes (empty, serving nothing) when the
+/// listener loses its connection or misses two re-checks. A look-up that
+/// began before a drop does not put back what it read.
 #[derive(Default)]
 pub struct RecordCache {
     inner: Mutex<CacheInner>,
@@ -408,6 +422,8 @@ struct CacheInner {
     /// happened since it began.
     generation: u64,
     records: HashMap<(&'static str, String), Vec<u8>>,
+    /// Serving until then (None: closed, the listener is not connected).
+    open_until: Option<Instant>,
 }
 
 /// The tables `RecordCache` keeps.
@@ -426,7 +442,14 @@ const CACHE_MAX: usize = 20_000;
 impl RecordCache {
     /// The record, or the generation to hand to `keep` after reading it.
     pub fn get(&self, table: &'static str, key: &str) -> std::result::Result<Vec<u8>, u64> {
-        let inner = crate::sync::lock(&self.inner);
+        let mut inner = crate::sync::lock(&self.inner);
+        if inner.open_until.is_some_and(|until| Instant::now() >= until) {
+            // The listener has not renewed it: what another node changed may
+            // not have reached this one.
+            inner.open_until = None;
+            inner.generation += 1;
+            inner.records.clear();
+        }
         match inner.records.get(&(table, key.to_string())) {
             Some(v) => Ok(v.clone()),
             None => Err(inner.generation),
@@ -437,7 +460,7 @@ impl RecordCache {
     /// since `generation`.
     pub fn keep(&self, generation: u64, table: &'static str, key: &str, value: &[u8]) {
         let mut inner = crate::sync::lock(&self.inner);
-        if inner.generation != generation {
+        if inner.generation != generation || inner.open_until.is_none_or(|until| Instant::now() >= until) {
             return;
         }
         if inner.records.len() >= CACHE_MAX {
@@ -456,6 +479,15 @@ impl RecordCache {
         let mut inner = crate::sync::lock(&self.inner);
         inner.generation += 1;
         inner.records.clear();
+    }
+
+    /// Empties the cache and lets it serve for `period` (the listener, at
+    /// each re-check; `None`: closed).
+    pub fn renew(&self, period: Option<Duration>) {
+        let mut inner = crate::sync::lock(&self.inner);
+        inner.generation += 1;
+        inner.records.clear();
+        inner.open_until = period.map(|p| Instant::now() + p);
     }
 }
 
@@ -623,7 +655,7 @@ impl PgTx {
         if r.is_err() && self.latest.is_some() && conn.client.is_closed() {
             // A pooled connection that died idle (the database restarted):
             // a statement on its own is simply run again on a new one.
-            let mut fresh = conn.pool.get_clean()?;
+            let mut fresh = conn.pool.fresh()?;
             let again = fresh.query(sql, params);
             *conn = fresh;
             return again;
@@ -789,6 +821,7 @@ pub fn listen(pool: Arc<Pool>, handle: impl Fn(Remote) + Send + 'static) -> std:
                 Ok(c)
             }) {
                 Ok(mut conn) => {
+                    pool.cache.renew(Some(2 * RECHECK));
                     handle(Remote::Recheck);
                     let mut checked = Instant::now();
                     loop {
@@ -802,6 +835,7 @@ pub fn listen(pool: Arc<Pool>, handle: impl Fn(Remote) + Send + 'static) -> std:
                             Ok(None) => {}
                             Err(e) => {
                                 log::warn!("store: the PostgreSQL listener lost its connection ({e}); reconnecting");
+                                pool.cache.renew(None);
                                 break;
                             }
                         }
@@ -810,8 +844,10 @@ pub fn listen(pool: Arc<Pool>, handle: impl Fn(Remote) + Send + 'static) -> std:
                             // Also proves the connection alive (a query on a dead one fails).
                             if conn.batch("SELECT 1").is_err() {
                                 log::warn!("store: the PostgreSQL listener's connection is gone; reconnecting");
+                                pool.cache.renew(None);
                                 break;
                             }
+                            pool.cache.renew(Some(2 * RECHECK));
                             handle(Remote::Recheck);
                             checked = Instant::now();
                         }
@@ -1023,6 +1059,10 @@ mod tests {
         let cache = RecordCache::default();
         let Err(g) = cache.get("tokens", "T1") else { panic!("empty at first") };
         cache.keep(g, "tokens", "T1", b"v1");
+        assert!(cache.get("tokens", "T1").is_err(), "closed until the listener connects");
+        cache.renew(Some(Duration::from_secs(20)));
+        let Err(g) = cache.get("tokens", "T1") else { panic!("still empty") };
+        cache.keep(g, "tokens", "T1", b"v1");
         assert_eq!(cache.get("tokens", "T1"), Ok(b"v1".to_vec()));
         assert!(cache.get("contracts", "T1").is_err(), "tables apart");
         // A look-up began, a commit changed the record and dropped it, the
@@ -1036,6 +1076,18 @@ mod tests {
         cache.keep(g, "tokens", "T1", b"v2");
         cache.forget_all();
         assert!(cache.get("tokens", "T1").is_err());
+        // The listener lost its connection: closed, and nothing is kept.
+        let Err(g) = cache.get("tokens", "T1") else { panic!("empty") };
+        cache.renew(None);
+        cache.keep(g + 1, "tokens", "T1", b"v3");
+        assert!(cache.get("tokens", "T1").is_err());
+        // Not renewed in time: it closes by itself.
+        cache.renew(Some(Duration::from_millis(30)));
+        let Err(g) = cache.get("tokens", "T1") else { panic!("empty") };
+        cache.keep(g, "tokens", "T1", b"v4");
+        assert_eq!(cache.get("tokens", "T1"), Ok(b"v4".to_vec()));
+        std::thread::sleep(Duration::from_millis(40));
+        assert!(cache.get("tokens", "T1").is_err(), "expired");
         assert_eq!(cached("tokens"), Some("tokens"));
         assert_eq!(cached("users"), None, "users change at every login: never cached");
     }
