@@ -404,6 +404,38 @@ fn a_token_revoked_on_one_node_is_refused_by_the_other_at_once() {
 }
 
 #[test]
+fn after_a_database_restart_every_request_is_served() {
+    // A cluster of its own: restarting the shared one would disturb the other tests.
+    let dir = std::env::temp_dir().join(format!("onepush-restart-pg-{}-{}", std::process::id(), now_secs()));
+    let pg = dir.join("pg");
+    let started = std::process::Command::new("bash").arg(".ci/pg-cluster").arg("start").arg(&pg).output().unwrap();
+    assert!(started.status.success(), "{}", String::from_utf8_lossy(&started.stderr));
+    let cluster = Cluster { base: String::from_utf8_lossy(&started.stdout).trim().to_string(), dir: Some(pg.clone()) };
+    let url = new_database(&cluster.base, "restart");
+    let w = World::new(&format!("store = \"{url}\""));
+    let phone = w.registered(C, "jweb", "taro");
+    let served = |when: &str| {
+        for i in 0..10 {
+            let r = w.login(C, "taro", PASSWORD);
+            assert_eq!(r.status, 200, "login {i} {when}: {}", r.text);
+            let r = phone.signed("GET", "/api/v1/device/challenges", None);
+            assert_eq!(r.status, 200, "phone's fetch {i} {when}: {}", r.text);
+            let r = w.s.get(&format!("/api/v1/users/{C}/taro"), &w.rp());
+            assert_eq!(r.status, 200, "user look-up {i} {when}: {}", r.text);
+        }
+    };
+    // The node's pool now holds idle connections, which the restart kills.
+    served("before the restart");
+    let restarted = std::process::Command::new("bash").arg(".ci/pg-cluster").arg("restart").arg(&pg).output().unwrap();
+    assert!(restarted.status.success(), "{}", String::from_utf8_lossy(&restarted.stderr));
+    // Not one failure: a pooled connection found dead is replaced at its first use.
+    served("after the restart");
+    assert_eq!(w.s.get("/healthz", &[]).status, 200);
+    drop(w);
+    drop(cluster);
+}
+
+#[test]
 fn tls_to_the_database_is_verified_with_sslrootcert() {
     use std::os::unix::fs::PermissionsExt;
     // A cluster of its own: TLS on, with a certificate from a test CA.
