@@ -224,6 +224,32 @@ pub fn number_challenge() -> (String, Vec<String>) {
     (number, picks.iter().map(u8::to_string).collect())
 }
 
+/// A pending login challenge created at `created_at`, for unit tests.
+#[cfg(test)]
+pub(crate) fn test_pending(id: &str, created_at: Ms) -> Challenge {
+    Challenge {
+        id: id.into(),
+        rp: "bank".into(),
+        kind: Kind::Login,
+        contract_no: "1".into(),
+        user_id: "taro".into(),
+        token_id: "ONEP12345674".into(),
+        display: vec![],
+        display_digest: String::new(),
+        number: None,
+        number_choices: None,
+        status: Status::Pending,
+        created_at,
+        expires_at: created_at + 60_000,
+        delivered_at: None,
+        decided_at: None,
+        answered_by: None,
+        signature: None,
+        report_fraud: false,
+        cancel_cause: None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -231,27 +257,7 @@ mod tests {
     const T0: Ms = 1_795_582_018_000;
 
     fn pending(number: Option<&str>) -> Challenge {
-        Challenge {
-            id: "ch_1".into(),
-            rp: "bank".into(),
-            kind: Kind::Login,
-            contract_no: "1".into(),
-            user_id: "taro".into(),
-            token_id: "ONEP12345674".into(),
-            display: vec![],
-            display_digest: String::new(),
-            number: number.map(str::to_string),
-            number_choices: None,
-            status: Status::Pending,
-            created_at: T0,
-            expires_at: T0 + 60_000,
-            delivered_at: None,
-            decided_at: None,
-            answered_by: None,
-            signature: None,
-            report_fraud: false,
-            cancel_cause: None,
-        }
+        Challenge { number: number.map(str::to_string), ..test_pending("ch_1", T0) }
     }
 
     fn answer(token: &str, decision: Decision, number: Option<&str>) -> Answer<'static> {

@@ -431,30 +431,10 @@ impl Waiters {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::challenge::{Challenge, Kind, Status};
+    use crate::domain::challenge::{Challenge, Status};
 
     fn closed(id: &str) -> Box<Challenge> {
-        Box::new(Challenge {
-            id: id.into(),
-            rp: "bank".into(),
-            kind: Kind::Login,
-            contract_no: "1".into(),
-            user_id: "taro".into(),
-            token_id: "ONEP12345674".into(),
-            display: vec![],
-            display_digest: String::new(),
-            number: None,
-            number_choices: None,
-            status: Status::Approved,
-            created_at: 0,
-            expires_at: 60_000,
-            delivered_at: None,
-            decided_at: Some(1),
-            answered_by: None,
-            signature: None,
-            report_fraud: false,
-            cancel_cause: None,
-        })
+        Box::new(Challenge { status: Status::Approved, decided_at: Some(1), ..crate::domain::challenge::test_pending(id, 0) })
     }
 
     #[test]
