@@ -355,17 +355,26 @@ impl App {
         let found = match (&head, &last) {
             (None, None) if started => return Ok(()),
             (None, None) => Ok(0),
-            (None, Some(last)) if !started => {
+            (None, Some(_)) if !started => {
                 // A store from before signed heads: its head is signed once,
                 // with the mark that signing has begun, in one transaction.
-                let Some(k) = self.store.audit_key() else { return Ok(()) };
-                let signed = k.sign(last.seq, &last.hash, at.clone());
+                if self.store.audit_key().is_none() {
+                    return Ok(());
+                }
                 drop(r);
-                self.writer.call(Durability::Durable, move |tx| {
-                    tx.put_audit_signed_head(&signed)?;
-                    tx.put_audit_signing_started(&at)
+                let signed = self.writer.call(Durability::Durable, move |tx| {
+                    // Looked at again under the write lock: on a shared store
+                    // another node may have begun signing (or appended) since.
+                    if tx.audit_signing_started()? {
+                        return Ok(None);
+                    }
+                    let seq = tx.sign_head_at_commit()?;
+                    tx.put_audit_signing_started(&at)?;
+                    Ok(seq)
                 })?;
-                log::info!("audit log: its head (entry {}) is now signed with the audit key", last.seq);
+                if let Some(seq) = signed {
+                    log::info!("audit log: its head (entry {seq}) is now signed with the audit key");
+                }
                 return Ok(());
             }
             (head, last) => {

@@ -389,10 +389,15 @@ impl WriteTx {
         Ok(())
     }
 
-    /// Stores a signed head made outside a commit that appends: the head of
-    /// an older store signed once, when its audit key is first made.
-    pub fn put_audit_signed_head(&mut self, head: &SignedHead) -> Result<()> {
-        self.put_bytes(META, "audit_signed_head", &codec::encode(head)?)
+    /// Has this commit sign the chain's end as it is now (read here, under
+    /// the write lock), though it appends nothing: the head of an older
+    /// store, signed once when its audit key is first made. Returns the seq
+    /// signed (None: the log is empty).
+    pub fn sign_head_at_commit(&mut self) -> Result<Option<u64>> {
+        let Some(last) = self.audit_last()? else { return Ok(None) };
+        self.audit_head = Some((last.seq, last.hash));
+        self.audit_appended = true;
+        Ok(Some(last.seq))
     }
 
     /// Marks the store as signed from now on (see `Reader::audit_signing_started`).
