@@ -27,6 +27,7 @@ mod notices;
 mod operators;
 mod queries;
 mod registration;
+mod sessions;
 
 use devices::{end_token, Ending};
 use gate::Credentials;
@@ -156,12 +157,6 @@ fn remote_of(e: &Event) -> Option<crate::store::pg::Remote> {
     }
 }
 
-struct Session {
-    operator: String,
-    created: Ms,
-    last_seen: Ms,
-}
-
 pub struct App {
     /// Replaced whole on SIGHUP (`reload`); read with `cfg()`.
     config: std::sync::RwLock<Arc<Config>>,
@@ -173,7 +168,9 @@ pub struct App {
     vapid: Arc<crate::push::VapidKey>,
     pub secrets: crate::secrets::SecretBox,
     notify: Notify,
-    sessions: Mutex<HashMap<String, Session>>,
+    /// Operator sessions and the one-time bootstrap code (SPEC R5.1):
+    /// in memory, or shared by every node (`sessions::Sessions`).
+    sessions: sessions::Sessions,
     /// Decoded device keys by their base64url text: decompressing an Ed25519
     /// point costs more than the verification's hash; the mapping never changes.
     keys: Mutex<HashMap<String, ed25519_dalek::VerifyingKey>>,
@@ -182,9 +179,6 @@ pub struct App {
     /// or at the latest the next 10 s re-check: `on_remote`).
     /// The generation counts revocations, so a look-up that raced one is not cached.
     rp_cache: Mutex<(u64, HashMap<String, String>)>,
-    /// The one-time code that creates the first operator (SPEC R5.1), while
-    /// none exists, and when it was made.
-    bootstrap: Mutex<Option<(String, Ms)>>,
     /// challenge id → first fetch by the phone, for pending challenges.
     delivered: Arc<Mutex<HashMap<String, Ms>>>,
 }
@@ -197,6 +191,7 @@ impl App {
         let audit_public = audit_key.public();
         store.set_audit_key(audit_key)?;
         let writer = store.writer();
+        let sessions = sessions::Sessions::new(store.shared());
         let app = App {
             config: std::sync::RwLock::new(Arc::new(cfg)),
             store,
@@ -206,8 +201,7 @@ impl App {
             passwords,
             secrets,
             notify,
-            sessions: Mutex::new(HashMap::new()),
-            bootstrap: Mutex::new(None),
+            sessions,
             delivered: Arc::new(Mutex::new(HashMap::new())),
             keys: Mutex::new(HashMap::new()),
             rp_cache: Mutex::new((0, HashMap::new())),

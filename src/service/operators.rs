@@ -1,16 +1,19 @@
 //! Operators and the appliance's own keys: sessions, the one-time bootstrap
 //! code, operator accounts, RP keys, and the signed audit head.
 //!
-//! Sessions live in this process's memory. Every change that must end an
-//! operator's sessions (disable, remove, new password) goes through this
-//! process and ends them once committed; without a server there are none.
+//! Sessions and the code live in `sessions::Sessions` (this process's
+//! memory, or the database several nodes share). Every change that must end
+//! an operator's sessions (disable, remove, new password) ends them once
+//! committed (on PostgreSQL in the same commit); without a server there are
+//! none in memory.
 
 use super::*;
 
 impl App {
     /// Makes the one-time bootstrap code if no operator exists yet; `serve`
-    /// shows it. It lives in memory only, is valid for `bootstrap_ttl`, and
-    /// is gone once used or once any operator exists (API.md).
+    /// shows it. It is kept hashed (in memory, or in the database that
+    /// several nodes share: one code for all), is valid for `bootstrap_ttl`,
+    /// and is gone once used or once any operator exists (API.md).
     pub fn bootstrap_code(&self, now: Ms) -> Result<Option<String>> {
         if self.store.read()?.operator_count()? > 0 {
             return Ok(None);
@@ -21,47 +24,36 @@ impl App {
             b
         });
         let code = format!("{}-{}-{}-{}", &raw[..4], &raw[4..8], &raw[8..12], &raw[12..16]);
-        if let Some(shared) = self.store.shared() {
-            // Several nodes: one code for all, kept hashed in the database.
-            if !shared.bootstrap_offer(&sig::sha256_hex(code.as_bytes()), now, self.cfg().bootstrap_ttl)? {
-                log::info!("no operator yet: the one-time code another node made is still valid (see that node's start)");
-                return Ok(None);
-            }
-            return Ok(Some(code));
+        if !self.sessions.offer_code(&sig::sha256_hex(code.as_bytes()), now, self.cfg().bootstrap_ttl)? {
+            log::info!("no operator yet: the one-time code another node made is still valid (see that node's start)");
+            return Ok(None);
         }
-        *crate::sync::lock(&self.bootstrap) = Some((code.clone(), now));
         Ok(Some(code))
     }
 
     /// POST /api/v1/admin/bootstrap: the first operator, with the one-time code.
     /// Returns a session for the new operator.
     pub fn bootstrap(&self, code: &str, username: &str, password: &Password, ip: IpAddr, now: Ms) -> Result<String> {
+        use crate::store::pg::CodeTaken;
         self.rate_limit("signin", ip, SIGNIN_RATE_LIMIT, SIGNIN_RATE_WINDOW, now)?;
-        if let Some(shared) = self.store.shared() {
-            self.take_shared_code(&shared, code, username, password, now)?;
-        } else {
-            let mut slot = crate::sync::lock(&self.bootstrap);
-            // Any operator, however made (the CLI too), ends the code.
-            if slot.is_some() && self.store.read()?.operator_count()? > 0 {
-                *slot = None;
-            }
-            let Some((expected, made)) = slot.as_ref() else {
-                return Err(Error::Conflict("an operator exists, or the one-time code was used; sign in instead".into()));
-            };
-            if now >= made.saturating_add(self.cfg().bootstrap_ttl) {
-                *slot = None;
+        let used = || Error::Conflict("an operator exists, or the one-time code was used; sign in instead".into());
+        // Any operator, however made (the CLI too), ends the code.
+        if self.store.read()?.operator_count()? > 0 {
+            self.sessions.clear_code()?;
+            return Err(used());
+        }
+        // Validate before spending the code.
+        check_user_id("username", username)?;
+        password.check("password")?;
+        match self.sessions.take_code(&sig::sha256_hex(code.trim().to_uppercase().as_bytes()), now, self.cfg().bootstrap_ttl)? {
+            CodeTaken::Taken => {}
+            CodeTaken::Wrong => return Err(Error::Unauthorized("the one-time code is wrong".into())),
+            CodeTaken::Expired => {
                 return Err(Error::Conflict(
                     "the one-time code has expired; create an operator with: onepush operator add NAME --password-stdin".into(),
-                ));
+                ))
             }
-            let ok = bool::from(subtle::ConstantTimeEq::ct_eq(expected.as_bytes(), code.trim().to_uppercase().as_bytes()));
-            if !ok {
-                return Err(Error::Unauthorized("the one-time code is wrong".into()));
-            }
-            // Validate before spending the code.
-            check_user_id("username", username)?;
-            password.check("password")?;
-            *slot = None;
+            CodeTaken::Absent => return Err(used()),
         }
         self.set_operator("bootstrap", username, password, true, now)?;
         // Counted once above, with the code: the sign-in that follows is not another attempt.
@@ -104,93 +96,38 @@ impl App {
             return Err(wrong());
         }
         let token = ids::random_b64(32);
-        if let Some(shared) = self.store.shared() {
-            // Opened first, checked after: a disable on another node either
-            // shows in the check or deletes this session after it.
-            let key = sig::sha256_hex(token.as_bytes());
-            shared.session_open(&key, username, now, SESSION_MAX, SESSION_IDLE)?;
-            if !self.store.read()?.operator(username)?.is_some_and(|o| o.enabled() && o.password_hash == hash) {
-                shared.session_end(&key)?;
-                return Err(wrong());
-            }
-            return Ok(token);
-        }
-        let mut s = crate::sync::lock(&self.sessions);
-        // A disable, removal or new password committed since the check above
-        // either shows here, or ends this operator's sessions after this lock
-        // is released: the new session cannot outlive it.
+        let key = sig::sha256_hex(token.as_bytes());
+        // Opened first, checked after: a disable, removal or new password
+        // committed meanwhile (on any node) either shows in the check, or
+        // ends this operator's sessions after it, this one among them.
+        self.sessions.open(&key, username, now)?;
         if !self.store.read()?.operator(username)?.is_some_and(|o| o.enabled() && o.password_hash == hash) {
+            self.sessions.end(&key)?;
             return Err(wrong());
         }
-        s.retain(|_, v| now < v.created + SESSION_MAX && now < v.last_seen + SESSION_IDLE);
-        s.insert(sig::sha256_hex(token.as_bytes()), Session { operator: username.to_string(), created: now, last_seen: now });
         Ok(token)
     }
 
     /// The operator behind a session cookie, or 401.
     pub fn admin_session(&self, token: &str, now: Ms) -> Result<String> {
-        let key = sig::sha256_hex(token.as_bytes());
-        if let Some(shared) = self.store.shared() {
-            return match shared.session_check(&key, now, SESSION_MAX, SESSION_IDLE)? {
-                crate::store::pg::SessionFound::Valid(operator) => Ok(operator),
-                crate::store::pg::SessionFound::Expired => Err(Error::Unauthorized("session expired; sign in again".into())),
-                crate::store::pg::SessionFound::Unknown => Err(Error::Unauthorized("sign in first".into())),
-            };
-        }
-        let mut s = crate::sync::lock(&self.sessions);
-        match s.get_mut(&key) {
-            Some(v) if now < v.created + SESSION_MAX && now < v.last_seen + SESSION_IDLE => {
-                v.last_seen = now;
-                Ok(v.operator.clone())
-            }
-            Some(_) => {
-                s.remove(&key);
-                Err(Error::Unauthorized("session expired; sign in again".into()))
-            }
-            None => Err(Error::Unauthorized("sign in first".into())),
+        use crate::store::pg::SessionFound;
+        match self.sessions.check(&sig::sha256_hex(token.as_bytes()), now)? {
+            SessionFound::Valid(operator) => Ok(operator),
+            SessionFound::Expired => Err(Error::Unauthorized("session expired; sign in again".into())),
+            SessionFound::Unknown => Err(Error::Unauthorized("sign in first".into())),
         }
     }
 
     pub fn admin_logout(&self, token: &str) {
-        let key = sig::sha256_hex(token.as_bytes());
-        if let Some(shared) = self.store.shared() {
-            if let Err(e) = shared.session_end(&key) {
-                log::error!("signing out: {e}");
-            }
-            return;
+        if let Err(e) = self.sessions.end(&sig::sha256_hex(token.as_bytes())) {
+            log::error!("signing out: {e}");
         }
-        crate::sync::lock(&self.sessions).remove(&key);
     }
 
     /// Ends every session of operator `name` (their next request gets 401).
     fn end_sessions_of(&self, name: &str) {
-        if let Some(shared) = self.store.shared() {
-            if let Err(e) = shared.sessions_end_of(name) {
-                log::error!("ending the sessions of operator {name}: {e}");
-            }
-            return;
-        }
-        crate::sync::lock(&self.sessions).retain(|_, v| v.operator != name);
-    }
-
-    /// The bootstrap code on a shared store: checked and spent by one
-    /// statement, so that two nodes cannot both accept it.
-    fn take_shared_code(&self, shared: &crate::store::pg::Shared, code: &str, username: &str, password: &Password, now: Ms) -> Result<()> {
-        use crate::store::pg::CodeTaken;
-        if self.store.read()?.operator_count()? > 0 {
-            shared.bootstrap_clear()?;
-            return Err(Error::Conflict("an operator exists, or the one-time code was used; sign in instead".into()));
-        }
-        // Validate before spending the code.
-        check_user_id("username", username)?;
-        password.check("password")?;
-        match shared.bootstrap_take(&sig::sha256_hex(code.trim().to_uppercase().as_bytes()), now, self.cfg().bootstrap_ttl)? {
-            CodeTaken::Taken => Ok(()),
-            CodeTaken::Wrong => Err(Error::Unauthorized("the one-time code is wrong".into())),
-            CodeTaken::Expired => Err(Error::Conflict(
-                "the one-time code has expired; create an operator with: onepush operator add NAME --password-stdin".into(),
-            )),
-            CodeTaken::Absent => Err(Error::Conflict("an operator exists, or the one-time code was used; sign in instead".into())),
+        if let Err(e) = self.sessions.end_of(name) {
+            log::error!("ending the sessions of operator {name}: {e}");
         }
     }
 
@@ -222,10 +159,7 @@ impl App {
         })?;
         if create {
             // The first operator exists: the one-time code has done its job.
-            *crate::sync::lock(&self.bootstrap) = None;
-            if let Some(shared) = self.store.shared() {
-                shared.bootstrap_clear()?;
-            }
+            self.sessions.clear_code()?;
             let _ = std::fs::remove_file(self.cfg().data_dir.join(BOOTSTRAP_CODE_FILE));
         } else {
             self.end_sessions_of(&named);
