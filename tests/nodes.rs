@@ -436,6 +436,52 @@ fn after_a_database_restart_every_request_is_served() {
 }
 
 #[test]
+fn a_nodes_pooled_connections_are_capped_and_a_request_waits_for_one() {
+    use onepush::store::pg::{Pool, POOL_MAX};
+    use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+    let c = cluster();
+    let url = new_database(&c.base, &format!("cap{}_{}", std::process::id(), now_secs()));
+    let pool = Pool::open(&url).unwrap();
+    // POOL_MAX threads each hold a connection until `released` counts past them.
+    let (held, released) = (Arc::new(std::sync::Barrier::new(POOL_MAX + 1)), Arc::new(AtomicUsize::new(0)));
+    let holders: Vec<_> = (0..POOL_MAX)
+        .map(|i| {
+            let (pool, held, released) = (pool.clone(), held.clone(), released.clone());
+            std::thread::spawn(move || {
+                let conn = pool.get().unwrap();
+                held.wait();
+                while released.load(SeqCst) <= i {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                drop(conn);
+            })
+        })
+        .collect();
+    held.wait();
+    assert_eq!(pool.connections(), POOL_MAX);
+    let asked = Instant::now();
+    let waiter = {
+        let pool = pool.clone();
+        std::thread::spawn(move || {
+            let conn = pool.get().unwrap();
+            drop(conn);
+            asked.elapsed()
+        })
+    };
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(!waiter.is_finished(), "a request beyond the cap waits");
+    assert_eq!(pool.connections(), POOL_MAX, "and no connection is opened for it");
+    released.store(1, SeqCst);
+    let waited = waiter.join().unwrap();
+    assert!(waited >= Duration::from_millis(500), "served once one was given back, after {waited:?}");
+    assert!(pool.connections() <= POOL_MAX);
+    released.store(POOL_MAX, SeqCst);
+    for h in holders {
+        h.join().unwrap();
+    }
+}
+
+#[test]
 fn tls_to_the_database_is_verified_with_sslrootcert() {
     use std::os::unix::fs::PermissionsExt;
     // A cluster of its own: TLS on, with a certificate from a test CA.

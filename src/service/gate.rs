@@ -210,6 +210,8 @@ impl App {
                 Some(c) if self.rp_sees(&r, &rp, &c)? => r.user(&contract_no, &user_id)?,
                 _ => None,
             };
+            // The store's connection is given back before the Argon2 work.
+            drop(r);
             Ok((contract_no, user_id, self.check_credentials(user.as_ref(), &input.password), client))
         })();
         let (contract_no, user_id, creds, client) = match prepared {
@@ -261,6 +263,8 @@ impl App {
                 Some(c) => self.edition(&c.edition)?.needs_transaction_password(kind),
                 None => input.transaction_password.is_some(),
             };
+            // The store's connection is given back before the Argon2 work.
+            drop(r);
             let creds = match (&user, needs_password, &input.transaction_password) {
                 (None, _, Some(p)) => {
                     self.passwords.verify(None, p.expose());

@@ -63,6 +63,8 @@ impl App {
                 Some(_) => r.user(&contract_no, &user_id)?,
                 None => None,
             };
+            // The store's connection is given back before the Argon2 work.
+            drop(r);
             // Registration checks the password of a locked account too: it
             // says `password_locked` only to the right one (API.md).
             let creds = match user.as_ref() {

@@ -45,6 +45,20 @@ pub const MIGRATE_LOCK: i64 = 0x6f6e_6570_0000_0002;
 /// Idle connections kept for reads.
 const IDLE: usize = 16;
 
+/// Pooled connections a node keeps at most (idle or in use; its listener's
+/// and sweeper's come on top): every node shares PostgreSQL's
+/// `max_connections`. A request that finds them all in use waits for one,
+/// up to `POOL_WAIT`, then gets 503. The writer never waits (one connection
+/// more at most), nor does a thread that already holds one (it would wait
+/// for itself).
+pub const POOL_MAX: usize = 24;
+const POOL_WAIT: Duration = Duration::from_secs(10);
+
+thread_local! {
+    /// Pooled connections this thread holds (`Pool::get_raw`).
+    static HELD: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
 impl From<postgres::Error> for Error {
     fn from(e: postgres::Error) -> Self {
         // The server's message (and its SQLSTATE) when it sent one.
@@ -69,6 +83,8 @@ impl From<postgres::Error> for Error {
 pub struct Conn {
     client: Client,
     statements: HashMap<&'static str, Statement>,
+    /// The pool's count of its connections, while this one exists.
+    _counted: Option<Arc<()>>,
     /// A read snapshot is still open on it: a read's end is not sent on its
     /// own but with the next use's first command (one round trip fewer per
     /// read), or by `Pool::tidy` once the connection has idled.
@@ -153,7 +169,7 @@ fn connector(
 }
 
 impl Conn {
-    fn connect(url: &str, tls: Option<&postgres_native_tls::MakeTlsConnector>) -> Result<Conn> {
+    fn connect(url: &str, tls: Option<&postgres_native_tls::MakeTlsConnector>, counted: Option<Arc<()>>) -> Result<Conn> {
         let (mut config, _, _) = parse_url(url).map_err(|e| Error::Internal(format!("store: {e}")))?;
         // A peer that vanishes without closing (a frozen node, a cut
         // network) is found in about 25 s (10 s idle, then 3 probes 5 s
@@ -181,7 +197,7 @@ impl Conn {
             Some(tls) => config.connect(tls.clone())?,
             None => config.connect(NoTls)?,
         };
-        Ok(Conn { client, statements: HashMap::new(), in_read: false })
+        Ok(Conn { client, statements: HashMap::new(), _counted: counted, in_read: false })
     }
 
     fn statement(&mut self, sql: &'static str) -> Result<Statement> {
@@ -257,6 +273,10 @@ pub struct Pool {
     /// Made once: loading the system's CA store per connection costs.
     tls: Option<postgres_native_tls::MakeTlsConnector>,
     idle: Mutex<Vec<(Conn, Instant)>>,
+    /// Signalled when a pooled connection is given back.
+    freed: std::sync::Condvar,
+    /// One more strong count per pooled connection in existence (`Conn::_counted`).
+    live: Arc<()>,
     pub cache: RecordCache,
 }
 
@@ -302,12 +322,19 @@ impl Pool {
     fn connect(url: &str) -> Result<Arc<Pool>> {
         let (_, wanted, root) = parse_url(url).map_err(|e| Error::Internal(format!("store: {e}")))?;
         let tls = connector(wanted, root.as_deref()).map_err(|e| Error::Internal(format!("store: {e}")))?;
-        Ok(Arc::new(Pool { url: url.to_string(), tls, idle: Mutex::new(Vec::new()), cache: RecordCache::default() }))
+        Ok(Arc::new(Pool {
+            url: url.to_string(),
+            tls,
+            idle: Mutex::new(Vec::new()),
+            freed: std::sync::Condvar::new(),
+            live: Arc::new(()),
+            cache: RecordCache::default(),
+        }))
     }
 
     /// A connection outside any transaction.
     pub fn get(self: &Arc<Self>) -> Result<Pooled> {
-        let mut c = self.get_raw()?;
+        let mut c = self.get_raw(false)?;
         if c.in_read {
             c.batch("ROLLBACK")?;
             c.in_read = false;
@@ -319,8 +346,8 @@ impl Pool {
     /// dead without knowing it (the database restarted): if `begin` fails on
     /// one, it is thrown away and `begin` tried once on a new connection
     /// (nothing was done on the first).
-    fn first_use(self: &Arc<Self>, begin: impl Fn(&mut Pooled) -> Result<()>) -> Result<Pooled> {
-        let mut conn = self.get_raw()?;
+    fn first_use(self: &Arc<Self>, writer: bool, begin: impl Fn(&mut Pooled) -> Result<()>) -> Result<Pooled> {
+        let mut conn = self.get_raw(writer)?;
         match begin(&mut conn) {
             Ok(()) => Ok(conn),
             Err(first) => {
@@ -339,7 +366,18 @@ impl Pool {
     /// A new connection, never a pooled one (after a pooled one failed: the
     /// others may be as dead, the database having restarted).
     fn fresh(self: &Arc<Self>) -> Result<Pooled> {
-        Ok(Pooled { conn: Some(Conn::connect(&self.url, self.tls.as_ref())?), pool: self.clone() })
+        Ok(self.wrap(Conn::connect(&self.url, self.tls.as_ref(), Some(self.live.clone()))?))
+    }
+
+    /// A connection handed to this thread.
+    fn wrap(self: &Arc<Self>, c: Conn) -> Pooled {
+        HELD.with(|h| h.set(h.get() + 1));
+        Pooled { conn: Some(c), pool: self.clone() }
+    }
+
+    /// Pooled connections in existence, idle or in use.
+    pub fn connections(&self) -> usize {
+        Arc::strong_count(&self.live) - 1
     }
 
     /// A connection outside any transaction, preferring one that holds no
@@ -350,8 +388,8 @@ impl Pool {
             idle.iter().rposition(|(c, _)| !c.in_read).map(|i| idle.remove(i).0)
         };
         match clean {
-            Some(c) if !c.client.is_closed() => Ok(Pooled { conn: Some(c), pool: self.clone() }),
-            _ => self.first_use(|c| {
+            Some(c) if !c.client.is_closed() => Ok(self.wrap(c)),
+            _ => self.first_use(false, |c| {
                 if c.in_read {
                     c.batch("ROLLBACK")?;
                     c.in_read = false;
@@ -361,17 +399,41 @@ impl Pool {
         }
     }
 
-    /// A connection that may still hold a read snapshot (`Conn::in_read`).
-    fn get_raw(self: &Arc<Self>) -> Result<Pooled> {
-        let idle = crate::sync::lock(&self.idle).pop();
-        let conn = match idle {
-            Some((c, _)) if !c.client.is_closed() => c,
-            _ => Conn::connect(&self.url, self.tls.as_ref()).map_err(|e| match e {
-                Error::Internal(m) => Error::Internal(format!("{m} (connecting to the store)")),
-                other => other,
-            })?,
-        };
-        Ok(Pooled { conn: Some(conn), pool: self.clone() })
+    /// A connection that may still hold a read snapshot (`Conn::in_read`):
+    /// an idle one, or a new one while fewer than `POOL_MAX` exist, or the
+    /// first given back within `POOL_WAIT` (the `writer`, and a thread that
+    /// holds one already, never wait).
+    fn get_raw(self: &Arc<Self>, writer: bool) -> Result<Pooled> {
+        let deadline = Instant::now() + POOL_WAIT;
+        let mut idle = crate::sync::lock(&self.idle);
+        loop {
+            if let Some((c, _)) = idle.pop() {
+                if c.client.is_closed() {
+                    continue;
+                }
+                drop(idle);
+                return Ok(self.wrap(c));
+            }
+            if self.connections() < POOL_MAX || writer || HELD.with(|h| h.get()) > 0 {
+                drop(idle);
+                let c = Conn::connect(&self.url, self.tls.as_ref(), Some(self.live.clone())).map_err(|e| match e {
+                    Error::Internal(m) => Error::Internal(format!("{m} (connecting to the store)")),
+                    other => other,
+                })?;
+                return Ok(self.wrap(c));
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                log::warn!("store: all {POOL_MAX} connections to the database stayed in use for {POOL_WAIT:?}; answering 503");
+                return Err(Error::Overloaded);
+            }
+            // A short step: a connection dropped outside `Pooled` frees its
+            // place without a signal.
+            idle = match self.freed.wait_timeout(idle, (deadline - now).min(Duration::from_millis(50))) {
+                Ok((guard, _)) => guard,
+                Err(poisoned) => poisoned.into_inner().0,
+            };
+        }
     }
 
     /// Ends the read snapshots of connections idle for more than a moment,
@@ -388,14 +450,15 @@ impl Pool {
         for mut c in stale {
             if c.batch("ROLLBACK").is_ok() {
                 c.in_read = false;
-                drop(Pooled { conn: Some(c), pool: self.clone() });
+                drop(self.wrap(c));
             }
         }
+        self.freed.notify_all();
     }
 
     /// A new connection outside the pool (the sweeper's lock, the listener).
     pub fn dedicated(&self) -> Result<Conn> {
-        Conn::connect(&self.url, self.tls.as_ref())
+        Conn::connect(&self.url, self.tls.as_ref(), None)
     }
 }
 
@@ -514,12 +577,17 @@ impl std::ops::DerefMut for Pooled {
 
 impl Drop for Pooled {
     fn drop(&mut self) {
+        HELD.with(|h| h.set(h.get().saturating_sub(1)));
         if let Some(c) = self.conn.take() {
             let mut idle = crate::sync::lock(&self.pool.idle);
             if !c.client.is_closed() && idle.len() < IDLE {
                 idle.push((c, Instant::now()));
+            } else {
+                drop(idle);
+                drop(c);
             }
         }
+        self.pool.freed.notify_one();
     }
 }
 
@@ -577,7 +645,7 @@ impl PgTx {
             };
             conn.batch(sql)
         };
-        let conn = pool.first_use(begin)?;
+        let conn = pool.first_use(false, begin)?;
         let mut tx = PgTx { conn: RefCell::new(conn), open: false, latest: None, failed: Default::default() };
         tx.conn.get_mut().in_read = true;
         Ok(tx)
@@ -627,7 +695,7 @@ impl PgTx {
             conn.in_read = false;
             conn.batch(&sql)
         };
-        let conn = pool.first_use(begin)?;
+        let conn = pool.first_use(true, begin)?;
         Ok(PgTx { conn: RefCell::new(conn), open: true, latest: None, failed: Default::default() })
     }
 
