@@ -24,6 +24,19 @@ struct Cluster {
     dir: Option<PathBuf>,
 }
 
+impl Cluster {
+    /// A cluster of its own in `dir` (`.ci/pg-cluster`), stopped on drop.
+    fn private(dir: PathBuf) -> Cluster {
+        let out = std::process::Command::new("bash").arg(".ci/pg-cluster").arg("start").arg(&dir).output().unwrap();
+        assert!(
+            out.status.success(),
+            "these tests need PostgreSQL: set ONEPUSH_TEST_POSTGRES or install Debian's postgresql ({})",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Cluster { base: String::from_utf8_lossy(&out.stdout).trim().to_string(), dir: Some(dir) }
+    }
+}
+
 impl Drop for Cluster {
     fn drop(&mut self) {
         if let Some(dir) = &self.dir {
@@ -40,16 +53,7 @@ fn cluster() -> Arc<Cluster> {
     }
     let c = Arc::new(match postgres_base() {
         Some(base) => Cluster { base, dir: None },
-        None => {
-            let dir = std::env::temp_dir().join(format!("onepush-nodes-pg-{}-{}", std::process::id(), now_secs()));
-            let out = std::process::Command::new("bash").arg(".ci/pg-cluster").arg("start").arg(&dir).output().unwrap();
-            assert!(
-                out.status.success(),
-                "these tests need PostgreSQL: set ONEPUSH_TEST_POSTGRES or install Debian's postgresql ({})",
-                String::from_utf8_lossy(&out.stderr)
-            );
-            Cluster { base: String::from_utf8_lossy(&out.stdout).trim().to_string(), dir: Some(dir) }
-        }
+        None => Cluster::private(std::env::temp_dir().join(format!("onepush-nodes-pg-{}-{}", std::process::id(), now_secs()))),
     });
     *slot = Arc::downgrade(&c);
     c
@@ -408,9 +412,7 @@ fn after_a_database_restart_every_request_is_served() {
     // A cluster of its own: restarting the shared one would disturb the other tests.
     let dir = std::env::temp_dir().join(format!("onepush-restart-pg-{}-{}", std::process::id(), now_secs()));
     let pg = dir.join("pg");
-    let started = std::process::Command::new("bash").arg(".ci/pg-cluster").arg("start").arg(&pg).output().unwrap();
-    assert!(started.status.success(), "{}", String::from_utf8_lossy(&started.stderr));
-    let cluster = Cluster { base: String::from_utf8_lossy(&started.stdout).trim().to_string(), dir: Some(pg.clone()) };
+    let cluster = Cluster::private(pg.clone());
     let url = new_database(&cluster.base, "restart");
     let w = World::new(&format!("store = \"{url}\""));
     let phone = w.registered(C, "jweb", "taro");
@@ -486,9 +488,7 @@ fn tls_to_the_database_is_verified_with_sslrootcert() {
     use std::os::unix::fs::PermissionsExt;
     // A cluster of its own: TLS on, with a certificate from a test CA.
     let dir = std::env::temp_dir().join(format!("onepush-tls-pg-{}-{}", std::process::id(), now_secs()));
-    let started = std::process::Command::new("bash").arg(".ci/pg-cluster").arg("start").arg(dir.join("pg")).output().unwrap();
-    assert!(started.status.success(), "{}", String::from_utf8_lossy(&started.stderr));
-    let cluster = Cluster { base: String::from_utf8_lossy(&started.stdout).trim().to_string(), dir: Some(dir.join("pg")) };
+    let cluster = Cluster::private(dir.join("pg"));
     let TestCa { ca_pem, leaf, leaf_key } = test_ca();
     let data = dir.join("pg").join("data");
     for (name, text) in [("server.crt", leaf.pem()), ("server.key", leaf_key.serialize_pem())] {

@@ -72,10 +72,15 @@ impl Mailbox {
 
     /// Sends an event that a commit made, after that commit.
     pub fn event(&self, e: Event) {
+        self.numbered(|n| Msg::Event(e, n));
+    }
+
+    /// Sends a message with the next number, in number order.
+    fn numbered(&self, msg: impl FnOnce(u64) -> Msg) {
         let _order = crate::sync::lock(&self.events.0);
         let n = self.events.1.load(SeqCst) + 1;
         self.events.1.store(n, SeqCst);
-        let _ = self.tx.send(Msg::Event(e, n));
+        let _ = self.tx.send(msg(n));
     }
 
     /// Asks for a re-check of everything parked (another node's
@@ -83,10 +88,7 @@ impl Mailbox {
     /// a park whose read came before it looks again instead of trusting the
     /// log.
     pub fn recheck(&self) {
-        let _order = crate::sync::lock(&self.events.0);
-        let n = self.events.1.load(SeqCst) + 1;
-        self.events.1.store(n, SeqCst);
-        let _ = self.tx.send(Msg::Recheck(n));
+        self.numbered(Msg::Recheck);
     }
 
     /// The number of events sent so far: taken before a store read that a

@@ -43,16 +43,12 @@ impl Sessions {
         }
     }
 
-    fn memory(m: &Mutex<Memory>) -> std::sync::MutexGuard<'_, Memory> {
-        crate::sync::lock(m)
-    }
-
     /// Opens a session (`key`: the cookie's SHA-256), dropping expired ones.
     pub fn open(&self, key: &str, operator: &str, now: Ms) -> Result<()> {
         match self {
             Sessions::Shared(s) => s.session_open(key, operator, now, SESSION_MAX, SESSION_IDLE),
             Sessions::Memory(m) => {
-                let mut m = Self::memory(m);
+                let mut m = crate::sync::lock(m);
                 m.sessions.retain(|_, s| live(s, now));
                 m.sessions.insert(key.to_string(), Session { operator: operator.to_string(), created: now, last_seen: now });
                 Ok(())
@@ -66,7 +62,7 @@ impl Sessions {
         match self {
             Sessions::Shared(s) => s.session_check(key, now, SESSION_MAX, SESSION_IDLE),
             Sessions::Memory(m) => {
-                let mut m = Self::memory(m);
+                let mut m = crate::sync::lock(m);
                 Ok(match m.sessions.get_mut(key) {
                     Some(s) if live(s, now) => {
                         s.last_seen = now;
@@ -86,7 +82,7 @@ impl Sessions {
         match self {
             Sessions::Shared(s) => s.session_end(key),
             Sessions::Memory(m) => {
-                Self::memory(m).sessions.remove(key);
+                crate::sync::lock(m).sessions.remove(key);
                 Ok(())
             }
         }
@@ -97,7 +93,7 @@ impl Sessions {
         match self {
             Sessions::Shared(s) => s.sessions_end_of(operator),
             Sessions::Memory(m) => {
-                Self::memory(m).sessions.retain(|_, s| s.operator != operator);
+                crate::sync::lock(m).sessions.retain(|_, s| s.operator != operator);
                 Ok(())
             }
         }
@@ -109,7 +105,7 @@ impl Sessions {
         match self {
             Sessions::Shared(s) => s.bootstrap_offer(code_hash, now, ttl),
             Sessions::Memory(m) => {
-                Self::memory(m).code = Some((code_hash.to_string(), now));
+                crate::sync::lock(m).code = Some((code_hash.to_string(), now));
                 Ok(true)
             }
         }
@@ -121,7 +117,7 @@ impl Sessions {
         match self {
             Sessions::Shared(s) => s.bootstrap_take(code_hash, now, ttl),
             Sessions::Memory(m) => {
-                let mut m = Self::memory(m);
+                let mut m = crate::sync::lock(m);
                 let Some((expected, made)) = &m.code else { return Ok(CodeTaken::Absent) };
                 if now >= made.saturating_add(ttl) {
                     m.code = None;
@@ -141,7 +137,7 @@ impl Sessions {
         match self {
             Sessions::Shared(s) => s.bootstrap_clear(),
             Sessions::Memory(m) => {
-                Self::memory(m).code = None;
+                crate::sync::lock(m).code = None;
                 Ok(())
             }
         }

@@ -334,12 +334,13 @@ impl Pool {
 
     /// A connection outside any transaction.
     pub fn get(self: &Arc<Self>) -> Result<Pooled> {
-        let mut c = self.get_raw(false)?;
-        if c.in_read {
-            c.batch("ROLLBACK")?;
-            c.in_read = false;
-        }
-        Ok(c)
+        self.first_use(false, |c| {
+            if c.in_read {
+                c.batch("ROLLBACK")?;
+                c.in_read = false;
+            }
+            Ok(())
+        })
     }
 
     /// A connection on which `begin` succeeded. A pooled connection may be
@@ -389,13 +390,7 @@ impl Pool {
         };
         match clean {
             Some(c) if !c.client.is_closed() => Ok(self.wrap(c)),
-            _ => self.first_use(false, |c| {
-                if c.in_read {
-                    c.batch("ROLLBACK")?;
-                    c.in_read = false;
-                }
-                Ok(())
-            }),
+            _ => self.get(),
         }
     }
 
@@ -484,7 +479,8 @@ struct CacheInner {
     /// Bumped by every drop: a look-up stores what it read only if none
     /// happened since it began.
     generation: u64,
-    records: HashMap<(&'static str, String), Vec<u8>>,
+    /// Table → key → record.
+    records: HashMap<&'static str, HashMap<String, Vec<u8>>>,
     /// Serving until then (None: closed, the listener is not connected).
     open_until: Option<Instant>,
 }
@@ -513,7 +509,7 @@ impl RecordCache {
             inner.generation += 1;
             inner.records.clear();
         }
-        match inner.records.get(&(table, key.to_string())) {
+        match inner.records.get(table).and_then(|t| t.get(key)) {
             Some(v) => Ok(v.clone()),
             None => Err(inner.generation),
         }
@@ -526,16 +522,18 @@ impl RecordCache {
         if inner.generation != generation || inner.open_until.is_none_or(|until| Instant::now() >= until) {
             return;
         }
-        if inner.records.len() >= CACHE_MAX {
+        if inner.records.values().map(HashMap::len).sum::<usize>() >= CACHE_MAX {
             inner.records.clear();
         }
-        inner.records.insert((table, key.to_string()), value.to_vec());
+        inner.records.entry(table).or_default().insert(key.to_string(), value.to_vec());
     }
 
     pub fn forget(&self, table: &'static str, key: &str) {
         let mut inner = crate::sync::lock(&self.inner);
         inner.generation += 1;
-        inner.records.remove(&(table, key.to_string()));
+        if let Some(t) = inner.records.get_mut(table) {
+            t.remove(key);
+        }
     }
 
     pub fn forget_all(&self) {
